@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from zoo.ops._args import check_mode, check_window, pair
+from zoo.ops._args import check_mode, check_padding, check_stride, check_window, pair
 
 
 def corr2d(X: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
@@ -31,6 +31,7 @@ def corr2d_padded_strided(
     """Cross-correlation with zero padding on every side and a stride (d2l section 7.3)."""
     p_h, p_w = pair(padding, "padding")
     s_h, s_w = pair(stride, "stride")
+    check_stride((s_h, s_w))
     h, w = K.shape
     check_window(X.shape[0], X.shape[1], (h, w), (p_h, p_w), "kernel")
     padded = torch.zeros((X.shape[0] + 2 * p_h, X.shape[1] + 2 * p_w), dtype=X.dtype)
@@ -81,6 +82,7 @@ def pool2d(
     p_h, p_w = pair(pool_size, "pool_size")
     pad_h, pad_w = pair(padding, "padding")
     s_h, s_w = pair(stride if stride is not None else 1, "stride")
+    check_stride((s_h, s_w))
     check_window(X.shape[0], X.shape[1], (p_h, p_w), (pad_h, pad_w), "pooling window")
     fill = float("-inf") if mode == "max" else 0.0
     padded = torch.full((X.shape[0] + 2 * pad_h, X.shape[1] + 2 * pad_w), fill, dtype=X.dtype)
@@ -104,6 +106,7 @@ def conv2d_strict(X: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 def pad2d_reflect(X: torch.Tensor, padding: int | tuple[int, int]) -> torch.Tensor:
     """Mirror padding (the padding exercise): border values reflected, the edge itself not repeated."""
     p_h, p_w = pair(padding, "padding")
+    check_padding((p_h, p_w))
     h, w = X.shape
     if p_h >= h or p_w >= w:
         raise ValueError(f"mirror padding {padding} must be smaller than the input {h}x{w}")

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import torch
 
-from zoo.ops._args import check_mode, check_window, pair
+from zoo.ops._args import check_mode, check_padding, check_stride, check_window, pair
 
 
 def pad2d(X: torch.Tensor, padding: int | tuple[int, int], mode: str = "zeros") -> torch.Tensor:
     """Pad the last two dimensions on every side with zeros or by mirroring (reflection)."""
     p_h, p_w = pair(padding, "padding")
+    check_padding((p_h, p_w))
     if mode == "zeros":
         if p_h == 0 and p_w == 0:
             return X
@@ -47,8 +48,7 @@ def _shifted(X: torch.Tensor, a: int, b: int, window: tuple[int, int], stride: t
 def _prepare(X: torch.Tensor, window: tuple[int, int], padding, stride, what: str):
     pad = pair(padding, "padding")
     step = pair(stride, "stride")
-    if step[0] < 1 or step[1] < 1:
-        raise ValueError(f"stride must be positive, got {step}")
+    check_stride(step)
     if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
         check_window(int(X.shape[-2]), int(X.shape[-1]), window, pad, what)
     return pad, step
