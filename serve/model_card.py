@@ -87,8 +87,9 @@ class ModelCard:
                 if spec.default is MISSING and spec.default_factory is MISSING:
                     raise ModelCardError(f"model card is missing the required field {spec.name!r}")
                 continue
-            if spec.type == "str":
-                values[spec.name] = raw
+            if spec.type in ("str", "str | None"):
+                # to_metadata_props writes strings as they are and None as JSON null.
+                values[spec.name] = None if spec.type == "str | None" and raw == "null" else raw
                 continue
             try:
                 values[spec.name] = json.loads(raw)

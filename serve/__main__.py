@@ -1,0 +1,174 @@
+"""python -m serve --model PATH.onnx [--model ...] : the digit-classification gRPC server.
+
+Serves, on one port: digits.v1.DigitClassifier (images in, digits out), the KServe v2
+inference.GRPCInferenceService (tensors in, tensors out: Triton's and KServe's clients work
+unchanged), grpc.health.v1.Health and server reflection.
+
+Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT: health turns NOT_SERVING, new calls are
+refused, calls in flight get the grace period to finish); 2 when it cannot start (bad flags, a
+missing or corrupt model file, --device cuda without a usable GPU, TLS files, port in use).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from serve.batching import BatchingOptions
+from serve.digit_inputs import RequestLimits
+from serve.preprocess import ImageLimits
+from serve.repository import ModelLoadError, ModelRepository
+from serve.runtime import DEVICES, DeviceUnavailable, RuntimeOptions
+from serve.server import DEFAULT_PORT, MiB, Server, ServerConfig, ServerStartError
+
+log = logging.getLogger("serve")
+
+EXIT_OK = 0
+EXIT_START_FAILED = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = ServerConfig()
+    batching, limits, image_limits = BatchingOptions(), RequestLimits(), ImageLimits()
+    parser = argparse.ArgumentParser(
+        prog="python -m serve",
+        description="Serve exported digit classifiers (and any ONNX model) over gRPC on ONNX Runtime.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    models = parser.add_argument_group("models")
+    models.add_argument("--model", dest="models", type=Path, action="append", required=True, metavar="PATH",
+                        help="an .onnx file, or a folder of them (repeatable); the name comes from the model card "
+                             "(the file stem for third-party models)")
+    models.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto: CUDA when it really runs, else CPU; cuda: fail unless CUDA runs; cpu: never try CUDA")
+    models.add_argument("--intra-op-threads", type=int, default=0,
+                        help="ONNX Runtime threads per inference call (0: one per physical core)")
+
+    network = parser.add_argument_group("network")
+    network.add_argument("--host", default=defaults.host,
+                         help="address to listen on (0.0.0.0 or :: for every interface: then use TLS)")
+    network.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free port, see --port-file)")
+    network.add_argument("--port-file", type=Path, default=None,
+                         help="write the bound port to this file once the server accepts requests")
+    network.add_argument("--max-message-mb", type=float, default=defaults.max_message_bytes / MiB,
+                         help="largest request or response message, in MiB (larger ones get RESOURCE_EXHAUSTED)")
+    network.add_argument("--max-concurrent-rpcs", type=int, default=defaults.max_concurrent_rpcs,
+                         help="RPCs handled at once; beyond it calls get RESOURCE_EXHAUSTED (0: no limit)")
+    network.add_argument("--grace-seconds", type=float, default=defaults.grace_s,
+                         help="on SIGTERM/SIGINT, how long calls in flight may take to finish")
+
+    batching_group = parser.add_argument_group("dynamic batching")
+    batching_group.add_argument("--max-batch-size", type=int, default=batching.max_batch_size,
+                                help="most images in one ONNX Runtime call (a larger single request still runs alone)")
+    batching_group.add_argument("--max-delay-ms", type=float, default=batching.max_delay_ms,
+                                help="longest wait of the oldest queued request for its batch to fill (0: no waiting, a batch "
+                                     "is whatever queued while the previous one ran: lowest latency at light load)")
+    batching_group.add_argument("--max-queue-images", type=int, default=batching.max_queue_images,
+                                help="images waiting for inference beyond which calls get UNAVAILABLE")
+    batching_group.add_argument("--no-batching", action="store_true",
+                                help="one ONNX Runtime call per request (same as --max-batch-size 1 --max-delay-ms 0)")
+    batching_group.add_argument("--worker-threads", type=int, default=defaults.worker_threads,
+                                help="threads that decode and convert encoded images")
+
+    limits_group = parser.add_argument_group("request limits")
+    limits_group.add_argument("--max-images-per-request", type=int, default=limits.max_images_per_request,
+                              help="images (or v2 batch rows) per request")
+    limits_group.add_argument("--max-image-bytes", type=int, default=image_limits.max_image_bytes,
+                              help="encoded size of one image")
+    limits_group.add_argument("--max-image-pixels", type=int, default=image_limits.max_image_pixels,
+                              help="width x height of one image, checked before decoding (decompression bombs)")
+
+    security = parser.add_argument_group("security")
+    security.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) of the server: turns TLS on")
+    security.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    security.add_argument("--tls-client-ca", type=Path,
+                          help="PEM CA certificate(s): require client certificates signed by it (mutual TLS)")
+    security.add_argument("--token-file", type=Path,
+                          help="file of accepted bearer tokens, one per line: calls must send "
+                               "`authorization: Bearer <token>` (health checks are exempt)")
+
+    operations = parser.add_argument_group("operations")
+    operations.add_argument("--metrics-port", type=int, default=0,
+                            help="Prometheus metrics on http://HOST:PORT/metrics (0: off)")
+    operations.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """The ServerConfig the flags describe; ValueError with the flag's problem when they are wrong."""
+    if args.no_batching:
+        batching = BatchingOptions.disabled(max_queue_images=args.max_queue_images)
+    else:
+        batching = BatchingOptions(args.max_batch_size, args.max_delay_ms, args.max_queue_images)
+    return ServerConfig(
+        model_paths=tuple(args.models),
+        host=args.host,
+        port=args.port,
+        runtime=RuntimeOptions(device=args.device, intra_op_threads=args.intra_op_threads),
+        batching=batching,
+        limits=RequestLimits(
+            max_images_per_request=args.max_images_per_request,
+            image=ImageLimits(max_image_bytes=args.max_image_bytes, max_image_pixels=args.max_image_pixels),
+        ),
+        worker_threads=args.worker_threads,
+        max_message_bytes=int(args.max_message_mb * MiB),
+        max_concurrent_rpcs=args.max_concurrent_rpcs or None,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        token_file=args.token_file,
+        metrics_port=args.metrics_port or None,
+        grace_s=args.grace_seconds,
+        port_file=args.port_file,
+    )
+
+
+async def serve(config: ServerConfig, repository: ModelRepository) -> int:
+    server = Server(config, repository)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    signals_seen = []
+
+    def on_signal(signum: int) -> None:
+        signals_seen.append(signum)
+        if len(signals_seen) == 1:
+            log.info("%s: draining (up to %.1f s for calls in flight)", signal.Signals(signum).name, config.grace_s)
+            stop_requested.set()
+        else:
+            log.warning("%s again: cancelling the calls still in flight", signal.Signals(signum).name)
+            loop.create_task(server.stop(0))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await stop_requested.wait()
+    await server.stop(config.grace_s)
+    # gRPC finishes an answered call's task a loop turn or two after the call ends; asyncio.run
+    # would cancel such stragglers (and gRPC would log their CancelledError). Let them end.
+    stragglers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    if stragglers:
+        await asyncio.wait(stragglers, timeout=1.0)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))  # exits 2 with the usage line
+    try:
+        repository = ModelRepository.load(config.model_paths, config.runtime)
+        return asyncio.run(serve(config, repository))
+    except (ModelLoadError, DeviceUnavailable, ServerStartError) as exc:
+        print(f"python -m serve: error: {exc}", file=sys.stderr)
+        return EXIT_START_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

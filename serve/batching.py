@@ -1,0 +1,307 @@
+"""Dynamic batching: concurrent requests for one model coalesced into one ONNX Runtime call.
+
+The policy is Triton's dynamic batcher: a batch goes to inference when it holds `max_batch_size`
+images, or when its oldest request has waited `max_delay_ms`, whichever comes first. One batch is in
+flight per model; while it runs (in a dedicated thread: ONNX Runtime releases the GIL) the next one
+gathers on the event loop, so under load the delay is rarely waited out in full. A request is never
+split: one larger than `max_batch_size` is a batch on its own. Requests whose caller went away
+(cancelled, or past its deadline) are dropped before inference, and the queue is bounded: beyond
+`max_queue_images` callers get UNAVAILABLE at once instead of a queue that grows without end.
+
+Everything here runs on one asyncio event loop except the inference call itself, so the queue
+needs no locks. Nothing here knows about gRPC.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from serve.errors import DeadlineExceeded, InvalidInput, ServeError, Unavailable
+
+log = logging.getLogger(__name__)
+
+# The inference call: a batch of inputs (leading dimension = images) -> every output, same leading dim.
+RunBatch = Callable[[np.ndarray], Sequence[np.ndarray]]
+
+
+class InferenceFailed(ServeError):
+    status = "INTERNAL"
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    # Most images in one ONNX Runtime call (a single larger request still runs, alone).
+    max_batch_size: int = 256
+    # Longest time the oldest queued request waits for the batch to fill.
+    max_delay_ms: float = 2.0
+    # Images waiting for inference beyond which new requests are refused with UNAVAILABLE.
+    max_queue_images: int = 8192
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.max_delay_ms < 0:
+            raise ValueError(f"max_delay_ms must be >= 0, got {self.max_delay_ms}")
+        if self.max_queue_images < self.max_batch_size:
+            raise ValueError(
+                f"max_queue_images ({self.max_queue_images}) must be at least max_batch_size ({self.max_batch_size})"
+            )
+
+    @classmethod
+    def disabled(cls, max_queue_images: int = 8192) -> "BatchingOptions":
+        """One ONNX Runtime call per request: the baseline batching is measured against."""
+        return cls(max_batch_size=1, max_delay_ms=0.0, max_queue_images=max_queue_images)
+
+
+class BatchObserver(Protocol):
+    """Where the batcher reports what it does (the Prometheus metrics implement this)."""
+
+    def batch_done(self, model: str, images: int, requests: int, seconds: float) -> None: ...
+
+    def queue_depth(self, model: str, images: int) -> None: ...
+
+    def dropped(self, model: str, reason: str, requests: int) -> None: ...
+
+
+@dataclass
+class BatcherStats:
+    batches: int = 0
+    images_inferred: int = 0
+    requests_inferred: int = 0
+    dropped_cancelled: int = 0
+    dropped_expired: int = 0
+    rejected_queue_full: int = 0
+    largest_batch: int = 0
+    # Size of every batch since start, capped so that a long-running server keeps a bounded list.
+    recent_batch_sizes: deque = field(default_factory=lambda: deque(maxlen=4096))
+
+
+@dataclass
+class _Pending:
+    inputs: np.ndarray
+    images: int
+    future: asyncio.Future
+    enqueued_at: float
+    deadline: float | None
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        name: str,
+        run_batch: RunBatch,
+        options: BatchingOptions = BatchingOptions(),
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.name = name
+        self.options = options
+        self.stats = BatcherStats()
+        self._run_batch = run_batch
+        self._observer = observer
+        self._max_delay_s = options.max_delay_ms / 1000.0
+        self._queue: deque[_Pending] = deque()
+        self._queued_images = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+        self._buffer: np.ndarray | None = None
+        self._task: asyncio.Task | None = None
+        self._wakeup: asyncio.Future | None = None
+        self._batch_full: asyncio.Future | None = None
+        self._closing = False
+        self._draining = False
+
+    @property
+    def queued_images(self) -> int:
+        return self._queued_images
+
+    async def submit(self, inputs: np.ndarray, deadline: float | None = None) -> list[np.ndarray]:
+        """Infer `inputs` (images x ...) with other callers' images; returns this caller's rows of every output.
+
+        `deadline` is in the event loop's clock (loop.time()). Cancelling the awaiting task takes the
+        request out of the next batch.
+        """
+        if self._closing:
+            raise Unavailable(f"model {self.name} is shutting down: send the request to another replica or retry later")
+        images = int(inputs.shape[0])
+        if images == 0:
+            raise InvalidInput("a request must carry at least one image")
+        if self._queue and self._queued_images + images > self.options.max_queue_images:
+            self.stats.rejected_queue_full += 1
+            if self._observer:
+                self._observer.dropped(self.name, "queue_full", 1)
+            raise Unavailable(
+                f"model {self.name} is overloaded: {self._queued_images} images already wait for inference "
+                f"(limit {self.options.max_queue_images}); retry with backoff"
+            )
+        loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._task = loop.create_task(self._run(), name=f"batcher-{self.name}")
+        future = loop.create_future()
+        now = loop.time()
+        self._queue.append(_Pending(inputs, images, future, now, deadline))
+        self._queued_images += images
+        if self._observer:
+            self._observer.queue_depth(self.name, self._queued_images)
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+        if (
+            self._batch_full is not None
+            and not self._batch_full.done()
+            and self._queued_images >= self.options.max_batch_size
+        ):
+            self._batch_full.set_result(None)
+        return await future
+
+    def drain(self) -> None:
+        """Stop waiting for batches to fill: the server is shutting down and no new callers will come."""
+        self._draining = True
+        if self._batch_full is not None and not self._batch_full.done():
+            self._batch_full.set_result(None)
+
+    async def close(self) -> None:
+        """Refuse new requests, infer what is queued, then stop the inference thread."""
+        self._closing = True
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+        if self._batch_full is not None and not self._batch_full.done():
+            self._batch_full.set_result(None)
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        try:
+            await self._batch_loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug here must not leave callers waiting for ever: fail them, and let the next
+            # request start a fresh loop.
+            log.exception("model %s: the batching loop failed", self.name)
+            error = InferenceFailed(f"model {self.name}: internal batching error (see the server log)")
+            while self._queue:
+                pending = self._pop()
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            self._task = None
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup = loop.create_future()
+                await self._wakeup
+                self._wakeup = None
+                continue
+            waiting_pays = self._max_delay_s > 0 and not (self._closing or self._draining)
+            if self._queued_images < self.options.max_batch_size and waiting_pays:
+                wait_s = self._queue[0].enqueued_at + self._max_delay_s - loop.time()
+                if wait_s > 0:
+                    self._batch_full = loop.create_future()
+                    timer = loop.call_later(wait_s, _resolve, self._batch_full)
+                    await self._batch_full
+                    timer.cancel()
+                    self._batch_full = None
+            batch = self._take_batch(loop.time())
+            if batch:
+                await self._infer(batch)
+
+    def _take_batch(self, now: float) -> list[_Pending]:
+        """Pop the next batch in arrival order, dropping requests nobody waits for any more."""
+        batch: list[_Pending] = []
+        images = 0
+        while self._queue:
+            pending = self._queue[0]
+            if pending.future.done():  # the caller was cancelled (client went away or its deadline passed)
+                self._pop()
+                self.stats.dropped_cancelled += 1
+                if self._observer:
+                    self._observer.dropped(self.name, "cancelled", 1)
+                continue
+            if pending.deadline is not None and pending.deadline <= now:
+                self._pop()
+                self.stats.dropped_expired += 1
+                if self._observer:
+                    self._observer.dropped(self.name, "deadline", 1)
+                waited_ms = (now - pending.enqueued_at) * 1000
+                pending.future.set_exception(
+                    DeadlineExceeded(
+                        f"the request's deadline passed after {waited_ms:.1f} ms in the queue of model {self.name}, "
+                        "before inference; allow a longer deadline"
+                    )
+                )
+                continue
+            if batch:
+                fits = images + pending.images <= self.options.max_batch_size
+                same_kind = pending.inputs.shape[1:] == batch[0].inputs.shape[1:] and pending.inputs.dtype == batch[0].inputs.dtype
+                if not (fits and same_kind):
+                    break
+            batch.append(self._pop())
+            images += pending.images
+            if images >= self.options.max_batch_size:
+                break
+        if self._observer:
+            self._observer.queue_depth(self.name, self._queued_images)
+        return batch
+
+    def _pop(self) -> _Pending:
+        pending = self._queue.popleft()
+        self._queued_images -= pending.images
+        return pending
+
+    def _stack(self, batch: list[_Pending]) -> np.ndarray:
+        if len(batch) == 1:
+            return batch[0].inputs  # a batch of one request: no copy at all
+        first = batch[0].inputs
+        images = sum(p.images for p in batch)
+        buffer = self._buffer
+        if buffer is None or buffer.shape[0] < images or buffer.shape[1:] != first.shape[1:] or buffer.dtype != first.dtype:
+            # One buffer per batcher, reused: only one batch is in flight, so it is free again here.
+            capacity = max(images, self.options.max_batch_size)
+            buffer = self._buffer = np.empty((capacity, *first.shape[1:]), dtype=first.dtype)
+        out = buffer[:images]
+        np.concatenate([p.inputs for p in batch], axis=0, out=out)
+        return out
+
+    async def _infer(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        inputs = self._stack(batch)
+        started = time.perf_counter()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run_batch, inputs)
+        except Exception as exc:
+            log.exception("model %s: inference failed on a batch of %d images", self.name, inputs.shape[0])
+            error = InferenceFailed(f"model {self.name}: inference failed: {exc}")
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        seconds = time.perf_counter() - started
+        images = int(inputs.shape[0])
+        stats = self.stats
+        stats.batches += 1
+        stats.images_inferred += images
+        stats.requests_inferred += len(batch)
+        stats.largest_batch = max(stats.largest_batch, images)
+        stats.recent_batch_sizes.append(images)
+        if self._observer:
+            self._observer.batch_done(self.name, images, len(batch), seconds)
+        offset = 0
+        for pending in batch:
+            if not pending.future.done():
+                end = offset + pending.images
+                pending.future.set_result([output[offset:end] for output in outputs])
+            offset += pending.images
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)

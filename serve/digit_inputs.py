@@ -1,0 +1,119 @@
+"""Images of a digits API request -> the float32 N x 1 x H x W "pixels" batch a classifier takes.
+
+Each image is encoded bytes (decoded and brought to MNIST's format by serve.preprocess) or raw 8-bit
+pixels (already in MNIST's format, or converted the same way). The common bulk case, many raw
+28 x 28 images flagged already_mnist, is done for the whole request in a few numpy calls; the rest
+goes image by image. Errors name the image (by its index in the request) and say what to fix.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from serve.errors import InvalidInput, ServeError, TooLarge
+from serve.preprocess import ImageLimits, decode_image, prepare_digit, raw_pixels_to_array
+
+MNIST_SIZE = 28
+_UINT8_MAX = np.float32(255.0)
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_images_per_request: int = 1024
+    image: ImageLimits = field(default_factory=ImageLimits)
+
+    def __post_init__(self) -> None:
+        if self.max_images_per_request < 1:
+            raise ValueError(f"max_images_per_request must be >= 1, got {self.max_images_per_request}")
+
+
+def check_image_count(count: int, limits: RequestLimits) -> None:
+    if count == 0:
+        raise InvalidInput("the request carries no images; add at least one image")
+    if count > limits.max_images_per_request:
+        raise TooLarge(
+            f"the request carries {count} images; the limit is {limits.max_images_per_request} per request: "
+            "split it into several requests"
+        )
+
+
+def is_bulk_mnist(images: Sequence) -> bool:
+    """All raw 28 x 28 pixels flagged already_mnist: the whole request converts in one go."""
+    for image in images:
+        if image.WhichOneof("source") != "raw":
+            return False
+        raw = image.raw
+        if not raw.already_mnist or raw.height != MNIST_SIZE or raw.width != MNIST_SIZE:
+            return False
+    return True
+
+
+def _padding(input_size: Sequence[int]) -> tuple[int, int]:
+    height, width = int(input_size[0]), int(input_size[1])
+    return (height - MNIST_SIZE) // 2, (width - MNIST_SIZE) // 2
+
+
+def bulk_mnist_pixels(images: Sequence, input_size: Sequence[int]) -> np.ndarray | None:
+    """Raw already-MNIST images -> N x 1 x H x W, the same values prepare_digit gives, in one pass.
+
+    None when some image has the wrong number of bytes: the per-image path then names it.
+    """
+    count = len(images)
+    joined = b"".join(image.raw.pixels for image in images)
+    if len(joined) != count * MNIST_SIZE * MNIST_SIZE:
+        return None
+    digits = np.frombuffer(joined, dtype=np.uint8).reshape(count, MNIST_SIZE, MNIST_SIZE)
+    height, width = int(input_size[0]), int(input_size[1])
+    if (height, width) == (MNIST_SIZE, MNIST_SIZE):
+        pixels = digits.astype(np.float32)
+        pixels /= _UINT8_MAX
+        return pixels.reshape(count, 1, MNIST_SIZE, MNIST_SIZE)
+    top, left = _padding(input_size)
+    pixels = np.zeros((count, 1, height, width), dtype=np.float32)
+    np.divide(digits, _UINT8_MAX, out=pixels[:, 0, top : top + MNIST_SIZE, left : left + MNIST_SIZE], dtype=np.float32)
+    return pixels
+
+
+def image_to_pixels(image, input_size: Sequence[int], limits: ImageLimits) -> np.ndarray:
+    """One protobuf Image -> float32 1 x H x W."""
+    source = image.WhichOneof("source")
+    if source == "encoded":
+        gray = decode_image(image.encoded, limits)
+        return prepare_digit(gray, already_mnist=False, input_size=tuple(input_size))
+    if source == "raw":
+        raw = image.raw
+        gray = raw_pixels_to_array(raw.pixels, raw.height, raw.width, limits)
+        return prepare_digit(gray, already_mnist=raw.already_mnist, input_size=tuple(input_size))
+    raise InvalidInput("the image has neither `encoded` bytes nor `raw` pixels; set one of them")
+
+
+def images_to_pixels_one_by_one(images: Sequence, input_size: Sequence[int], limits: ImageLimits) -> np.ndarray:
+    height, width = int(input_size[0]), int(input_size[1])
+    pixels = np.empty((len(images), 1, height, width), dtype=np.float32)
+    for index, image in enumerate(images):
+        try:
+            pixels[index] = image_to_pixels(image, input_size, limits)
+        except ServeError as exc:
+            if len(images) == 1:
+                raise
+            raise type(exc)(f"image {index}: {exc}") from exc
+    return pixels
+
+
+def images_to_pixels(
+    images: Sequence, input_size: Sequence[int], limits: RequestLimits, bulk: bool | None = None
+) -> np.ndarray:
+    """A request's images -> float32 N x 1 x H x W for the model's "pixels" input.
+
+    `bulk`: the caller's is_bulk_mnist(images), when it already knows it.
+    """
+    check_image_count(len(images), limits)
+    if bulk is None:
+        bulk = is_bulk_mnist(images)
+    if bulk:
+        pixels = bulk_mnist_pixels(images, input_size)
+        if pixels is not None:
+            return pixels
+    return images_to_pixels_one_by_one(images, input_size, limits.image)

@@ -1,0 +1,69 @@
+"""Running one model for the servicers: through the dynamic batcher when its input allows it.
+
+A model with one input whose leading dimension is the batch (every digit classifier, most
+third-party classifiers) goes through a DynamicBatcher, so requests from both APIs share batches.
+Other models (several inputs, dynamic image sizes such as the edge detector) run one ONNX Runtime
+call per request, on the same kind of dedicated inference thread, after the same deadline check.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
+
+from serve.batching import BatchingOptions, BatchObserver, DynamicBatcher, InferenceFailed
+from serve.errors import DeadlineExceeded, InvalidInput, Unavailable
+from serve.repository import Model
+
+
+class ModelRunner:
+    def __init__(self, model: Model, batching: BatchingOptions, observer: BatchObserver | None = None) -> None:
+        self.model = model
+        self._observer = observer
+        self.batcher: DynamicBatcher | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closing = False
+        if model.batchable:
+            self.batcher = DynamicBatcher(model.name, model.run_batch, batching, observer)
+        else:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model.name}")
+
+    async def infer(self, feeds: dict[str, np.ndarray], deadline: float | None = None) -> list[np.ndarray]:
+        """Every output of the model (in model.outputs order) for these inputs."""
+        if self.batcher is not None:
+            (inputs,) = feeds.values()
+            return await self.batcher.submit(inputs, deadline)
+        return await self._infer_alone(feeds, deadline)
+
+    async def _infer_alone(self, feeds: dict[str, np.ndarray], deadline: float | None) -> list[np.ndarray]:
+        if self._closing:
+            raise Unavailable(f"model {self.model.name} is shutting down: retry on another replica or later")
+        loop = asyncio.get_running_loop()
+        if deadline is not None and deadline <= loop.time():
+            raise DeadlineExceeded(f"the request's deadline passed before model {self.model.name} ran it")
+        started = time.perf_counter()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self.model.run, feeds)
+        except OrtInvalidArgument as exc:
+            # Shapes the model's dynamic dimensions cannot take (only known once the graph runs).
+            raise InvalidInput(f"model {self.model.name} cannot run these inputs: {exc}") from exc
+        except Exception as exc:
+            raise InferenceFailed(f"model {self.model.name}: inference failed: {exc}") from exc
+        if self._observer:
+            items = next(iter(feeds.values())).shape[0] if feeds else 1
+            self._observer.batch_done(self.model.name, int(items), 1, time.perf_counter() - started)
+        return outputs
+
+    def drain(self) -> None:
+        if self.batcher is not None:
+            self.batcher.drain()
+
+    async def close(self) -> None:
+        self._closing = True
+        if self.batcher is not None:
+            await self.batcher.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)

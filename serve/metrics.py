@@ -1,0 +1,94 @@
+"""Prometheus metrics of the server, on their own HTTP port (--metrics-port; 0 turns them off).
+
+    serve_requests_total{service, method, code}        RPCs answered, by gRPC status code name
+    serve_request_duration_seconds{service, method}    time from handler start to answer
+    serve_batch_size{model}                            images per ONNX Runtime call
+    serve_batch_requests{model}                        requests per ONNX Runtime call
+    serve_inference_duration_seconds{model}            time of one ONNX Runtime call
+    serve_queue_images{model}                          images waiting for inference
+    serve_dropped_requests_total{model, reason}        requests not inferred: cancelled, deadline, queue_full
+
+Each server owns its registry (tests run several servers in one process). Label children are
+cached: the hot path is a dict lookup and an atomic add.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_INFERENCE_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self._requests = Counter(
+            "serve_requests", "RPCs answered, by method and gRPC status code",
+            ["service", "method", "code"], registry=self.registry,
+        )
+        self._latency = Histogram(
+            "serve_request_duration_seconds", "Time from the start of an RPC's handler to its answer",
+            ["service", "method"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self._batch_size = Histogram(
+            "serve_batch_size", "Images per ONNX Runtime call", ["model"], buckets=_BATCH_BUCKETS, registry=self.registry
+        )
+        self._batch_requests = Histogram(
+            "serve_batch_requests", "Requests coalesced into one ONNX Runtime call", ["model"],
+            buckets=_BATCH_BUCKETS, registry=self.registry,
+        )
+        self._inference = Histogram(
+            "serve_inference_duration_seconds", "Duration of one ONNX Runtime call", ["model"],
+            buckets=_INFERENCE_BUCKETS, registry=self.registry,
+        )
+        self._queue = Gauge("serve_queue_images", "Images waiting for inference", ["model"], registry=self.registry)
+        self._dropped = Counter(
+            "serve_dropped_requests", "Requests dropped before inference", ["model", "reason"], registry=self.registry
+        )
+        self._children: dict[tuple, object] = {}
+        self._http = None
+        self._http_thread: threading.Thread | None = None
+
+    def _child(self, metric, *labels):
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    # RPCs
+    def request_done(self, service: str, method: str, code: str, seconds: float) -> None:
+        self._child(self._requests, service, method, code).inc()
+        self._child(self._latency, service, method).observe(seconds)
+
+    # serve.batching.BatchObserver
+    def batch_done(self, model: str, images: int, requests: int, seconds: float) -> None:
+        self._child(self._batch_size, model).observe(images)
+        self._child(self._batch_requests, model).observe(requests)
+        self._child(self._inference, model).observe(seconds)
+
+    def queue_depth(self, model: str, images: int) -> None:
+        self._child(self._queue, model).set(images)
+
+    def dropped(self, model: str, reason: str, requests: int) -> None:
+        self._child(self._dropped, model, reason).inc(requests)
+
+    # Exposition
+    def serve_http(self, host: str, port: int) -> int:
+        """Expose /metrics on host:port (0 picks a free port); returns the bound port."""
+        self._http, self._http_thread = start_http_server(port, addr=host, registry=self.registry)
+        bound = self._http.server_address[1]
+        log.info("metrics on http://%s:%d/metrics", host if ":" not in host else f"[{host}]", bound)
+        return bound
+
+    def stop_http(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None

@@ -1,0 +1,129 @@
+"""Small ONNX models built with onnx.helper, so the serve tests need neither torch nor `export`.
+
+- `linear_classifier`: pixels (N x 1 x H x W in [0, 1]) -> logits, probabilities, with a model card:
+  a real digit classifier (one linear layer, weights given) in the format `export` writes.
+- `third_party_classifier`: no card, its own input/output names and an INT64 side output.
+- `two_input_model`: two inputs, no batch dimension shared: served through v2 without the batcher.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from serve.model_card import ModelCard
+
+# ONNX Runtime 1.2x reads IR version 10 (onnx >= 1.17 writes newer by default).
+IR_VERSION = 10
+OPSET = 17
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+def _save(graph: onnx.GraphProto, path: Path, metadata: dict[str, str] | None = None) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(model)
+    path = Path(path)
+    onnx.save(model, path)
+    return path
+
+
+def linear_classifier(
+    path: Path,
+    weights: np.ndarray,
+    bias: np.ndarray,
+    *,
+    name: str = "linear",
+    input_size: int = 28,
+    labels: list[str] | None = None,
+) -> Path:
+    """logits = ((pixels - mean) / std).flatten() @ weights + bias; probabilities = softmax(logits).
+
+    `weights` is (input_size * input_size, classes).
+    """
+    features, classes = weights.shape
+    assert features == input_size * input_size
+    pixels = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 1, input_size, input_size])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])
+    probabilities = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", classes])
+    initializers = [
+        numpy_helper.from_array(np.array([MNIST_MEAN], np.float32), "mean"),
+        numpy_helper.from_array(np.array([MNIST_STD], np.float32), "std"),
+        numpy_helper.from_array(weights.astype(np.float32), "weights"),
+        numpy_helper.from_array(bias.astype(np.float32), "bias"),
+    ]
+    nodes = [
+        helper.make_node("Sub", ["pixels", "mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "std"], ["normalised"]),
+        helper.make_node("Flatten", ["normalised"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "weights", "bias"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, name, [pixels], [logits, probabilities], initializers)
+    card = ModelCard(
+        model_name=name,
+        task="classification",
+        input_name="pixels",
+        output_names=["logits", "probabilities"],
+        input_size=[input_size, input_size],
+        labels=labels if labels is not None else [str(i) for i in range(classes)],
+        mean=[MNIST_MEAN],
+        std=[MNIST_STD],
+        test_accuracy=None,
+        dataset="mnist",
+    )
+    return _save(graph, path, card.to_metadata_props())
+
+
+def random_linear_classifier(path: Path, *, name: str = "linear", input_size: int = 28, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(0, 0.05, size=(input_size * input_size, 10)).astype(np.float32)
+    bias = rng.normal(0, 0.1, size=10).astype(np.float32)
+    return linear_classifier(path, weights, bias, name=name, input_size=input_size)
+
+
+def centroid_classifier(path: Path, images: np.ndarray, labels: np.ndarray, *, name: str = "centroid") -> Path:
+    """A classifier that actually reads digits (about 80% on MNIST): nearest class mean, as a linear layer.
+
+    argmin_c |x - m_c|^2 = argmax_c (2 m_c . x - |m_c|^2), here on normalised pixels.
+    """
+    normalised = (images.reshape(len(images), -1).astype(np.float32) / 255.0 - MNIST_MEAN) / MNIST_STD
+    means = np.stack([normalised[labels == c].mean(axis=0) for c in range(10)])
+    weights = (2.0 * means).T
+    bias = -(means**2).sum(axis=1)
+    # Scaled down so the softmax is not saturated: the probabilities then mean something.
+    return linear_classifier(path, weights / 50.0, bias / 50.0, name=name)
+
+
+def third_party_classifier(path: Path) -> Path:
+    """No card; input "input_1" FP32 N x 4, outputs "scores" FP32 N x 3 and "label" INT64 N."""
+    x = helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["batch", 4])
+    scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 3])
+    label = helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"])
+    weights = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0, "w")
+    nodes = [
+        helper.make_node("MatMul", ["input_1", "w"], ["scores"]),
+        helper.make_node("ArgMax", ["scores"], ["label"], axis=1, keepdims=0),
+    ]
+    return _save(helper.make_graph(nodes, "third_party", [x], [scores, label], [weights]), path)
+
+
+def two_input_model(path: Path) -> Path:
+    """No card; "a" INT32 N x 2 and "b" INT32 N x 2 -> "sum" INT32 N x 2 (not batchable: two inputs)."""
+    a = helper.make_tensor_value_info("a", TensorProto.INT32, ["N", 2])
+    b = helper.make_tensor_value_info("b", TensorProto.INT32, ["N", 2])
+    total = helper.make_tensor_value_info("sum", TensorProto.INT32, ["N", 2])
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["sum"])], "adder", [a, b], [total])
+    return _save(graph, path)
+
+
+def batch_mean_model(path: Path) -> Path:
+    """No card; "x" FP32 N x 4 -> "mean" FP32 4: an output that is not per item, so never batched."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    mean = helper.make_tensor_value_info("mean", TensorProto.FLOAT, [4])
+    node = helper.make_node("ReduceMean", ["x"], ["mean"], axes=[0], keepdims=0)  # opset 17: axes attribute
+    return _save(helper.make_graph([node], "batch_mean", [x], [mean]), path)

@@ -1,0 +1,36 @@
+"""Shared pieces of the serve tests (a plain module: conftest files are not for importing)."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from serve.digit_inputs import RequestLimits
+from serve.preprocess import ImageLimits
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MiB = 1024 * 1024
+AGREEMENT_IMAGES = 1200
+# Limits of the shared test server, small enough for the bad-input tests to cross them cheaply.
+TEST_LIMITS = RequestLimits(
+    max_images_per_request=300, image=ImageLimits(max_image_bytes=256 * 1024, max_image_pixels=1024 * 1024)
+)
+TEST_MAX_MESSAGE_BYTES = 8 * MiB
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def offline_probabilities(model_path: Path, images_uint8: np.ndarray, input_size: int = 28) -> np.ndarray:
+    """The same ONNX file run directly with ONNX Runtime: what the service must agree with."""
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    pixels = images_uint8.astype(np.float32)[:, None] / np.float32(255)
+    pad = (input_size - 28) // 2
+    if pad:
+        pixels = np.pad(pixels, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    return session.run(["probabilities"], {"pixels": pixels})[0]

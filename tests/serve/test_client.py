@@ -1,0 +1,115 @@
+"""The client class and `python -m serve.client` against a running server."""
+from __future__ import annotations
+
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from serve import client as client_cli
+from serve.client import ClientError, DigitClient, Prediction
+from serve_testing import free_port, offline_probabilities
+
+
+@pytest.fixture(scope="module")
+def digit_client(server):
+    with DigitClient(server.target) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def png_files(tmp_path_factory, mnist_test_set):
+    images, _ = mnist_test_set
+    folder = tmp_path_factory.mktemp("pngs")
+    paths = []
+    for index in range(3):
+        path = folder / f"digit{index}.png"
+        Image.fromarray(255 - images[index]).convert("RGB").save(path)  # dark ink on white, in colour
+        paths.append(path)
+    return paths
+
+
+def test_classify_takes_paths_bytes_and_arrays(digit_client, png_files, mnist_test_set, model_dir):
+    images, _ = mnist_test_set
+    expected = offline_probabilities(model_dir / "centroid.onnx", images[:3]).argmax(axis=1).tolist()
+    from_paths = digit_client.classify(png_files, top_k=2)
+    assert all(isinstance(p, Prediction) and len(p.top_k) == 2 and p.model == "centroid" for p in from_paths)
+    from_bytes = digit_client.classify([path.read_bytes() for path in png_files])
+    assert [p.digit for p in from_paths] == [p.digit for p in from_bytes]
+    from_raw = digit_client.classify_raw(images[:3])
+    assert [p.digit for p in from_raw] == expected
+    assert [p.digit for p in digit_client.classify(list(images[:3]), already_mnist=True)] == expected
+
+
+def test_stream_yields_predictions_and_errors_in_order(digit_client, mnist_test_set, model_dir):
+    images, _ = mnist_test_set
+    answers = list(digit_client.stream([images[0], b"garbage", images[1]], already_mnist=True))
+    assert isinstance(answers[1], ClientError) and answers[1].code == grpc.StatusCode.INVALID_ARGUMENT
+    expected = offline_probabilities(model_dir / "centroid.onnx", images[:2]).argmax(axis=1).tolist()
+    assert [answers[0].digit, answers[2].digit] == expected
+
+
+def test_listing_and_metadata(digit_client):
+    assert {m.name for m in digit_client.list_models()} == {"centroid", "padded32", "thirdparty", "adder"}
+    assert digit_client.model_metadata("padded32").input_size == [32, 32]
+
+
+def test_errors_carry_the_status(digit_client, mnist_test_set):
+    images, _ = mnist_test_set
+    with pytest.raises(ClientError) as failure:
+        digit_client.classify_raw(images[:1], model="nope")
+    assert failure.value.code == grpc.StatusCode.NOT_FOUND and "unknown model 'nope'" in str(failure.value)
+    with pytest.raises(ClientError, match="uint8 arrays"):
+        digit_client.classify([np.zeros((28, 28), np.float32)])
+    with pytest.raises(ClientError, match="cannot read the image file"):
+        digit_client.classify(["/no/such/file.png"])
+
+
+def test_cli_prints_a_table_of_predictions(server, png_files, capsys):
+    code = client_cli.main([*map(str, png_files), "--server", server.target, "--top-k", "2"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert out[0].split() == ["image", "digit", "probability", "top-k"]
+    assert len(out) == 4 and all(str(path) in line for path, line in zip(png_files, out[1:]))
+
+
+def test_cli_reports_bad_answers_per_image_and_exits_1(server, png_files, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    code = client_cli.main([str(png_files[0]), str(broken), "--server", server.target])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "broken.png  error: INVALID_ARGUMENT" in out and str(png_files[0]) in out
+
+
+def test_cli_exit_codes_for_bad_files_unknown_models_and_unreachable_servers(server, png_files, capsys):
+    assert client_cli.main(["/no/such.png", "--server", server.target]) == 2
+    assert "cannot read the image file /no/such.png" in capsys.readouterr().err
+    assert client_cli.main([str(png_files[0]), "--server", server.target, "--model", "nope"]) == 1
+    assert "NOT_FOUND: unknown model 'nope'" in capsys.readouterr().out
+    assert client_cli.main([str(png_files[0]), "--server", f"127.0.0.1:{free_port()}", "--connect-timeout", "0.5"]) == 3
+    assert "cannot reach the server" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        client_cli.main(["--server", server.target])
+    assert exit_info.value.code == 2
+
+
+def test_cli_mnist_test_reports_the_offline_accuracy_and_latency(server, mnist_root, model_dir, mnist_test_set, capsys):
+    images, labels = mnist_test_set
+    code = client_cli.main(
+        ["--mnist-test", "300", "--batch-size", "7", "--concurrency", "3", "--data-dir", str(mnist_root),
+         "--server", server.target, "--model", "centroid"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    offline = offline_probabilities(model_dir / "centroid.onnx", images[:300]).argmax(axis=1)
+    accuracy = float((offline == labels[:300]).mean())
+    assert f"accuracy    {accuracy:.4f}" in out
+    assert "latency ms  p50" in out and "p99" in out and "images/s" in out
+
+
+def test_cli_lists_models(server, capsys):
+    assert client_cli.main(["--list-models", "--server", server.target]) == 0
+    out = capsys.readouterr().out
+    assert "centroid" in out and "CPUExecutionProvider" in out and "thirdparty" in out

@@ -1,0 +1,80 @@
+"""Digits API images -> the model's pixels: the bulk path equals the per-image path; errors name the image."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serve import digit_inputs
+from serve.errors import InvalidInput, TooLarge
+from serve.generated.digits.v1 import digits_pb2
+from serve.preprocess import ImageLimits, prepare_digit
+
+
+def raw_image(pixels_uint8: np.ndarray, already_mnist: bool = True) -> digits_pb2.Image:
+    height, width = pixels_uint8.shape
+    return digits_pb2.Image(
+        raw=digits_pb2.RawPixels(pixels=pixels_uint8.tobytes(), height=height, width=width, already_mnist=already_mnist)
+    )
+
+
+def png_bytes(pixels_uint8: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels_uint8).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits_uint8() -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, size=(5, 28, 28), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("input_size", [(28, 28), (32, 32)])
+def test_bulk_mnist_path_gives_exactly_what_prepare_digit_gives(digits_uint8, input_size):
+    images = [raw_image(d) for d in digits_uint8]
+    assert digit_inputs.is_bulk_mnist(images)
+    bulk = digit_inputs.images_to_pixels(images, input_size, digit_inputs.RequestLimits())
+    expected = np.stack(
+        [prepare_digit(d.astype(np.float32) / np.float32(255), already_mnist=True, input_size=input_size) for d in digits_uint8]
+    )
+    assert bulk.shape == (5, 1, *input_size) and bulk.dtype == np.float32
+    np.testing.assert_array_equal(bulk, expected)
+    one_by_one = digit_inputs.images_to_pixels_one_by_one(images, input_size, ImageLimits())
+    np.testing.assert_array_equal(bulk, one_by_one)
+
+
+def test_mixed_requests_go_image_by_image(digits_uint8):
+    images = [raw_image(digits_uint8[0]), digits_pb2.Image(encoded=png_bytes(255 - digits_uint8[1]))]
+    assert not digit_inputs.is_bulk_mnist(images)
+    pixels = digit_inputs.images_to_pixels(images, (28, 28), digit_inputs.RequestLimits())
+    assert pixels.shape == (2, 1, 28, 28)
+    assert 0.0 <= pixels.min() and pixels.max() <= 1.0
+
+
+def test_errors_name_the_image_that_caused_them(digits_uint8):
+    images = [raw_image(digits_uint8[0]), raw_image(digits_uint8[1]), digits_pb2.Image(encoded=b"not an image")]
+    with pytest.raises(InvalidInput, match=r"^image 2: the bytes are not a PNG, JPEG or BMP image"):
+        digit_inputs.images_to_pixels(images, (28, 28), digit_inputs.RequestLimits())
+
+
+def test_a_wrong_raw_byte_count_in_a_bulk_request_is_named(digits_uint8):
+    images = [raw_image(d) for d in digits_uint8[:3]]
+    images[1].raw.pixels = images[1].raw.pixels[:-1]
+    with pytest.raises(InvalidInput, match=r"^image 1: raw pixels for a 28x28 image must be 784 bytes"):
+        digit_inputs.images_to_pixels(images, (28, 28), digit_inputs.RequestLimits())
+
+
+def test_image_counts_are_limited():
+    limits = digit_inputs.RequestLimits(max_images_per_request=2)
+    with pytest.raises(InvalidInput, match="no images"):
+        digit_inputs.images_to_pixels([], (28, 28), limits)
+    image = raw_image(np.zeros((28, 28), np.uint8))
+    with pytest.raises(TooLarge, match="3 images; the limit is 2"):
+        digit_inputs.images_to_pixels([image] * 3, (28, 28), limits)
+
+
+def test_an_image_without_a_source_is_invalid():
+    with pytest.raises(InvalidInput, match="neither `encoded` bytes nor `raw` pixels"):
+        digit_inputs.images_to_pixels([digits_pb2.Image()], (28, 28), digit_inputs.RequestLimits())

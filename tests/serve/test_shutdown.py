@@ -1,0 +1,94 @@
+"""SIGTERM/SIGINT to a real server process: health turns NOT_SERVING, requests in flight are answered,
+new ones are refused, and the process exits 0."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from serve_testing import REPO_ROOT, offline_probabilities
+
+
+def _wait_for_port(port_file, process, timeout=60.0) -> int:
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        if port_file.exists() and port_file.read_text().strip():
+            return int(port_file.read_text())
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early: {process.stderr.read()}")
+        time.sleep(0.05)
+    raise AssertionError("server did not start")
+
+
+class HealthWatch:
+    """Collects the statuses a health Watch stream delivers; cancels it on NOT_SERVING."""
+
+    def __init__(self, channel) -> None:
+        self.statuses: list[int] = []
+        self.serving = threading.Event()
+        self.not_serving = threading.Event()
+        self._call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for response in self._call:
+                self.statuses.append(response.status)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    self.serving.set()
+                elif response.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    self.not_serving.set()
+                    self._call.cancel()  # a well-behaved client stops watching a server that goes away
+        except grpc.RpcError:
+            pass
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_drains_requests_in_flight_and_exits_0(signum, model_dir, mnist_test_set, tmp_path):
+    images, _ = mnist_test_set
+    port_file = tmp_path / "port"
+    # Batches wait up to 3 s to fill: requests are still in flight when the signal arrives.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serve", "--model", str(model_dir / "centroid.onnx"), "--port", "0",
+         "--port-file", str(port_file), "--device", "cpu", "--max-delay-ms", "3000", "--grace-seconds", "20"],
+        cwd=REPO_ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    try:
+        port = _wait_for_port(port_file, process)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            watch = HealthWatch(channel)
+            assert watch.serving.wait(10)
+            stub = digits_pb2_grpc.DigitClassifierStub(channel)
+            requests = [
+                digits_pb2.ClassifyRequest(images=[digits_pb2.Image(raw=digits_pb2.RawPixels(
+                    pixels=images[i].tobytes(), height=28, width=28, already_mnist=True))])
+                for i in range(8)
+            ]
+            in_flight = [stub.Classify.future(request, timeout=30) for request in requests]
+            time.sleep(0.5)  # they reach the server and wait in the batcher
+            assert not any(f.done() for f in in_flight)
+            signalled_at = time.monotonic()
+            process.send_signal(signum)
+            answers = [f.result().predictions[0].digit for f in in_flight]
+            assert time.monotonic() - signalled_at < 2.5, "draining should not wait out the batching delay"
+            expected = offline_probabilities(model_dir / "centroid.onnx", images[:8]).argmax(axis=1)
+            assert answers == expected.tolist()
+            assert watch.not_serving.wait(10), f"health never turned NOT_SERVING: {watch.statuses}"
+            assert process.wait(timeout=20) == 0
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Classify(requests[0], timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        stderr = process.stderr.read()
+        assert f"{signal.Signals(signum).name}: draining" in stderr and "server stopped" in stderr
+        assert "Traceback" not in stderr, stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
