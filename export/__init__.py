@@ -1,0 +1,1 @@
+"""python -m export: every zoo model to ONNX, self-describing, with its parity to PyTorch proven."""
