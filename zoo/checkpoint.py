@@ -87,9 +87,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # torch's message advises retrying with weights_only=False, the one thing never to do with
+        # an untrusted file; pass on only its specific reason (e.g. "unsupported GLOBAL posix.system").
+        reasons = [line.strip() for line in str(exc).splitlines() if "nsupported" in line]
         raise CheckpointError(
-            f"{path} was refused by the safe loader (it contains objects other than tensors and "
-            f"plain data, or is not a checkpoint): {str(exc).splitlines()[0]}"
+            f"{path} was refused by the safe loader: it holds objects other than tensors and plain "
+            f"data, or is not a checkpoint at all{': ' + reasons[0] if reasons else ''}. "
+            "Checkpoints written by `python -m zoo.train` always load; do not load this file another way "
+            "unless you trust where it came from."
         ) from exc
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupted or truncated?): {exc}") from exc
