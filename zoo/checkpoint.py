@@ -89,7 +89,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     except pickle.UnpicklingError as exc:
         # torch's message advises retrying with weights_only=False, the one thing never to do with
         # an untrusted file; pass on only its specific reason (e.g. "unsupported GLOBAL posix.system").
-        reasons = [line.strip() for line in str(exc).splitlines() if "nsupported" in line]
+        reasons = [line.strip().rstrip('.') for line in str(exc).splitlines() if "nsupported" in line]
         raise CheckpointError(
             f"{path} was refused by the safe loader: it holds objects other than tensors and plain "
             f"data, or is not a checkpoint at all{': ' + reasons[0] if reasons else ''}. "
