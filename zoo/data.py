@@ -1,0 +1,328 @@
+"""Digit datasets decoded once into memory: uint8 images (N, 28, 28), ink bright on dark, and labels.
+
+MNIST and Fashion-MNIST come through torchvision's dataset classes (which read the IDX files
+straight into tensors), looked up in a data folder and downloaded when missing and a network is
+there. The UCI handwritten digits that ship inside scikit-learn (1,797 real 8x8 scans) are the
+offline fallback, rescaled to MNIST's format so that every model and the whole pipeline downstream
+see the same kind of picture whichever dataset trained them.
+
+Training batches straight from these tensors (random permutation indexing); nothing here touches
+PIL or builds a per-image transform pipeline.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import threading
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from zoo.preprocessing import Preprocessing
+
+log = logging.getLogger(__name__)
+
+DATA_DIR_ENV = "ZOO_DATA_DIR"
+DEFAULT_DATA_DIR = "data"
+DATASETS = ("mnist", "fashion-mnist", "uci-digits")
+AUTO = "auto"
+DIGIT_LABELS = [str(digit) for digit in range(10)]
+
+# MNIST's format: each digit scaled to fit a 20x20 box, then centred by its centre of mass in 28x28.
+DIGIT_SIZE = 28
+DIGIT_BOX = 20
+# Held-out part of the UCI digits (stratified, fixed seed): 360 of 1,797 images, 20%.
+UCI_TEST_IMAGES = 360
+UCI_SPLIT_SEED = 0
+# How long to wait for a dataset mirror before deciding there is no network (seconds).
+NETWORK_PROBE_TIMEOUT = 3.0
+DOWNLOAD_SOCKET_TIMEOUT = 20.0
+
+
+class DataUnavailableError(RuntimeError):
+    """A dataset that is neither on disk nor downloadable; the message says where we looked and what to do."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason  # why the files are missing, short enough for a one-line log message
+
+
+@dataclass
+class DigitSplit:
+    images: torch.Tensor  # uint8 (N, 28, 28), ink bright on dark
+    labels: torch.Tensor  # int64 (N,)
+    dataset: str  # "mnist" | "fashion-mnist" | "uci-digits"
+    classes: list[str]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 3:
+            raise ValueError(f"images must be uint8 (N, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"{self.images.shape[0]} images but labels of shape {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def head(self, limit: int | None) -> "DigitSplit":
+        """The first `limit` examples (all of them for None): quick runs and tests."""
+        if limit is None or limit >= len(self):
+            return self
+        if limit < 1:
+            raise ValueError(f"a dataset limit must be at least 1, got {limit}")
+        return DigitSplit(self.images[:limit], self.labels[:limit], self.dataset, self.classes)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """The folder datasets live in: `data_dir`, else $ZOO_DATA_DIR, else ./data."""
+    if data_dir is None or str(data_dir) == "":
+        data_dir = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    return Path(data_dir).expanduser()
+
+
+def load_split(
+    dataset: str, train: bool, data_dir: str | os.PathLike | None = None, download: bool = True
+) -> DigitSplit:
+    """One split of one dataset, decoded into memory. Raises DataUnavailableError."""
+    if dataset == "uci-digits":
+        return _load_uci_digits(train)
+    if dataset not in _TORCHVISION_CLASSES:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    return _load_torchvision(dataset, train, resolve_data_dir(data_dir), download)
+
+
+def load_train_test(
+    dataset: str = AUTO, data_dir: str | os.PathLike | None = None, download: bool = True
+) -> tuple[DigitSplit, DigitSplit]:
+    """Training and test splits; "auto" is MNIST when available, else the UCI digits (one log line)."""
+    if dataset != AUTO:
+        return load_split(dataset, True, data_dir, download), load_split(dataset, False, data_dir, download)
+    try:
+        return load_split("mnist", True, data_dir, download), load_split("mnist", False, data_dir, download)
+    except DataUnavailableError as exc:
+        log.warning(
+            "MNIST is not in %s and could not be downloaded (%s); training on the UCI digits "
+            "from scikit-learn instead (1,797 8x8 scans rescaled to 28x28). Use --dataset mnist "
+            "to require MNIST.",
+            _raw_folder("mnist", resolve_data_dir(data_dir)),
+            exc.reason,
+        )
+        return load_split("uci-digits", True), load_split("uci-digits", False)
+
+
+# --- MNIST and Fashion-MNIST through torchvision ---------------------------------------------
+
+def _torchvision_class(dataset: str):
+    from torchvision import datasets  # imported late: only the datasets that need it pay for it
+
+    return getattr(datasets, _TORCHVISION_CLASSES[dataset])
+
+
+_TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+
+
+def _raw_folder(dataset: str, root: Path) -> Path:
+    # torchvision's layout: ROOT/<ClassName>/raw/<idx files>.
+    return root / _TORCHVISION_CLASSES[dataset] / "raw"
+
+
+def _load_torchvision(dataset: str, train: bool, root: Path, download: bool) -> DigitSplit:
+    cls = _torchvision_class(dataset)
+    try:
+        ds = cls(root=str(root), train=train, download=False)
+    except RuntimeError:
+        ds = None  # not on disk (torchvision says "Dataset not found")
+    if ds is None:
+        if download:
+            reason = _download(cls, dataset, root) or "the download finished but the files are still missing"
+        else:
+            reason = "downloading is disabled"
+        try:
+            ds = cls(root=str(root), train=train, download=False)
+        except RuntimeError:
+            raise _unavailable(dataset, root, cls, reason) from None
+    classes = DIGIT_LABELS if dataset == "mnist" else list(cls.classes)
+    return DigitSplit(ds.data.contiguous(), ds.targets.to(torch.int64), dataset, classes)
+
+
+def _download(cls, dataset: str, root: Path) -> str:
+    """Try to download; returns why the files are still missing (empty when the download worked)."""
+    probe_urls = tuple(f"{mirror}{cls.resources[0][0]}" for mirror in cls.mirrors)
+    if not _network_reachable(probe_urls):
+        return f"no network: none of {', '.join(_hosts(probe_urls))} answered within {NETWORK_PROBE_TIMEOUT:g} s"
+    log.info("downloading %s into %s", dataset, _raw_folder(dataset, root))
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_SOCKET_TIMEOUT)  # torchvision's urlopen has no timeout of its own
+    try:
+        cls(root=str(root), train=True, download=True)
+    except Exception as exc:  # urllib, socket and checksum failures all mean "still not there"
+        return f"download failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}"
+    finally:
+        socket.setdefaulttimeout(previous)
+    return ""
+
+
+def _hosts(urls: tuple[str, ...]) -> list[str]:
+    return [urlparse(url).hostname or url for url in urls]
+
+
+@functools.lru_cache(maxsize=None)
+def _network_reachable(urls: tuple[str, ...], timeout: float = NETWORK_PROBE_TIMEOUT) -> bool:
+    """Whether any of `urls` answers a HEAD request successfully, decided within `timeout` s in all.
+
+    A plain TCP connection is not proof (sandboxes and proxies accept connections they cannot
+    serve), so this asks for the first file. Name resolution ignores socket timeouts and can hang
+    on an offline machine, so the probe runs in a daemon thread that we stop waiting for. The
+    answer is kept for the process: the train and test splits should not each wait for it.
+    """
+    reachable = threading.Event()
+
+    def probe() -> None:
+        for url in urls:
+            try:
+                request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "digit-zoo"})
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    if response.status < 400:
+                        reachable.set()
+                        return
+            except (OSError, ValueError):  # URLError, HTTPError, timeouts, malformed answers
+                continue
+
+    threading.Thread(target=probe, name="dataset-network-probe", daemon=True).start()
+    return reachable.wait(timeout)
+
+
+def _unavailable(dataset: str, root: Path, cls, reason: str) -> DataUnavailableError:
+    raw = _raw_folder(dataset, root)
+    names = ", ".join(name.removesuffix(".gz") for name, _ in cls.resources)
+    return DataUnavailableError(
+        f"{dataset} not found in {raw.resolve()} ({reason}). Provide the files: either run once with a "
+        f"network so they download there, or copy the four uncompressed IDX files ({names}) into "
+        f"{raw}, or point --data-dir "
+        f"(or ${DATA_DIR_ENV}) at the folder that contains {_TORCHVISION_CLASSES[dataset]}/raw.",
+        reason,
+    )
+
+
+# --- UCI digits (scikit-learn), rescaled to MNIST's format -------------------------------------
+
+_uci_cache: dict[bool, DigitSplit] = {}
+
+
+def _load_uci_digits(train: bool) -> DigitSplit:
+    if train not in _uci_cache:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        images = to_mnist_format(torch.as_tensor(digits.images, dtype=torch.float32) / 16.0)
+        labels = torch.as_tensor(digits.target, dtype=torch.int64)
+        train_idx, test_idx = train_test_split(
+            torch.arange(len(labels)).numpy(),
+            test_size=UCI_TEST_IMAGES,
+            stratify=labels.numpy(),
+            random_state=UCI_SPLIT_SEED,
+        )
+        for is_train, idx in ((True, train_idx), (False, test_idx)):
+            idx = torch.as_tensor(idx)
+            _uci_cache[is_train] = DigitSplit(images[idx].contiguous(), labels[idx].contiguous(), "uci-digits", DIGIT_LABELS)
+    split = _uci_cache[train]
+    # Callers may modify their copy; the cache stays as decoded.
+    return DigitSplit(split.images.clone(), split.labels.clone(), split.dataset, list(split.classes))
+
+
+def to_mnist_format(ink: torch.Tensor) -> torch.Tensor:
+    """(N, h, w) ink intensities in [0, 1] -> (N, 28, 28) uint8 laid out the way MNIST is.
+
+    MNIST's recipe: crop to the digit's bounding box, scale it (keeping its aspect ratio) to fit a
+    20x20 box with anti-aliasing, then place it so that its centre of mass is the centre of 28x28.
+    """
+    out = torch.zeros(ink.shape[0], DIGIT_SIZE, DIGIT_SIZE)
+    for index, image in enumerate(ink):
+        rows = torch.nonzero(image.sum(1) > 0).flatten()
+        cols = torch.nonzero(image.sum(0) > 0).flatten()
+        if rows.numel() == 0:
+            continue  # a blank scan stays blank
+        digit = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        scale = DIGIT_BOX / max(digit.shape)
+        size = (max(1, round(digit.shape[0] * scale)), max(1, round(digit.shape[1] * scale)))
+        digit = torch.nn.functional.interpolate(digit[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+        digit = digit.clamp_(0.0, 1.0)
+        # Offset that puts the centre of mass at the centre, kept inside the frame.
+        total = digit.sum()
+        ys = torch.arange(size[0], dtype=torch.float32)
+        xs = torch.arange(size[1], dtype=torch.float32)
+        centre_y = float((digit.sum(1) * ys).sum() / total)
+        centre_x = float((digit.sum(0) * xs).sum() / total)
+        top = min(max(round((DIGIT_SIZE - 1) / 2 - centre_y), 0), DIGIT_SIZE - size[0])
+        left = min(max(round((DIGIT_SIZE - 1) / 2 - centre_x), 0), DIGIT_SIZE - size[1])
+        out[index, top : top + size[0], left : left + size[1]] = digit
+    return out.mul_(255.0).round_().to(torch.uint8)
+
+
+# --- Batches straight from memory ---------------------------------------------------------------
+
+class InMemoryLoader:
+    """Batches of (normalised pixels, labels) cut from a decoded split: a fast DataLoader stand-in.
+
+    The uint8 images move to `device` once; each batch is one index into them, a float conversion
+    and the model's preprocessing, all on whole batches. With `shuffle`, every pass draws a new
+    permutation from `generator`, so a seed fixes the order of every epoch.
+    """
+
+    def __init__(
+        self,
+        split: DigitSplit,
+        preprocessing: Preprocessing,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        max_shift: int = 0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        if (shuffle or max_shift) and generator is None:
+            raise ValueError("shuffling and random shifts need a torch.Generator, so that runs are reproducible")
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.preprocessing = preprocessing
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.max_shift = max_shift
+        self.generator = generator
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        return -(-int(self.images.shape[0]) // self.batch_size)
+
+    def __iter__(self):
+        count = int(self.images.shape[0])
+        order = torch.randperm(count, generator=self.generator) if self.shuffle else torch.arange(count)
+        order = order.to(self.device)
+        for start in range(0, count, self.batch_size):
+            indices = order[start : start + self.batch_size]
+            images = self.images[indices]
+            if self.max_shift:
+                images = random_shift(images, self.max_shift, self.generator)
+            yield self.preprocessing.normalise(self.preprocessing.pixels(images)), self.labels[indices]
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each (N, H, W) image by its own random offset of up to `max_shift` pixels each way.
+
+    Pixels that move in are background (0). One flat gather for the whole batch, on the uint8
+    images before they are converted: the padded batch is read at a per-image offset.
+    """
+    n, height, width = images.shape
+    padded_width = width + 2 * max_shift
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4).reshape(n, -1)
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator).to(images.device)
+    rows = torch.arange(height, device=images.device)[:, None] * padded_width
+    window = (rows + torch.arange(width, device=images.device)).reshape(1, -1)  # (1, H * W)
+    return padded.gather(1, window + (offsets[0] * padded_width + offsets[1])[:, None]).reshape(n, height, width)
