@@ -4,9 +4,10 @@ Serves, on one port: digits.v1.DigitClassifier (images in, digits out), the KSer
 inference.GRPCInferenceService (tensors in, tensors out: Triton's and KServe's clients work
 unchanged), grpc.health.v1.Health and server reflection.
 
-Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT: health turns NOT_SERVING, new calls are
-refused, calls in flight get the grace period to finish); 2 when it cannot start (bad flags, a
-missing or corrupt model file, --device cuda without a usable GPU, TLS files, port in use).
+Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT: health turns NOT_SERVING; calls are still
+answered for up to 1 s while clients move away, then new ones are refused with UNAVAILABLE; calls
+in flight get the grace period to finish); 2 when it cannot start (bad flags, a missing or corrupt
+model file, --device cuda without a usable GPU, TLS files, port in use).
 """
 from __future__ import annotations
 
@@ -64,10 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     batching_group.add_argument("--max-batch-size", type=int, default=batching.max_batch_size,
                                 help="most images in one ONNX Runtime call (a larger single request still runs alone)")
     batching_group.add_argument("--max-delay-ms", type=float, default=batching.max_delay_ms,
-                                help="longest wait of the oldest queued request for its batch to fill (0: no waiting, a batch "
-                                     "is whatever queued while the previous one ran: lowest latency at light load)")
+                                help="longest wait of the oldest queued request for its batch to fill; a lone request after a "
+                                     "batch of one does not wait (0: never wait, a batch is whatever queued while the "
+                                     "previous one ran)")
     batching_group.add_argument("--max-queue-images", type=int, default=batching.max_queue_images,
                                 help="images waiting for inference beyond which calls get UNAVAILABLE")
+    batching_group.add_argument("--inline-max-ms", type=float, default=batching.inline_max_ms,
+                                help="batch sizes whose inference recently took at most this long run on the event loop's "
+                                     "thread, skipping two thread hand-offs (0: every batch runs in the inference thread)")
     batching_group.add_argument("--no-batching", action="store_true",
                                 help="one ONNX Runtime call per request (same as --max-batch-size 1 --max-delay-ms 0)")
     batching_group.add_argument("--worker-threads", type=int, default=defaults.worker_threads,
@@ -100,9 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The ServerConfig the flags describe; ValueError with the flag's problem when they are wrong."""
     if args.no_batching:
-        batching = BatchingOptions.disabled(max_queue_images=args.max_queue_images)
+        batching = BatchingOptions.disabled(max_queue_images=args.max_queue_images, inline_max_ms=args.inline_max_ms)
     else:
-        batching = BatchingOptions(args.max_batch_size, args.max_delay_ms, args.max_queue_images)
+        batching = BatchingOptions(args.max_batch_size, args.max_delay_ms, args.max_queue_images, args.inline_max_ms)
     return ServerConfig(
         model_paths=tuple(args.models),
         host=args.host,

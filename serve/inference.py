@@ -8,15 +8,21 @@ call per request, on the same kind of dedicated inference thread, after the same
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
 
 from serve.batching import BatchingOptions, BatchObserver, DynamicBatcher, InferenceFailed
 from serve.errors import DeadlineExceeded, InvalidInput, Unavailable
 from serve.repository import Model
+
+log = logging.getLogger(__name__)
+# ORT's log severity that prints fatal errors only.
+_ORT_LOG_FATAL = 4
 
 
 class ModelRunner:
@@ -30,6 +36,11 @@ class ModelRunner:
             self.batcher = DynamicBatcher(model.name, model.run_batch, batching, observer)
         else:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model.name}")
+            # Shapes a dynamic-size model cannot take fail inside the graph and are answered
+            # INVALID_ARGUMENT; ORT would also print each one to stderr, so that any client could
+            # flood the server's log. Its own log stays quiet for these runs; real failures are logged here.
+            self._run_options = ort.RunOptions()
+            self._run_options.log_severity_level = _ORT_LOG_FATAL
 
     async def infer(self, feeds: dict[str, np.ndarray], deadline: float | None = None) -> list[np.ndarray]:
         """Every output of the model (in model.outputs order) for these inputs."""
@@ -46,11 +57,12 @@ class ModelRunner:
             raise DeadlineExceeded(f"the request's deadline passed before model {self.model.name} ran it")
         started = time.perf_counter()
         try:
-            outputs = await loop.run_in_executor(self._executor, self.model.run, feeds)
+            outputs = await loop.run_in_executor(self._executor, self.model.run, feeds, self._run_options)
         except OrtInvalidArgument as exc:
             # Shapes the model's dynamic dimensions cannot take (only known once the graph runs).
             raise InvalidInput(f"model {self.model.name} cannot run these inputs: {exc}") from exc
         except Exception as exc:
+            log.exception("model %s: inference failed", self.model.name)
             raise InferenceFailed(f"model {self.model.name}: inference failed: {exc}") from exc
         if self._observer:
             items = next(iter(feeds.values())).shape[0] if feeds else 1

@@ -18,7 +18,7 @@ from serve.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from serve.inference import ModelRunner
 from serve.metrics import Metrics
 from serve.repository import PLATFORM, Model, ModelRepository
-from serve.rpc import deadline_from, unary
+from serve.rpc import Admission, deadline_from, unary
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ def decode_inputs(request: pb.ModelInferRequest, model: Model, max_batch: int) -
     missing = [name for name in expected_names if name not in feeds]
     if missing:
         raise InvalidInput(f"model {model.name} needs inputs {missing} that the request lacks; its inputs are {expected_names}")
+    tensors.check_named_dimensions(feeds, model.inputs)
     return feeds, uses_raw
 
 
@@ -92,10 +93,12 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         version: str,
         is_ready: Callable[[], bool],
         metrics: Metrics | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.repository = repository
         self.runners = runners
         self.metrics = metrics
+        self.admission = admission
         self._max_batch = max_images_per_request
         self._version = version
         self._is_ready = is_ready

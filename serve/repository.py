@@ -68,6 +68,9 @@ class TensorSpec:
     datatype: str  # KServe v2 name: "FP32", "INT64", ...
     dtype: np.dtype
     shape: tuple[int, ...]  # -1 for a dynamic dimension
+    # The graph's name of each dynamic dimension ("N", "batch", ...; None when unnamed). Inputs whose
+    # dimensions share a name must agree on their size, or the graph fails inside (a broadcast).
+    dim_names: tuple[str | None, ...] = ()
 
     @classmethod
     def from_node(cls, node: ort.NodeArg, model_path: Path) -> "TensorSpec":
@@ -77,8 +80,10 @@ class TensorSpec:
                 f"(supported: {', '.join(sorted(_TYPES))})"
             )
         datatype, dtype = _TYPES[node.type]
-        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (node.shape or []))
-        return cls(node.name, datatype, dtype, shape)
+        dims = node.shape or []
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in dims)
+        dim_names = tuple(d if isinstance(d, str) and d else None for d in dims)
+        return cls(node.name, datatype, dtype, shape, dim_names)
 
 
 @dataclass
@@ -136,9 +141,9 @@ class Model:
                 return index
         raise KeyError(name)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], run_options: ort.RunOptions | None = None) -> list[np.ndarray]:
         """Every output, in `self.outputs` order (blocking: call from the inference thread)."""
-        return self.session.run(self._output_names, feeds)
+        return self.session.run(self._output_names, feeds, run_options)
 
     def run_batch(self, inputs: np.ndarray) -> list[np.ndarray]:
         """The batcher's call: the single input of a batchable model."""

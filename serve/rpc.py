@@ -3,7 +3,8 @@
 Handlers raise serve.errors.ServeError subclasses and know nothing of status codes; here each one
 becomes the gRPC status it names, with its message as the detail the caller reads. Anything else is
 a bug: logged with its traceback, answered INTERNAL without internals. Every answer is counted in
-the metrics by method and status code, with its latency.
+the metrics by method and status code, with its latency. Every call passes the server's `Admission`,
+which counts the calls in progress and refuses new ones while the server drains.
 """
 from __future__ import annotations
 
@@ -14,11 +15,108 @@ import time
 
 import grpc
 
-from serve.errors import ServeError
+from serve.errors import ServeError, Unavailable
 
 log = logging.getLogger(__name__)
 
 INTERNAL_DETAIL = "internal server error; the server log has the details"
+
+# Details often quote what the caller sent (a model or input name, a shape), and a caller can send
+# megabytes of it. The detail travels in the trailing metadata, which clients cap (8 KiB by default)
+# after percent-encoding every non-ASCII byte as 3 characters; beyond the cap the caller would get
+# RESOURCE_EXHAUSTED "received metadata size exceeds limit" instead of the real status. 1,800 UTF-8
+# bytes stay under 5.5 KiB whatever they hold.
+_DETAIL_HEAD_BYTES = 1200
+_DETAIL_TAIL_BYTES = 600
+
+
+def bounded_detail(detail: str) -> str:
+    """`detail`, with its middle cut when it is too long (the end often says what to send instead)."""
+    encoded = detail.encode("utf-8")
+    if len(encoded) <= _DETAIL_HEAD_BYTES + _DETAIL_TAIL_BYTES:
+        return detail
+    head = encoded[:_DETAIL_HEAD_BYTES].decode("utf-8", "ignore")
+    tail = encoded[-_DETAIL_TAIL_BYTES:].decode("utf-8", "ignore")
+    cut = len(encoded) - _DETAIL_HEAD_BYTES - _DETAIL_TAIL_BYTES
+    return f"{head}...[{cut} bytes cut]...{tail}"
+
+
+class Admission:
+    """The calls of our APIs in progress, and whether new ones are let in: a graceful shutdown's gate.
+
+    Why the server drains here before it stops gRPC: when gRPC core starts shutting down it cancels
+    every call it has received but not yet handed to Python, and under load the event loop is that
+    call's queue, tens to hundreds of milliseconds deep. Those callers would get CANCELLED (not
+    retried, and ambiguous) for requests they sent before the signal. So `drain` first serves on
+    for a short lame-duck period (health already says NOT_SERVING: clients that watch it move away,
+    and the queue of calls received before the signal is worked off), then answers each newcomer
+    UNAVAILABLE at once (retryable: it was not processed), lets the calls in progress finish, and
+    waits for arrivals to stop before core shuts the door, so that nothing is left to cancel.
+    """
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.draining = False
+        self.refused = 0
+        self._last_arrival = time.monotonic()
+
+    def enter(self) -> None:
+        """Count a call in, or raise Unavailable while draining (then do not call leave())."""
+        self._last_arrival = time.monotonic()
+        if self.draining:
+            self.refused += 1
+            raise Unavailable("the server is shutting down: retry on another replica or later")
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1
+
+    def _quiet_for(self, seconds: float) -> bool:
+        return time.monotonic() - self._last_arrival >= seconds
+
+    async def drain(self, timeout: float, lame_duck_s: float = 0.0, quiet_s: float = 0.05,
+                    max_settle_s: float = 0.5, poll_s: float = 0.005) -> bool:
+        """Serve on for up to `lame_duck_s` (less when calls stop coming), then refuse new calls,
+        wait for those in progress to end, then for `quiet_s` without arrivals (at most
+        `max_settle_s`: a client that retries without end must not hold the shutdown up).
+
+        Bounded by `timeout` seconds in all; returns whether the calls in progress all ended in time.
+        """
+        now = time.monotonic()
+        give_up = now + timeout
+        lame_duck_ends = now + min(lame_duck_s, timeout)
+        while time.monotonic() < lame_duck_ends and not (self.active == 0 and self._quiet_for(quiet_s)):
+            await asyncio.sleep(poll_s)
+        self.draining = True
+        while self.active > 0 and time.monotonic() < give_up:
+            await asyncio.sleep(poll_s)
+        finished = self.active == 0
+        settled_by = min(give_up, time.monotonic() + max_settle_s)
+        while not self._quiet_for(quiet_s) and time.monotonic() < settled_by:
+            await asyncio.sleep(poll_s)
+        return finished
+
+
+# How long a refused stream's messages are read (and dropped) before the refusal is sent.
+REFUSED_STREAM_READ_S = 0.25
+
+
+async def _discard_requests(request_iterator, timeout: float) -> None:
+    """Read and drop what a refused stream's client sends, for at most `timeout` seconds.
+
+    A grpc.aio client whose write races the server's final status reports INTERNAL "Internal error
+    from Core" instead of that status (grpc/grpc#36066): refused while still writing, it would
+    not see UNAVAILABLE and would not retry. Reading its messages first lets it finish writing.
+    """
+
+    async def read_all() -> None:
+        async for _ in request_iterator:
+            pass
+
+    try:
+        await asyncio.wait_for(read_all(), timeout)
+    except (asyncio.TimeoutError, grpc.RpcError):
+        pass
 
 
 def deadline_from(context: grpc.aio.ServicerContext) -> float | None:
@@ -35,7 +133,8 @@ def _cancelled_code(context: grpc.aio.ServicerContext) -> str:
 
 
 def unary(service: str):
-    """Decorate `async def Method(self, request, context)`; the servicer has a `metrics` attribute."""
+    """Decorate `async def Method(self, request, context)`; the servicer has `metrics` and `admission`
+    attributes (either may be None)."""
 
     def wrap(handler):
         method = handler.__name__
@@ -44,11 +143,16 @@ def unary(service: str):
         async def wrapped(self, request, context):
             started = time.perf_counter()
             code = "OK"
+            admission = self.admission
+            admitted = False
             try:
+                if admission is not None:
+                    admission.enter()
+                    admitted = True
                 return await handler(self, request, context)
             except ServeError as exc:
                 code = exc.status
-                await context.abort(grpc.StatusCode[exc.status], str(exc))
+                await context.abort(grpc.StatusCode[exc.status], bounded_detail(str(exc)))
             except asyncio.CancelledError:
                 code = _cancelled_code(context)
                 raise
@@ -60,6 +164,8 @@ def unary(service: str):
                 log.exception("%s/%s failed", service, method)
                 await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAIL)
             finally:
+                if admitted:
+                    admission.leave()
                 if self.metrics is not None:
                     self.metrics.request_done(service, method, code, time.perf_counter() - started)
 
@@ -78,12 +184,21 @@ def stream(service: str):
         async def wrapped(self, request_iterator, context):
             started = time.perf_counter()
             code = "OK"
+            admission = self.admission
+            admitted = False
             try:
+                if admission is not None:
+                    try:
+                        admission.enter()
+                    except Unavailable:
+                        await _discard_requests(request_iterator, REFUSED_STREAM_READ_S)
+                        raise
+                    admitted = True
                 async for response in handler(self, request_iterator, context):
                     yield response
             except ServeError as exc:
                 code = exc.status
-                await context.abort(grpc.StatusCode[exc.status], str(exc))
+                await context.abort(grpc.StatusCode[exc.status], bounded_detail(str(exc)))
             except asyncio.CancelledError:
                 code = _cancelled_code(context)
                 raise
@@ -95,6 +210,8 @@ def stream(service: str):
                 log.exception("%s/%s failed", service, method)
                 await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAIL)
             finally:
+                if admitted:
+                    admission.leave()
                 if self.metrics is not None:
                     self.metrics.request_done(service, method, code, time.perf_counter() - started)
 

@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +35,16 @@ from serve.generated.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from serve.inference import ModelRunner
 from serve.metrics import Metrics
 from serve.repository import ModelRepository
+from serve.rpc import Admission
 from serve.runtime import RuntimeOptions
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 50051
+# On shutdown, how long the server goes on answering new calls (while health says NOT_SERVING) before
+# it refuses them: long enough to work off the calls queued when the signal came, short beside a grace
+# period (the lame duck ends sooner when calls stop coming).
+LAME_DUCK_S = 1.0
 MiB = 1024 * 1024
 SERVICE_NAMES = (
     digits_pb2.DESCRIPTOR.services_by_name["DigitClassifier"].full_name,
@@ -163,6 +169,7 @@ class Server:
         self.config = config
         self.repository = repository
         self.metrics = Metrics()
+        self.admission = Admission()
         self.runners: dict[str, ModelRunner] = {}
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -211,14 +218,15 @@ class Server:
         )
         digits_pb2_grpc.add_DigitClassifierServicer_to_server(
             digits_servicer.DigitsServicer(
-                repository, self.runners, config.limits, self._preprocess, config.batching.max_batch_size, self.metrics
+                repository, self.runners, config.limits, self._preprocess, config.batching.max_batch_size, self.metrics,
+                self.admission,
             ),
             self._grpc,
         )
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             kserve_servicer.KServeServicer(
                 repository, self.runners, config.limits.max_images_per_request, package_version(),
-                is_ready=lambda: self._ready, metrics=self.metrics,
+                is_ready=lambda: self._ready, metrics=self.metrics, admission=self.admission,
             ),
             self._grpc,
         )
@@ -287,14 +295,20 @@ class Server:
             return
         self._stopping = True
         grace = self.config.grace_s if grace is None else grace
+        give_up = time.monotonic() + grace
         self._ready = False
         try:
             if self._health is not None:
                 await self._health.enter_graceful_shutdown()
             for runner in self.runners.values():
                 runner.drain()
+            # Drained by us first, so that gRPC core finds nothing unanswered to cancel (see Admission).
+            lame_duck_s = min(LAME_DUCK_S, grace / 2)
+            if grace > 0 and not await self.admission.drain(grace, lame_duck_s):
+                log.warning("%d calls still in progress after the %.1f s grace period: cancelling them",
+                            self.admission.active, grace)
             if self._grpc is not None:
-                await self._grpc.stop(grace)
+                await self._grpc.stop(max(0.0, give_up - time.monotonic()))
             for runner in self.runners.values():
                 await runner.close()
             if self._preprocess is not None:

@@ -75,6 +75,24 @@ def check_shape(name: str, shape: Sequence[int], spec: TensorSpec, max_batch: in
     return shape
 
 
+def check_named_dimensions(arrays: dict[str, np.ndarray], specs: Sequence[TensorSpec]) -> None:
+    """Dimensions the graph names alike (the batch "N" of two inputs, say) must have one size."""
+    seen: dict[str, tuple[str, int]] = {}
+    for spec in specs:
+        if spec.name not in arrays:
+            continue
+        for axis, dim_name in enumerate(spec.dim_names):
+            if dim_name is None or axis >= arrays[spec.name].ndim:
+                continue
+            size = arrays[spec.name].shape[axis]
+            first = seen.setdefault(dim_name, (spec.name, size))
+            if first[1] != size:
+                raise InvalidInput(
+                    f"inputs {first[0]!r} and {spec.name!r} must agree on dimension {dim_name!r} (the model names "
+                    f"both so): got {first[1]} and {size}"
+                )
+
+
 def check_datatype(name: str, datatype: str, spec: TensorSpec) -> None:
     if datatype != spec.datatype:
         raise InvalidInput(f"input {name!r} has datatype {datatype or '(empty)'}; the model expects {spec.datatype}")

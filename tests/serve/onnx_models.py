@@ -4,6 +4,7 @@
   a real digit classifier (one linear layer, weights given) in the format `export` writes.
 - `third_party_classifier`: no card, its own input/output names and an INT64 side output.
 - `two_input_model`: two inputs, no batch dimension shared: served through v2 without the batcher.
+- `dynamic_size_conv_model`: the edge detector's interface (any H and W), with a feature-map card.
 """
 from __future__ import annotations
 
@@ -127,3 +128,18 @@ def batch_mean_model(path: Path) -> Path:
     mean = helper.make_tensor_value_info("mean", TensorProto.FLOAT, [4])
     node = helper.make_node("ReduceMean", ["x"], ["mean"], axes=[0], keepdims=0)  # opset 17: axes attribute
     return _save(helper.make_graph([node], "batch_mean", [x], [mean]), path)
+
+
+def dynamic_size_conv_model(path: Path, *, name: str = "edgelike") -> Path:
+    """The edge detector's interface: "image" FP32 N x 1 x H x W (any H, W) -> "feature_map" N x 1 x H x W-1.
+
+    A 1 x 2 convolution with kernel [1, -1] and a feature-map card, as `export` writes for `edge`:
+    served unbatched (dynamic sizes), and H or W too small for the kernel fails inside the graph.
+    """
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    feature_map = helper.make_tensor_value_info("feature_map", TensorProto.FLOAT, ["N", 1, "H", "W_out"])
+    kernel = numpy_helper.from_array(np.array([[[[1.0, -1.0]]]], np.float32), "kernel")
+    node = helper.make_node("Conv", ["image", "kernel"], ["feature_map"], kernel_shape=[1, 2])
+    card = ModelCard(model_name=name, task="feature-map", input_name="image", output_names=["feature_map"],
+                     input_size=None)
+    return _save(helper.make_graph([node], name, [image], [feature_map], [kernel]), path, card.to_metadata_props())

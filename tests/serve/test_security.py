@@ -1,4 +1,8 @@
-"""TLS, mutual TLS and bearer tokens, with certificates made in the test."""
+"""TLS, mutual TLS and bearer tokens, with certificates made in the test; hostile payloads aimed at
+the server's memory or at its error messages.
+
+(A checkpoint crafted to run code when unpickled is refused without running it:
+tests/zoo/test_checkpoint.py::test_crafted_pickle_does_not_execute.)"""
 from __future__ import annotations
 
 import grpc
@@ -8,9 +12,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from certificates import issue, make_ca
+from serve_testing import REPO_ROOT  # noqa: F401  (puts bench/ on the import path)
+from bench import reliability
+from bench._reliability_processes import ServerProcess
 from serve.auth import BearerTokenInterceptor, TokenFileError, read_tokens
 from serve.client import ClientError, DigitClient
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from serve.generated.inference import grpc_service_pb2 as v2_pb
+from serve.generated.inference import grpc_service_pb2_grpc as v2_grpc
+from serve.rpc import bounded_detail
 from serve.runtime import RuntimeOptions
 from serve.server import BackgroundServer, ServerConfig, ServerStartError
 
@@ -158,3 +168,72 @@ def test_serving_without_tls_beyond_loopback_logs_a_warning(model_dir, caplog):
         with BackgroundServer(_config(model_dir)):
             pass
     assert not [r for r in caplog.records if "without TLS" in r.getMessage()]
+
+
+def test_mutual_tls_and_a_token_together_guard_both_apis(model_dir, pki, tmp_path):
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"{TOKEN}\n")
+    config = _config(model_dir, tls_cert=pki["server"].cert_path, tls_key=pki["server"].key_path,
+                     tls_client_ca=pki["ca"].cert_path, token_file=token_file)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=pki["ca"].cert_path.read_bytes(), private_key=pki["client"].key_path.read_bytes(),
+        certificate_chain=pki["client"].cert_path.read_bytes())
+    pixels = (DIGIT.astype(np.float32) / 255)[None, None]
+    tensor = v2_pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP32", shape=[1, 1, 28, 28])
+    request = v2_pb.ModelInferRequest(model_name="centroid", inputs=[tensor], raw_input_contents=[pixels.tobytes()])
+    with BackgroundServer(config) as server, grpc.secure_channel(f"localhost:{server.port}", credentials) as channel:
+        v2 = v2_grpc.GRPCInferenceServiceStub(channel)
+        response = v2.ModelInfer(request, metadata=(("authorization", f"Bearer {TOKEN}"),), timeout=10)
+        assert np.frombuffer(response.raw_output_contents[1], "<f4").sum() == pytest.approx(1, abs=1e-5)
+        for metadata in ((), (("authorization", "Bearer wrong"),)):
+            with pytest.raises(grpc.RpcError) as failure:
+                v2.ModelInfer(request, metadata=metadata, timeout=10)
+            assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED  # a valid certificate is not enough
+        with DigitClient(f"localhost:{server.port}", tls_ca=pki["ca"].cert_path, token=TOKEN, timeout=5) as no_cert:
+            with pytest.raises(ClientError) as failure:
+                _classify(no_cert)  # the right token without a client certificate
+            assert failure.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_bombs_and_oversized_messages_are_refused_before_they_cost_the_server_memory(model_dir, tmp_path):
+    """A real server process, its peak RSS (VmHWM) reset just before: 4 of each decompression bomb
+    (a real 12000x12000 PNG of zeros, 144 MB decoded; PNG, JPEG and BMP headers declaring up to
+    10^10 pixels) and 2 messages of 64 MiB against its 1 MiB limit."""
+    with ServerProcess([model_dir / "centroid.onnx"], tmp_path, "attacked", reliability.SERVER_LIMIT_FLAGS) as server:
+        attack = reliability.memory_attack(server, "centroid", bombs=4, oversized=2)
+        for payload, codes in attack.codes.items():
+            assert codes == {"RESOURCE_EXHAUSTED": sum(codes.values())}, (payload, codes)
+        assert attack.peak_rise_mib <= reliability.ATTACK_PEAK_ALLOWANCE_MIB, attack
+        assert reliability.health_status(server.target) == "SERVING"
+
+
+def test_error_details_stay_bounded_whatever_the_caller_sends(channel):
+    """Details quote names and shapes the caller sent; unbounded, a 64 KiB name would overflow the
+    client's 8 KiB metadata limit and turn NOT_FOUND into RESOURCE_EXHAUSTED."""
+    digits = digits_pb2_grpc.DigitClassifierStub(channel)
+    v2 = v2_grpc.GRPCInferenceServiceStub(channel)
+    image = digits_pb2.Image(raw=digits_pb2.RawPixels(pixels=DIGIT.tobytes(), height=28, width=28, already_mnist=True))
+    huge_name = "m" * 65536
+    calls = [
+        (lambda: digits.Classify(digits_pb2.ClassifyRequest(model=huge_name, images=[image]), timeout=10), "NOT_FOUND"),
+        (lambda: v2.ModelInfer(v2_pb.ModelInferRequest(model_name="é" * 30000), timeout=10), "NOT_FOUND"),
+        (lambda: v2.ModelInfer(v2_pb.ModelInferRequest(model_name="centroid", inputs=[
+            v2_pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP32", shape=[1] * 100_000)]),
+            timeout=10), "INVALID_ARGUMENT"),
+    ]
+    for call, code in calls:
+        with pytest.raises(grpc.RpcError) as failure:
+            call()
+        assert failure.value.code() == grpc.StatusCode[code], failure.value.details()[:200]
+        detail = failure.value.details()
+        assert len(detail.encode()) <= 2000 and "bytes cut" in detail
+    assert digits.Classify(digits_pb2.ClassifyRequest(images=[image]), timeout=10).predictions[0].digit in range(10)
+
+
+def test_bounded_detail_keeps_both_ends_and_whole_characters():
+    assert bounded_detail("short") == "short"
+    detail = "unknown model '" + "😀" * 5000 + "'; this server has: centroid"
+    bounded = bounded_detail(detail)
+    assert len(bounded.encode("utf-8")) <= 1900
+    assert bounded.startswith("unknown model '😀") and bounded.endswith("; this server has: centroid")
+    assert "bytes cut" in bounded

@@ -1,0 +1,259 @@
+"""Real processes for the reliability runs: `python -m serve` servers and load generators.
+
+A `ServerProcess` is the server as an operator runs it (its own process, a port picked by the
+kernel and written to --port-file, its log in a file), with what a fault-injection run needs:
+its resident memory (/proc/PID/status VmRSS), SIGTERM, SIGKILL, and its exit status. A
+`LoadProcess` runs bench/_reliability_traffic.py on a LoadSpec. Everything listens on and talks to
+127.0.0.1 only, and every wait is bounded.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench._reliability_traffic import LoadResult, LoadSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TRAFFIC_MODULE = "bench._reliability_traffic"
+MiB = 1024 * 1024
+
+
+class ProcessError(RuntimeError):
+    """A server or load generator did not start or finish as it should; the message says what it logged."""
+
+
+def _status_field(pid: int, name: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{name}:"):
+                return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def read_rss_bytes(pid: int) -> int | None:
+    """Resident set size of a live process, from /proc (Linux); None once it has exited."""
+    return _status_field(pid, "VmRSS")
+
+
+def read_peak_rss_bytes(pid: int) -> int | None:
+    """The highest resident set size since start or since reset_peak_rss (VmHWM): catches spikes
+    between samples."""
+    return _status_field(pid, "VmHWM")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0, our own child process); False when not allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class ServerProcess:
+    """`python -m serve` on 127.0.0.1 and a free port; a context manager that never leaves it running."""
+
+    def __init__(self, model_paths, workdir: Path, name: str = "server", flags: tuple[str, ...] = (),
+                 grace_s: float = 10.0) -> None:
+        self.workdir = Path(workdir)
+        self.name = name
+        self.grace_s = grace_s
+        self.port_file = self.workdir / f"{name}.port"
+        self.log_path = self.workdir / f"{name}.log"
+        self.command = [sys.executable, "-m", "serve", "--host", "127.0.0.1", "--port", "0",
+                        "--port-file", str(self.port_file), "--device", "cpu", "--grace-seconds", str(grace_s)]
+        for path in model_paths:
+            self.command += ["--model", str(path)]
+        self.command += list(flags)
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def launch(self) -> "ServerProcess":
+        """Start the process without waiting for it to serve (several can start at once)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port_file.unlink(missing_ok=True)
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL)
+        return self
+
+    def wait_until_serving(self, timeout: float = 120.0) -> "ServerProcess":
+        """Wait for --port-file, which the server writes once it accepts calls."""
+        give_up = time.monotonic() + timeout
+        while time.monotonic() < give_up:
+            if self.port_file.exists() and self.port_file.read_text().strip():
+                self.port = int(self.port_file.read_text())
+                return self
+            if self.process.poll() is not None:
+                raise ProcessError(f"{self.name} exited with {self.process.returncode} while starting:\n{_tail(self.log_path)}")
+            time.sleep(0.05)
+        self.kill()
+        raise ProcessError(f"{self.name} did not start within {timeout:.0f} s:\n{_tail(self.log_path)}")
+
+    def start(self, timeout: float = 120.0) -> "ServerProcess":
+        return self.launch().wait_until_serving(timeout)
+
+    def rss_bytes(self) -> int | None:
+        return read_rss_bytes(self.pid) if self.process and self.process.poll() is None else None
+
+    def terminate(self) -> float:
+        """Send SIGTERM; returns the wall-clock time it was sent."""
+        sent_at = time.time()
+        self.process.send_signal(signal.SIGTERM)
+        return sent_at
+
+    def kill(self) -> float:
+        sent_at = time.time()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        return sent_at
+
+    def wait(self, timeout: float) -> int | None:
+        """Exit status, or None when it is still running after `timeout` seconds."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+            self.process.wait(10)
+
+
+def health_status(target: str, service: str = "", timeout: float = 5.0) -> str:
+    """The grpc.health.v1 status name (SERVING, NOT_SERVING, ...), or the RPC's error code name."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                                 timeout=timeout)
+        except grpc.RpcError as error:
+            return error.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's resident memory every `interval_s` until stopped (or the process exits)."""
+
+    def __init__(self, pid: int, interval_s: float = 1.0) -> None:
+        super().__init__(name=f"rss-{pid}", daemon=True)
+        self.pid = pid
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, int]] = []  # (wall-clock time, bytes)
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            rss = read_rss_bytes(self.pid)
+            if rss is None:
+                return
+            self.samples.append((time.time(), rss))
+            self._stopping.wait(self.interval_s)
+
+    def stop(self) -> list[tuple[float, int]]:
+        self._stopping.set()
+        self.join(5)
+        return self.samples
+
+
+class LoadProcess:
+    """bench/_reliability_traffic.py in its own process, on one LoadSpec."""
+
+    def __init__(self, spec: LoadSpec, workdir: Path) -> None:
+        self.spec = spec
+        self.spec_path = Path(workdir) / f"load-{spec.worker}.json"
+        self.log_path = Path(workdir) / f"load-{spec.worker}.log"
+        self.spec.result_path = str(Path(workdir) / f"load-{spec.worker}.result.json")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "LoadProcess":
+        Path(self.spec.result_path).unlink(missing_ok=True)
+        self.spec_path.write_text(json.dumps(asdict(self.spec)))
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", TRAFFIC_MODULE, str(self.spec_path)], cwd=REPO_ROOT,
+                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self
+
+    def result(self, timeout: float) -> LoadResult:
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise ProcessError(f"load generator {self.spec.worker} did not finish within {timeout:.0f} s") from None
+        if code != 0 or not Path(self.spec.result_path).exists():
+            raise ProcessError(f"load generator {self.spec.worker} failed (exit {code}):\n{_tail(self.log_path)}")
+        return LoadResult(**json.loads(Path(self.spec.result_path).read_text()))
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def run_load_processes(specs: list[LoadSpec], workdir: Path, during=None, ready_timeout_s: float = 180.0,
+                       start_delay_s: float = 0.2) -> list[LoadResult]:
+    """One process per spec, all starting their load at the same instant once every one is set up
+    (imports, offline references, a connection); `during(start_at)` runs meanwhile in this thread
+    (to inject a fault at a chosen moment). Returns every process's result."""
+    workdir = Path(workdir)
+    go = workdir / "load.go"
+    go.unlink(missing_ok=True)
+    for spec in specs:
+        spec.ready_path = str(workdir / f"load-{spec.worker}.ready")
+        spec.go_path = str(go)
+        Path(spec.ready_path).unlink(missing_ok=True)
+    processes = [LoadProcess(spec, workdir).start() for spec in specs]
+    try:
+        give_up = time.monotonic() + ready_timeout_s
+        while not all(Path(spec.ready_path).exists() for spec in specs):
+            for process in processes:
+                if process.process.poll() is not None:
+                    raise ProcessError(f"load generator {process.spec.worker} exited with {process.process.returncode} "
+                                       f"before it was ready:\n{_tail(process.log_path)}")
+            if time.monotonic() > give_up:
+                raise ProcessError(f"the load generators were not ready within {ready_timeout_s:.0f} s")
+            time.sleep(0.02)
+        start_at = time.time() + start_delay_s
+        staged = go.with_suffix(".staged")
+        staged.write_text(repr(start_at))
+        staged.replace(go)  # atomic: a generator never reads half a time
+        if during is not None:
+            during(start_at)
+        longest = max(spec.duration_s + spec.safety_timeout_s for spec in specs)
+        return [process.result(timeout=longest + 60) for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
