@@ -1,12 +1,16 @@
 """Dynamic batching: concurrent requests for one model coalesced into one ONNX Runtime call.
 
 The policy is Triton's dynamic batcher: a batch goes to inference when it holds `max_batch_size`
-images, or when its oldest request has waited `max_delay_ms`, whichever comes first. One batch is in
-flight per model; while it runs (in a dedicated thread: ONNX Runtime releases the GIL) the next one
-gathers on the event loop, so under load the delay is rarely waited out in full. A request is never
-split: one larger than `max_batch_size` is a batch on its own. Requests whose caller went away
-(cancelled, or past its deadline) are dropped before inference, and the queue is bounded: beyond
-`max_queue_images` callers get UNAVAILABLE at once instead of a queue that grows without end.
+images, or when its oldest request has waited `max_delay_ms`, whichever comes first; except that a
+lone request after a lone request does not wait (nothing suggests company is coming, and a client
+alone with the server would pay the delay on every call). One batch is in flight per model. Large
+batches run in a dedicated thread (ONNX Runtime releases the GIL) while the next batch gathers on
+the event loop; batches that infer in well under a millisecond run on the loop's own thread, where
+they cost less than the hand-off to another thread would (see DynamicBatcher._runs_inline). A
+request is never split: one larger than `max_batch_size` is a batch on its own. Requests whose
+caller went away (cancelled, or past its deadline) are dropped before inference, and the queue is
+bounded: beyond `max_queue_images` callers get UNAVAILABLE at once instead of a queue that grows
+without end.
 
 Everything here runs on one asyncio event loop except the inference call itself, so the queue
 needs no locks. Nothing here knows about gRPC.
@@ -43,6 +47,9 @@ class BatchingOptions:
     max_delay_ms: float = 2.0
     # Images waiting for inference beyond which new requests are refused with UNAVAILABLE.
     max_queue_images: int = 8192
+    # Batches whose inference has recently taken at most this long run on the event loop's own
+    # thread; longer ones run in the inference thread (0: always the inference thread).
+    inline_max_ms: float = 0.5
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -53,11 +60,13 @@ class BatchingOptions:
             raise ValueError(
                 f"max_queue_images ({self.max_queue_images}) must be at least max_batch_size ({self.max_batch_size})"
             )
+        if self.inline_max_ms < 0:
+            raise ValueError(f"inline_max_ms must be >= 0, got {self.inline_max_ms}")
 
     @classmethod
-    def disabled(cls, max_queue_images: int = 8192) -> "BatchingOptions":
+    def disabled(cls, max_queue_images: int = 8192, inline_max_ms: float = 0.5) -> "BatchingOptions":
         """One ONNX Runtime call per request: the baseline batching is measured against."""
-        return cls(max_batch_size=1, max_delay_ms=0.0, max_queue_images=max_queue_images)
+        return cls(max_batch_size=1, max_delay_ms=0.0, max_queue_images=max_queue_images, inline_max_ms=inline_max_ms)
 
 
 class BatchObserver(Protocol):
@@ -78,6 +87,8 @@ class BatcherStats:
     dropped_cancelled: int = 0
     dropped_expired: int = 0
     rejected_queue_full: int = 0
+    # Batches run on the event loop's thread (the rest ran in the inference thread).
+    inline_batches: int = 0
     largest_batch: int = 0
     # Size of every batch since start, capped so that a long-running server keeps a bounded list.
     recent_batch_sizes: deque = field(default_factory=lambda: deque(maxlen=4096))
@@ -106,6 +117,9 @@ class DynamicBatcher:
         self._run_batch = run_batch
         self._observer = observer
         self._max_delay_s = options.max_delay_ms / 1000.0
+        self._inline_max_s = options.inline_max_ms / 1000.0
+        # Recent inference seconds per batch size (a moving average): what decides where a batch runs.
+        self._inference_s: dict[int, float] = {}
         self._queue: deque[_Pending] = deque()
         self._queued_images = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
@@ -115,6 +129,11 @@ class DynamicBatcher:
         self._batch_full: asyncio.Future | None = None
         self._closing = False
         self._draining = False
+        # Whether the last batch held several requests. A request that finds no company in the
+        # queue, after a batch that had none either, goes at once: a client alone with the server
+        # (concurrency 1) would otherwise wait out the whole delay on every call, for nothing.
+        # Until a batch shows otherwise, company is assumed.
+        self._company_seen = True
 
     @property
     def queued_images(self) -> int:
@@ -201,7 +220,11 @@ class DynamicBatcher:
                 await self._wakeup
                 self._wakeup = None
                 continue
-            waiting_pays = self._max_delay_s > 0 and not (self._closing or self._draining)
+            waiting_pays = (
+                self._max_delay_s > 0
+                and not (self._closing or self._draining)
+                and (self._company_seen or len(self._queue) > 1)
+            )
             if self._queued_images < self.options.max_batch_size and waiting_pays:
                 wait_s = self._queue[0].enqueued_at + self._max_delay_s - loop.time()
                 if wait_s > 0:
@@ -212,6 +235,7 @@ class DynamicBatcher:
                     self._batch_full = None
             batch = self._take_batch(loop.time())
             if batch:
+                self._company_seen = len(batch) > 1
                 await self._infer(batch)
 
     def _take_batch(self, now: float) -> list[_Pending]:
@@ -271,12 +295,40 @@ class DynamicBatcher:
         np.concatenate([p.inputs for p in batch], axis=0, out=out)
         return out
 
-    async def _infer(self, batch: list[_Pending]) -> None:
-        loop = asyncio.get_running_loop()
-        inputs = self._stack(batch)
+    def _runs_inline(self, images: int) -> bool:
+        """Whether a batch of `images` runs on the event loop's thread.
+
+        Handing a batch to the inference thread and its answer back costs two thread wake-ups, and
+        the answer then waits for the GIL, which a busy event loop holds for up to its switch
+        interval (5 ms). For a batch that infers in a fraction of a millisecond (a small model on
+        small batches) that costs more CPU and latency than blocking the loop for the inference
+        itself. So batch sizes whose recent inference took at most `inline_max_ms` run inline;
+        the others, and sizes not seen yet, run in the inference thread (where the loop keeps
+        answering other calls meanwhile). The times are measured either way, so a model that slows
+        down (a busy machine) moves back to the thread on its own.
+        """
+        recent = self._inference_s.get(images)
+        return recent is not None and recent <= self._inline_max_s
+
+    def _timed_run(self, inputs: np.ndarray) -> tuple[Sequence[np.ndarray], float]:
         started = time.perf_counter()
+        outputs = self._run_batch(inputs)
+        return outputs, time.perf_counter() - started
+
+    def _remember(self, images: int, seconds: float) -> None:
+        recent = self._inference_s.get(images)
+        self._inference_s[images] = seconds if recent is None else recent + _RECENT_WEIGHT * (seconds - recent)
+
+    async def _infer(self, batch: list[_Pending]) -> None:
+        inputs = self._stack(batch)
+        images = int(inputs.shape[0])
+        inline = self._runs_inline(images)
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run_batch, inputs)
+            if inline:
+                outputs, seconds = self._timed_run(inputs)
+            else:
+                loop = asyncio.get_running_loop()
+                outputs, seconds = await loop.run_in_executor(self._executor, self._timed_run, inputs)
         except Exception as exc:
             log.exception("model %s: inference failed on a batch of %d images", self.name, inputs.shape[0])
             error = InferenceFailed(f"model {self.name}: inference failed: {exc}")
@@ -284,10 +336,10 @@ class DynamicBatcher:
                 if not pending.future.done():
                     pending.future.set_exception(error)
             return
-        seconds = time.perf_counter() - started
-        images = int(inputs.shape[0])
+        self._remember(images, seconds)
         stats = self.stats
         stats.batches += 1
+        stats.inline_batches += inline
         stats.images_inferred += images
         stats.requests_inferred += len(batch)
         stats.largest_batch = max(stats.largest_batch, images)
@@ -300,6 +352,10 @@ class DynamicBatcher:
                 end = offset + pending.images
                 pending.future.set_result([output[offset:end] for output in outputs])
             offset += pending.images
+
+
+# Weight of the newest measurement in the moving average of inference times.
+_RECENT_WEIGHT = 0.2
 
 
 def _resolve(future: asyncio.Future) -> None:

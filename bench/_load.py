@@ -1,0 +1,294 @@
+"""Load-generator processes for the serve benchmark: gRPC clients in their own interpreters.
+
+Each process holds one grpc.aio channel per server and keeps `concurrency` calls in flight
+(unary calls, or streams each with a window of messages in flight). Requests are serialised once,
+by the parent, and sent as bytes: the clients spend their CPU on gRPC, as a tuned load generator
+(ghz, Triton's perf_analyzer) does, not on building protobuf messages. Every answer is still parsed
+and checked (right message, right number of predictions), and anything else counts as an error.
+
+Timing uses one clock for every process (time.monotonic is system-wide on Linux): all processes
+warm up until `measure_from` and count only calls that complete within [measure_from, measure_to].
+"""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import queue as queue_module
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+UNARY, STREAM = "unary", "stream"
+# What an answer must look like: our Classify, our stream, KServe v2 ModelInfer, or anything.
+CHECK_CLASSIFY, CHECK_STREAM, CHECK_V2, CHECK_NONE = "classify", "stream", "v2", "none"
+MiB = 1024 * 1024
+READY = "ready"
+STARTUP_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    target: str  # host:port
+    method: str  # "/package.Service/Method"
+    kind: str  # UNARY | STREAM
+    requests: tuple[bytes, ...]  # serialised requests, sent in turn
+    images_per_request: int
+    concurrency: int  # unary calls in flight, or streams
+    stream_window: int  # messages in flight per stream
+    check: str
+    measure_from: float  # time.monotonic()
+    measure_to: float
+    timeout_s: float = 30.0
+
+
+@dataclass
+class LoadResult:
+    latencies_s: np.ndarray  # calls (or stream messages) completed inside the window
+    images: int
+    calls: int
+    errors: dict[str, int] = field(default_factory=dict)  # status code name -> count (inside the window)
+    first_error: str = ""
+    cpu_s: float = 0.0  # this process's CPU time inside the window
+    wall_s: float = 0.0
+    setup_error: str = ""
+
+
+class _Recorder:
+    def __init__(self, spec: LoadSpec) -> None:
+        self.spec = spec
+        self.latencies: list[float] = []
+        self.errors: Counter = Counter()
+        self.first_error = ""
+        self.images = 0
+        self.cpu_at_start: float | None = None
+        self.cpu_at_end: float | None = None
+
+    def done(self, started: float, finished: float, error: str | None = None, detail: str = "") -> None:
+        if not (self.spec.measure_from <= finished <= self.spec.measure_to):
+            return
+        if error is None:
+            self.latencies.append(finished - started)
+            self.images += self.spec.images_per_request
+        else:
+            self.errors[error] += 1
+            if not self.first_error:
+                self.first_error = f"{error}: {detail}"[:500]
+
+
+def _checker(check: str, images: int):
+    """A function of the answer's bytes: None when it is right, else why not."""
+    if check == CHECK_NONE:
+        return lambda data: None
+    if check == CHECK_V2:
+        from serve.generated.inference.grpc_service_pb2 import ModelInferResponse
+
+        def check_v2(data: bytes):
+            answer = ModelInferResponse.FromString(data)
+            if not answer.outputs or answer.outputs[0].shape[0] != images:
+                return f"expected outputs for {images} images, got {[list(o.shape) for o in answer.outputs]}"
+            return None
+
+        return check_v2
+    from serve.generated.digits.v1.digits_pb2 import ClassifyResponse, ClassifyStreamResponse
+
+    if check == CHECK_STREAM:
+        def check_stream(data: bytes):
+            answer = ClassifyStreamResponse.FromString(data)
+            if answer.WhichOneof("result") != "prediction":
+                return f"stream answer carries {answer.WhichOneof('result')}: {answer.error.code} {answer.error.message}"
+            return None
+
+        return check_stream
+
+    def check_classify(data: bytes):
+        answer = ClassifyResponse.FromString(data)
+        if len(answer.predictions) != images:
+            return f"expected {images} predictions, got {len(answer.predictions)}"
+        return None
+
+    return check_classify
+
+
+async def _unary_caller(call, spec: LoadSpec, recorder: _Recorder, check, offset: int) -> None:
+    import grpc
+
+    requests, count = spec.requests, len(spec.requests)
+    index = offset
+    clock = time.monotonic
+    while True:
+        started = clock()
+        if started >= spec.measure_to:
+            return
+        try:
+            answer = await call(requests[index % count], timeout=spec.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            recorder.done(started, clock(), exc.code().name, exc.details() or "")
+        else:
+            problem = check(answer)
+            recorder.done(started, clock(), "WRONG_ANSWER" if problem else None, problem or "")
+        index += 1
+
+
+async def _streamer(channel, spec: LoadSpec, recorder: _Recorder, check, offset: int) -> None:
+    """One stream: keep `stream_window` messages in flight, answers come back in order."""
+    import grpc
+
+    call = channel.stream_stream(spec.method)(timeout=None)
+    window = asyncio.Semaphore(spec.stream_window)
+    sent: deque = deque()
+    requests, count = spec.requests, len(spec.requests)
+    clock = time.monotonic
+
+    async def write() -> None:
+        index = offset
+        try:
+            while clock() < spec.measure_to:
+                await window.acquire()
+                sent.append(clock())
+                await call.write(requests[index % count])
+                index += 1
+        finally:
+            await call.done_writing()
+
+    writer = asyncio.ensure_future(write())
+    try:
+        while True:
+            answer = await call.read()
+            if answer is grpc.aio.EOF:
+                break
+            problem = check(answer)
+            recorder.done(sent.popleft(), clock(), "WRONG_ANSWER" if problem else None, problem or "")
+            window.release()
+        await writer
+    except grpc.aio.AioRpcError as exc:
+        recorder.done(sent[0] if sent else clock(), clock(), exc.code().name, exc.details() or "")
+        writer.cancel()
+
+
+async def _run_load(spec: LoadSpec, channels: dict) -> LoadResult:
+    import grpc
+
+    channel = channels.get(spec.target)
+    if channel is None:
+        channel = channels[spec.target] = grpc.aio.insecure_channel(
+            spec.target,
+            options=[("grpc.max_send_message_length", 64 * MiB), ("grpc.max_receive_message_length", 64 * MiB)],
+        )
+    await asyncio.wait_for(channel.channel_ready(), timeout=30)
+    recorder = _Recorder(spec)
+    check = _checker(spec.check, spec.images_per_request)
+
+    async def cpu_marks() -> None:
+        await asyncio.sleep(max(0.0, spec.measure_from - time.monotonic()))
+        recorder.cpu_at_start = time.process_time()
+        await asyncio.sleep(max(0.0, spec.measure_to - time.monotonic()))
+        recorder.cpu_at_end = time.process_time()
+
+    marks = asyncio.ensure_future(cpu_marks())
+    if spec.kind == UNARY:
+        call = channel.unary_unary(spec.method)  # bytes in, bytes out: no (de)serialisers
+        workers = [_unary_caller(call, spec, recorder, check, i) for i in range(spec.concurrency)]
+    else:
+        workers = [_streamer(channel, spec, recorder, check, i * 7919) for i in range(spec.concurrency)]
+    await asyncio.gather(*workers)
+    await marks
+    wall = spec.measure_to - spec.measure_from
+    return LoadResult(
+        latencies_s=np.asarray(recorder.latencies, dtype=np.float64),
+        images=recorder.images,
+        calls=len(recorder.latencies),
+        errors=dict(recorder.errors),
+        first_error=recorder.first_error,
+        cpu_s=(recorder.cpu_at_end or 0.0) - (recorder.cpu_at_start or 0.0),
+        wall_s=wall,
+    )
+
+
+def worker_main(inbox: mp.Queue, outbox: mp.Queue) -> None:
+    """A load-generator process: run each LoadSpec it is sent, answer a LoadResult; None ends it."""
+    import grpc  # noqa: F401  (imported before saying ready: the first scenario must not wait for it)
+
+    _checker(CHECK_CLASSIFY, 1), _checker(CHECK_V2, 1)
+    outbox.put(READY)
+    loop = asyncio.new_event_loop()
+    channels: dict = {}
+    try:
+        while True:
+            spec = inbox.get()
+            if spec is None:
+                break
+            try:
+                result = loop.run_until_complete(_run_load(spec, channels))
+            except Exception as exc:  # reported to the parent, which fails the scenario with it
+                result = LoadResult(np.zeros(0), 0, 0, setup_error=f"{type(exc).__name__}: {exc}")
+            outbox.put(result)
+    finally:
+        for channel in channels.values():
+            loop.run_until_complete(channel.close())
+        loop.close()
+
+
+class LoadGenerators:
+    """`processes` long-lived client processes (spawned, so they share nothing with the parent)."""
+
+    def __init__(self, processes: int) -> None:
+        context = mp.get_context("spawn")
+        self._inboxes = [context.Queue() for _ in range(processes)]
+        self._outbox = context.Queue()
+        self._processes = [
+            context.Process(target=worker_main, args=(inbox, self._outbox), name=f"load-{i}", daemon=True)
+            for i, inbox in enumerate(self._inboxes)
+        ]
+        self._pending = 0
+        for process in self._processes:
+            process.start()
+        for _ in self._processes:
+            try:
+                message = self._outbox.get(timeout=STARTUP_TIMEOUT_S)
+            except queue_module.Empty:
+                self.close()
+                raise RuntimeError(f"the load-generator processes did not start within {STARTUP_TIMEOUT_S} s") from None
+            assert message == READY, message
+
+    @property
+    def count(self) -> int:
+        return len(self._processes)
+
+    def start(self, specs: list[LoadSpec]) -> None:
+        """Send one spec to each of the first len(specs) processes; they start at once."""
+        if len(specs) > self.count:
+            raise ValueError(f"{len(specs)} load specs for {self.count} processes")
+        for inbox, spec in zip(self._inboxes, specs):
+            inbox.put(spec)
+        self._pending = len(specs)
+
+    def collect(self, timeout_s: float) -> list[LoadResult]:
+        """The results of what start() sent, once every process has answered."""
+        results = []
+        deadline = time.monotonic() + timeout_s
+        while self._pending:
+            try:
+                results.append(self._outbox.get(timeout=max(0.1, deadline - time.monotonic())))
+            except queue_module.Empty:
+                dead = [p.name for p in self._processes if not p.is_alive()]
+                raise RuntimeError(
+                    f"load generators did not answer within {timeout_s:.0f} s" + (f" (dead: {dead})" if dead else "")
+                ) from None
+            self._pending -= 1
+        return results
+
+    def close(self) -> None:
+        for inbox in self._inboxes:
+            inbox.put(None)
+        for process in self._processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+
+    def __enter__(self) -> "LoadGenerators":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -1,0 +1,747 @@
+"""The service under load: `python -m serve` in its own process, driven by separate client processes.
+
+    python -m bench.serve                      # every scenario (about three minutes)
+    python -m bench.serve --quick              # one of each kind, short windows (seconds: CI)
+    python -m bench.serve --model-file models/lenet.onnx --seconds 10
+
+Scenarios: single-image unary Classify at concurrency 1, 8 and 64 with dynamic batching on, then
+the same with the server restarted with --no-batching; 256-image Classify requests; the
+bidirectional stream; KServe v2 ModelInfer with raw tensors (1 and 256 images); PNG-encoded
+images (decoding and the MNIST-format preprocessing included); and a bare gRPC server that
+answers canned bytes (the transport's ceiling on this machine, measured in the same run).
+
+Per scenario: images/s, latency p50/p95/p99 of each call (of each message for the stream),
+errors, the average batch the server formed, server and client CPU per request, and the ratio to
+in-process ONNX Runtime throughput at the same batch size (the same file run in this process, see
+InProcessReferences). The server's resident memory is read before and after. Writes
+bench/results/serve.json, prints a table and the issue's targets, met or missed. Exit status: 0
+when it ran (a missed target is reported, not failed), 2 when it cannot run.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench._load import CHECK_CLASSIFY, CHECK_STREAM, CHECK_V2, STREAM, UNARY, LoadGenerators, LoadResult, LoadSpec
+from bench._machine import describe_machine, finish_machine_record, machine_summary, usable_cores
+from bench._report import RESULTS_DIR, Latency, fmt, format_table, ratio, result_document, write_json
+
+log = logging.getLogger("bench.serve")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLASSIFY = "/digits.v1.DigitClassifier/Classify"
+CLASSIFY_STREAM = "/digits.v1.DigitClassifier/ClassifyStream"
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+DIGITS_API, V2_API, BARE = "digits", "v2", "bare grpc"
+RAW, PNG, TENSOR = "raw 28x28", "png", "raw fp32 tensor"
+# Distinct requests each client cycles through (so that no answer can be cached by accident).
+DISTINCT_REQUESTS = 64
+DISTINCT_BULK_REQUESTS = 8
+SERVER_START_TIMEOUT_S = 120
+# Time the clients get to receive their scenario and connect before the warm-up starts.
+CLIENT_START_S = 0.2
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    api: str  # DIGITS_API | V2_API | BARE
+    kind: str  # UNARY | STREAM
+    encoding: str  # RAW | PNG | TENSOR
+    images_per_request: int
+    concurrency: int  # calls in flight; for the stream: streams x window
+    batching: bool = True
+    streams: int = 0
+
+    @property
+    def stream_window(self) -> int:
+        return self.concurrency // self.streams if self.streams else 0
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    """Every scenario, in the order they run; quick mode keeps one of each kind."""
+
+    def single(concurrency: int, batching: bool = True) -> Scenario:
+        name = f"unary 1 image, c{concurrency}, batching {'on' if batching else 'off'}"
+        return Scenario(name, DIGITS_API, UNARY, RAW, 1, concurrency, batching)
+
+    chosen = [single(c) for c in ((1, 64) if quick else (1, 8, 64))]
+    chosen += [
+        Scenario("unary 256 images, c2", DIGITS_API, UNARY, RAW, 256, 2),
+        Scenario("stream 1 image/msg, 4 streams x 16", DIGITS_API, STREAM, RAW, 1, 64, streams=4),
+    ]
+    if not quick:
+        chosen.append(Scenario("v2 raw tensor 1 image, c64", V2_API, UNARY, TENSOR, 1, 64))
+    chosen += [
+        Scenario("v2 raw tensor 256 images, c2", V2_API, UNARY, TENSOR, 256, 2),
+        Scenario("png 1 image, c64", DIGITS_API, UNARY, PNG, 1, 64),
+    ]
+    if not quick:
+        chosen.append(Scenario("png 32 images, c4", DIGITS_API, UNARY, PNG, 32, 4))
+    chosen += [single(c, batching=False) for c in ((64,) if quick else (1, 8, 64))]
+    chosen.append(Scenario("bare grpc, canned answer, c64", BARE, UNARY, RAW, 1, 64))
+    if not quick:
+        chosen.append(Scenario("bare grpc, 256-image canned answer, c2", BARE, UNARY, RAW, 256, 2))
+    return chosen
+
+
+@dataclass(frozen=True)
+class ServeBenchConfig:
+    model: str = "lenet"
+    model_file: Path | None = None  # an exported .onnx; default: export `model` (checkpoint or random)
+    seconds: float = 5.0  # measurement window per scenario
+    warmup_seconds: float = 1.0
+    load_processes: int = field(default_factory=lambda: max(1, min(4, usable_cores() // 2)))
+    device: str = "auto"
+    server_flags: tuple[str, ...] = ()  # extra `python -m serve` flags (e.g. --max-delay-ms 1)
+    baseline_seconds: float = 0.5  # each in-process reference measurement (per session configuration)
+    runs_dir: Path = Path("runs")
+    data_dir: Path | None = None
+    output: Path = RESULTS_DIR / "serve.json"
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        if self.seconds <= 0 or self.warmup_seconds < 0 or self.baseline_seconds <= 0:
+            raise ValueError("--seconds and --baseline-seconds must be > 0, --warmup >= 0")
+        if self.load_processes < 1:
+            raise ValueError(f"--load-processes must be >= 1, got {self.load_processes}")
+
+    @classmethod
+    def quick_mode(cls, **overrides) -> "ServeBenchConfig":
+        values = dict(seconds=0.6, warmup_seconds=0.2, baseline_seconds=0.1, quick=True)
+        values.update(overrides)
+        return cls(**values)
+
+
+# Requests
+
+
+def mnist_digits(data_dir: Path | None) -> np.ndarray:
+    from serve.mnist_idx import load_mnist_test
+
+    root = data_dir or Path(os.environ.get("ZOO_DATA_DIR", "data"))
+    try:
+        images, _ = load_mnist_test(root)
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"the serve benchmark sends MNIST test digits: {exc} (set --data-dir or ZOO_DATA_DIR)") from None
+    return images
+
+
+def png_bytes(digit_uint8: np.ndarray) -> bytes:
+    """A digit as a client's picture would be: dark ink on white paper, scaled up 3x, PNG."""
+    from PIL import Image
+
+    picture = Image.fromarray(255 - digit_uint8).resize((84, 84), Image.BILINEAR)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def digits_request(images: np.ndarray, encoding: str, model: str) -> bytes:
+    from serve.generated.digits.v1 import digits_pb2
+
+    if encoding == PNG:
+        messages = [digits_pb2.Image(encoded=png_bytes(image)) for image in images]
+    else:
+        messages = [
+            digits_pb2.Image(raw=digits_pb2.RawPixels(pixels=image.tobytes(), height=28, width=28, already_mnist=True))
+            for image in images
+        ]
+    return digits_pb2.ClassifyRequest(model=model, images=messages).SerializeToString()
+
+
+def stream_request(image: np.ndarray, model: str, index: int) -> bytes:
+    from serve.generated.digits.v1 import digits_pb2
+
+    raw = digits_pb2.RawPixels(pixels=image.tobytes(), height=28, width=28, already_mnist=True)
+    return digits_pb2.ClassifyStreamRequest(id=str(index), model=model, image=digits_pb2.Image(raw=raw)).SerializeToString()
+
+
+def v2_request(pixels: np.ndarray, model: str) -> bytes:
+    from serve.generated.inference import grpc_service_pb2 as pb
+
+    tensor = pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP32", shape=list(pixels.shape))
+    return pb.ModelInferRequest(
+        model_name=model, inputs=[tensor], raw_input_contents=[np.ascontiguousarray(pixels, "<f4").tobytes()]
+    ).SerializeToString()
+
+
+def model_pixels(images: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """The model's input for MNIST-format digits: [0, 1], padded to the input size."""
+    height, width = input_size
+    top, left = (height - 28) // 2, (width - 28) // 2
+    pixels = np.zeros((len(images), 1, height, width), dtype=np.float32)
+    pixels[:, 0, top : top + 28, left : left + 28] = images / np.float32(255)
+    return pixels
+
+
+@dataclass
+class Payloads:
+    """Serialised requests per scenario shape: (api, kind, encoding, images) -> list of bytes."""
+
+    by_shape: dict[tuple, tuple[bytes, ...]] = field(default_factory=dict)
+
+    def get(self, scenario: Scenario) -> tuple[bytes, ...]:
+        api = DIGITS_API if scenario.api == BARE else scenario.api
+        return self.by_shape[(api, scenario.kind, scenario.encoding, scenario.images_per_request)]
+
+
+def build_payloads(chosen: list[Scenario], digits: np.ndarray, model: str, input_size: tuple[int, int]) -> Payloads:
+    payloads = Payloads()
+    rng = np.random.default_rng(0)
+    for scenario in chosen:
+        api = DIGITS_API if scenario.api == BARE else scenario.api
+        key = (api, scenario.kind, scenario.encoding, scenario.images_per_request)
+        if key in payloads.by_shape:
+            continue
+        size = scenario.images_per_request
+        count = DISTINCT_REQUESTS if size == 1 else DISTINCT_BULK_REQUESTS
+        batches = [digits[rng.choice(len(digits), size, replace=False)] for _ in range(count)]
+        if scenario.kind == STREAM:
+            requests = [stream_request(batch[0], model, i) for i, batch in enumerate(batches)]
+        elif api == V2_API:
+            requests = [v2_request(model_pixels(batch, input_size), model) for batch in batches]
+        else:
+            requests = [digits_request(batch, scenario.encoding, model) for batch in batches]
+        payloads.by_shape[key] = tuple(requests)
+    return payloads
+
+
+# In-process references
+
+
+@dataclass
+class Reference:
+    what: str
+    images_per_s: float
+    # images/s of each session configuration, measured just before and just after the scenario.
+    measured: dict[str, list[float]] = field(default_factory=dict)
+    cpu_ms_per_call: float | None = None  # of the configuration that is the reference (all its threads)
+
+
+class InProcessReferences:
+    """What the same .onnx file does in this process, without a server: the yardstick of each scenario.
+
+    Per batch size (images per request), session.run on ready pixels in a loop; for PNG requests,
+    decoding and preprocessing (the server's own functions, serve.digit_inputs) plus the run, in
+    one thread. Measured just before and just after each scenario (the server idle), so that the
+    reference sees the same machine as the scenario: on a shared machine, in-process throughput
+    moves by 2-3x with the neighbours' load, and a reference from another moment would say more
+    about the neighbours than about the server. Two session configurations are measured, ONNX
+    Runtime's defaults and the server's (serve.runtime: no spinning threads), and the faster one
+    (the mean of its two measurements) is the reference.
+    """
+
+    def __init__(self, model_file: Path, input_size: tuple[int, int], chosen: list[Scenario], payloads: Payloads,
+                 config: ServeBenchConfig) -> None:
+        import onnxruntime as ort
+
+        from serve.runtime import RuntimeOptions, create_session, requested_providers
+
+        self._config = config
+        self._sessions = {
+            "onnxruntime defaults": ort.InferenceSession(str(model_file), providers=requested_providers(config.device)),
+            "server's session options": create_session(model_file, RuntimeOptions(device=config.device), "benchmark").session,
+        }
+        self._steps: dict[tuple, tuple[str, object]] = {}
+        digits = np.random.default_rng(1).integers(0, 256, (max(s.images_per_request for s in chosen), 28, 28), np.uint8)
+        for scenario in chosen:
+            key = reference_key(scenario)
+            if scenario.api == BARE or key in self._steps:
+                continue
+            size = scenario.images_per_request
+            if scenario.encoding == PNG:
+                from serve.generated.digits.v1 import digits_pb2
+
+                request = digits_pb2.ClassifyRequest.FromString(payloads.get(scenario)[0])
+                self._steps[key] = (f"in-process decode + preprocess + ORT, batch {size}", (request, input_size))
+            else:
+                self._steps[key] = (f"in-process ORT, batch {size}", model_pixels(digits[:size], input_size))
+
+    def _step(self, session, payload):
+        if isinstance(payload, tuple):  # an encoded request: preprocess, then infer
+            from serve.digit_inputs import RequestLimits, images_to_pixels
+
+            request, input_size = payload
+            pixels = images_to_pixels(request.images, input_size, RequestLimits())
+        else:
+            pixels = payload
+        return session.run(None, {session.get_inputs()[0].name: pixels})
+
+    def measure(self, scenario: Scenario) -> dict[str, tuple[float, float]]:
+        """(images/s, CPU seconds per call) of each session configuration now (nothing for BARE)."""
+        if scenario.api == BARE:
+            return {}
+        key = reference_key(scenario)
+        _, payload = self._steps[key]
+        rates = {}
+        for label, session in self._sessions.items():
+            for _ in range(3):  # warm-up: the other session ran last
+                self._step(session, payload)
+            calls, started, cpu_started = 0, time.perf_counter(), time.process_time()
+            while calls < 5 or time.perf_counter() - started < self._config.baseline_seconds:
+                self._step(session, payload)
+                calls += 1
+            rates[label] = (calls * key[1] / (time.perf_counter() - started), (time.process_time() - cpu_started) / calls)
+        return rates
+
+    def reference(self, scenario: Scenario, before: dict[str, float], after: dict[str, float]) -> Reference | None:
+        if scenario.api == BARE:
+            return None
+        what, _ = self._steps[reference_key(scenario)]
+        measured = {label: [before[label][0], after[label][0]] for label in before}
+        best = max(measured, key=lambda label: sum(measured[label]))
+        cpu_ms = 1000 * (before[best][1] + after[best][1]) / 2
+        return Reference(what, sum(measured[best]) / 2, measured, cpu_ms)
+
+
+def reference_key(scenario: Scenario) -> tuple[str, int]:
+    return ("png" if scenario.encoding == PNG else "tensor", scenario.images_per_request)
+
+
+# The server process
+
+
+class ServerProcess:
+    """`python -m serve` (or the bare server) as a child process, with its memory, CPU and metrics."""
+
+    def __init__(self, command: list[str], port_file: Path, metrics_port: int | None, label: str) -> None:
+        self.label = label
+        self.metrics_port = metrics_port
+        self._log = tempfile.TemporaryFile(mode="w+")
+        port_file.unlink(missing_ok=True)
+        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if self.process.poll() is not None:
+                raise BenchError(f"{label} exited with status {self.process.returncode} while starting:\n{self.output()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BenchError(f"{label} did not start within {SERVER_START_TIMEOUT_S} s:\n{self.output()}")
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
+        self.target = f"127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read()[-4000:]
+
+    def memory_mib(self) -> dict[str, float]:
+        """Resident memory now (VmRSS) and at its peak (VmHWM), MiB."""
+        values = {}
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
+        return {"rss_mib": values.get("VmRSS"), "peak_rss_mib": values.get("VmHWM")}
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, every thread
+
+    def batch_totals(self) -> dict[str, float] | None:
+        """Totals so far from the Prometheus endpoint: images inferred, ONNX Runtime calls and their seconds."""
+        if self.metrics_port is None:
+            return None
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        totals = {}
+        for name in ("serve_batch_size_sum", "serve_batch_size_count", "serve_inference_duration_seconds_sum"):
+            values = re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.MULTILINE)
+            totals[name] = sum(float(v) for v in values)
+        return totals
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model_file: Path, batching: bool, config: ServeBenchConfig, workdir: Path) -> ServerProcess:
+    port_file = workdir / "server.port"
+    metrics_port = _free_port()
+    command = [
+        sys.executable, "-m", "serve", "--model", str(model_file), "--host", "127.0.0.1", "--port", "0",
+        "--port-file", str(port_file), "--metrics-port", str(metrics_port), "--device", config.device,
+        "--log-level", "WARNING", *config.server_flags,
+    ]
+    if not batching:
+        command.append("--no-batching")
+    label = f"the server (batching {'on' if batching else 'off'})"
+    log.info("starting %s: %s", label, " ".join(command[1:]))
+    return ServerProcess(command, port_file, metrics_port, label)
+
+
+def start_bare_server(workdir: Path) -> ServerProcess:
+    port_file = workdir / "bare.port"
+    command = [sys.executable, "-m", "bench._bare_server", "--port-file", str(port_file)]
+    return ServerProcess(command, port_file, None, "the bare gRPC server")
+
+
+# Running a scenario
+
+
+def load_specs(
+    scenario: Scenario, target: str, requests: tuple[bytes, ...], processes: int, window: tuple[float, float]
+) -> list[LoadSpec]:
+    """The scenario's concurrency split over the load processes (streams, for the stream)."""
+    units = scenario.streams if scenario.kind == STREAM else scenario.concurrency
+    shares = [units // processes + (1 if i < units % processes else 0) for i in range(min(processes, units))]
+    method = {DIGITS_API: CLASSIFY, V2_API: MODEL_INFER, BARE: CLASSIFY}[scenario.api]
+    if scenario.kind == STREAM:
+        method = CLASSIFY_STREAM
+    check = CHECK_STREAM if scenario.kind == STREAM else CHECK_V2 if scenario.api == V2_API else CHECK_CLASSIFY
+    return [
+        LoadSpec(
+            target=target, method=method, kind=scenario.kind, requests=requests,
+            images_per_request=scenario.images_per_request, concurrency=share,
+            stream_window=scenario.stream_window, check=check,
+            measure_from=window[0], measure_to=window[1],
+        )
+        for share in shares
+    ]
+
+
+def run_scenario(
+    scenario: Scenario, server: ServerProcess, generators: LoadGenerators, payloads: Payloads, config: ServeBenchConfig,
+) -> dict:
+    # The clients start at once, warm up, and all count the same window (one clock for every process).
+    measure_from = time.monotonic() + CLIENT_START_S + config.warmup_seconds
+    measure_to = measure_from + config.seconds
+    specs = load_specs(scenario, server.target, payloads.get(scenario), generators.count, (measure_from, measure_to))
+    generators.start(specs)
+    time.sleep(max(0.0, measure_from - time.monotonic()))
+    cpu_before, batches_before = server.cpu_seconds(), server.batch_totals()
+    time.sleep(max(0.0, measure_to - time.monotonic()))
+    cpu_after, batches_after = server.cpu_seconds(), server.batch_totals()
+    results = generators.collect(timeout_s=config.seconds + config.warmup_seconds + 120)
+    return scenario_row(scenario, results, cpu_after - cpu_before, batches_before, batches_after, config)
+
+
+def scenario_row(
+    scenario: Scenario, results: list[LoadResult], server_cpu_s: float, batches_before, batches_after,
+    config: ServeBenchConfig,
+) -> dict:
+    setup_errors = [r.setup_error for r in results if r.setup_error]
+    if setup_errors:
+        raise BenchError(f"scenario {scenario.name!r}: a load generator failed: {setup_errors[0]}")
+    latencies = np.concatenate([r.latencies_s for r in results]) if results else np.zeros(0)
+    latency = Latency.from_seconds(latencies)
+    images = sum(r.images for r in results)
+    calls = sum(r.calls for r in results)
+    errors: dict[str, int] = {}
+    for result in results:
+        for code, count in result.errors.items():
+            errors[code] = errors.get(code, 0) + count
+    first_error = next((r.first_error for r in results if r.first_error), "")
+    images_per_s = images / config.seconds
+    average_batch = inference_ms = None
+    if batches_before and batches_after:
+        ort_calls = batches_after["serve_batch_size_count"] - batches_before["serve_batch_size_count"]
+        if ort_calls > 0:
+            average_batch = (batches_after["serve_batch_size_sum"] - batches_before["serve_batch_size_sum"]) / ort_calls
+            inference_s = (
+                batches_after["serve_inference_duration_seconds_sum"] - batches_before["serve_inference_duration_seconds_sum"]
+            )
+            inference_ms = 1000 * inference_s / ort_calls
+    requests = calls + sum(errors.values())
+    row = {
+        "scenario": scenario.name,
+        "api": scenario.api,
+        "kind": scenario.kind,
+        "encoding": scenario.encoding,
+        "batching": scenario.batching if scenario.api != BARE else None,
+        "images_per_request": scenario.images_per_request,
+        "concurrency": scenario.concurrency,
+        "streams": scenario.streams or None,
+        "images_per_s": images_per_s,
+        "requests_per_s": calls / config.seconds,
+        "latency_ms": latency.to_dict(),
+        "errors": sum(errors.values()),
+        "errors_by_code": errors,
+        "first_error": first_error,
+        "average_batch": average_batch,
+        "inference_ms_per_batch": inference_ms,  # the server's ONNX Runtime call, as its metrics measure it
+        "server_cpu_ms_per_request": 1000 * server_cpu_s / requests if requests else None,
+        "client_cpu_ms_per_request": 1000 * sum(r.cpu_s for r in results) / requests if requests else None,
+        "server_cpu_cores": server_cpu_s / config.seconds,
+    }
+    log.info(
+        "%-40s %8.0f img/s  p50 %6.2f ms  p99 %6.2f ms  errors %d%s", scenario.name, images_per_s, latency.p50_ms,
+        latency.p99_ms, row["errors"], f"  avg batch {average_batch:.1f}" if average_batch else "",
+    )
+    return row
+
+
+def attach_reference(row: dict, reference: Reference | None) -> None:
+    row["reference"] = reference.what if reference else None
+    row["reference_images_per_s"] = reference.images_per_s if reference else None
+    row["reference_rounds"] = reference.measured if reference else None
+    row["reference_cpu_ms_per_request"] = reference.cpu_ms_per_call if reference else None
+    row["vs_reference"] = ratio(row["images_per_s"], reference.images_per_s) if reference else None
+
+
+# Targets
+
+
+def evaluate_targets(rows: list[dict], cores: int) -> list[dict]:
+    """The issue's targets, read off this run's rows, each with the ceiling this run measured for it.
+
+    Ceilings come from the bare gRPC server (no inference, no handler code, canned answers):
+    - 256 images vs in-process ORT: with the cores saturated, a request costs at least the reference's
+      own CPU (ORT's threads) plus the bare transport's CPU on both ends, so the service reaches at
+      most cores x 256 / that sum images/s;
+    - batching on vs off: batching can remove inference cost, not the transport's, so the gain is at
+      most the bare server's throughput over batching off;
+    - p99 at concurrency 64: the bare server's own p99 under the same load.
+    """
+    by_name = {row["scenario"]: row for row in rows}
+    bare, bare_bulk = by_name.get("bare grpc, canned answer, c64"), by_name.get("bare grpc, 256-image canned answer, c2")
+    targets = []
+    for name in ("unary 256 images, c2", "v2 raw tensor 256 images, c2"):
+        row = by_name.get(name)
+        if not row or row["vs_reference"] is None:
+            continue
+        target = {"target": f"{name}: >= 85% of in-process ORT at batch 256", "value": row["vs_reference"],
+                  "met": row["vs_reference"] >= 0.85}
+        if bare_bulk and row["reference_cpu_ms_per_request"]:
+            cpu_ms = row["reference_cpu_ms_per_request"] + bare_bulk["server_cpu_ms_per_request"] + bare_bulk[
+                "client_cpu_ms_per_request"]
+            target["ceiling"] = min(1.0, cores * 256 / (cpu_ms / 1000) / row["reference_images_per_s"])
+            target["ceiling_note"] = (
+                f"{cores} cores / (ORT {row['reference_cpu_ms_per_request']:.1f} + bare transport "
+                f"{bare_bulk['server_cpu_ms_per_request']:.1f} server + {bare_bulk['client_cpu_ms_per_request']:.1f} "
+                "client CPU ms per request)"
+            )
+        targets.append(target)
+    on, off = by_name.get("unary 1 image, c64, batching on"), by_name.get("unary 1 image, c64, batching off")
+    if on and off:
+        speedup = ratio(on["images_per_s"], off["images_per_s"])
+        target = {"target": "c64 single image: batching on >= 3x batching off", "value": speedup,
+                  "met": speedup is not None and speedup >= 3}
+        if bare:
+            target["ceiling"] = ratio(bare["images_per_s"], off["images_per_s"])
+            target["ceiling_note"] = "bare gRPC server's images/s over batching off's"
+        targets.append(target)
+        target = {"target": "c64 single image, batching on: p99 < 20 ms", "value": on["latency_ms"]["p99_ms"],
+                  "met": on["latency_ms"]["p99_ms"] < 20}
+        if bare:
+            target["ceiling"] = bare["latency_ms"]["p99_ms"]
+            target["ceiling_note"] = "the bare gRPC server's p99 at c64"
+        targets.append(target)
+        targets.append({"target": "c64 single image, batching on: zero errors", "value": on["errors"],
+                        "met": on["errors"] == 0})
+    return targets
+
+
+# Whole run
+
+
+def run_benchmark(config: ServeBenchConfig) -> dict:
+    machine = describe_machine()
+    chosen = scenarios(config.quick)
+    notes = [
+        "images/s: images answered correctly inside the measurement window / its length; latency: per call "
+        "(per message for the stream), measured by the client",
+        "vs ref: images/s over the in-process reference at the same images per request: the same .onnx run "
+        "in the benchmark's process just before and just after the scenario (the faster of ONNX Runtime's "
+        "default session options and the server's)",
+        f"load: {config.load_processes} client process(es) (grpc.aio, pre-serialised requests, every answer "
+        "parsed and checked) on the same machine as the server",
+        "cpu ms/req: CPU time of the server process (all threads) and of the client processes per request; "
+        "ORT ms/batch: the server's own ONNX Runtime call (its Prometheus metrics), avg batch: images per call",
+    ]
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        workdir = Path(tmp)
+        model_file, model_name, input_size, weights = _model_under_test(config, workdir)
+        notes.append(f"model: {model_name} from {model_file} ({weights})")
+        digits = mnist_digits(config.data_dir)
+        payloads = build_payloads(chosen, digits, model_name, input_size)
+        references = InProcessReferences(model_file, input_size, chosen, payloads, config)
+        rows: list[dict] = []
+        servers: list[dict] = []
+        with LoadGenerators(config.load_processes) as generators:
+            for batching in (True, False):
+                batch_scenarios = [s for s in chosen if s.api != BARE and s.batching == batching]
+                if batch_scenarios:
+                    server = start_server(model_file, batching, config, workdir)
+                    rows += _with_server(server, batch_scenarios, generators, payloads, references, config, servers)
+            bare = [s for s in chosen if s.api == BARE]
+            if bare:
+                rows += _with_server(start_bare_server(workdir), bare, generators, payloads, references, config, servers)
+    finish_machine_record(machine)
+    config_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    document = result_document("serve", machine, config_record, rows, notes)
+    document["servers"] = servers
+    document["targets"] = evaluate_targets(rows, usable_cores())
+    return document
+
+
+def _with_server(
+    server: ServerProcess, chosen: list[Scenario], generators: LoadGenerators, payloads: Payloads,
+    references: InProcessReferences, config: ServeBenchConfig, servers: list[dict],
+) -> list[dict]:
+    rows = []
+    try:
+        memory_before = server.memory_mib()
+        for scenario in chosen:
+            before = references.measure(scenario)
+            row = run_scenario(scenario, server, generators, payloads, config)
+            attach_reference(row, references.reference(scenario, before, references.measure(scenario)))
+            rows.append(row)
+        memory_after = server.memory_mib()
+    finally:
+        status = server.stop()
+    if status != 0:
+        raise BenchError(f"{server.label} exited with status {status} on SIGTERM:\n{server.output()}")
+    servers.append({"server": server.label, "memory_before": memory_before, "memory_after": memory_after, "exit_status": status})
+    return rows
+
+
+def _model_under_test(config: ServeBenchConfig, workdir: Path) -> tuple[Path, str, tuple[int, int], str]:
+    """The .onnx to serve, its model name, input size, and where its weights came from."""
+    if config.model_file is not None:
+        from serve.model_card import ModelCard, ModelCardError
+        import onnxruntime as ort
+
+        if not config.model_file.is_file():
+            raise BenchError(f"model file not found: {config.model_file} (export one with `python -m export NAME`)")
+        try:
+            session = ort.InferenceSession(str(config.model_file), providers=["CPUExecutionProvider"])
+            card = ModelCard.from_metadata_props(session.get_modelmeta().custom_metadata_map)
+        except ModelCardError as exc:
+            raise BenchError(f"{config.model_file}: {exc}") from None
+        except Exception as exc:
+            raise BenchError(f"{config.model_file} is not a loadable ONNX model: {exc}") from None
+        if card is None or not card.is_classifier:
+            raise BenchError(f"{config.model_file} is not a digit classifier exported by `python -m export`")
+        return config.model_file, card.model_name, tuple(card.input_size), "weights as exported"
+    from bench._models import FP32, BenchSetupError, prepare_model
+    from export.errors import ExportError
+
+    try:
+        model = prepare_model(config.model, workdir / "models", config.runs_dir, config.data_dir, (FP32,))
+    except (BenchSetupError, ExportError) as exc:
+        raise BenchError(str(exc)) from None
+    return model.files[FP32], model.name, model.input_size, f"{model.weights} weights: {model.weights_detail}"
+
+
+# Output
+
+
+def render(document: dict) -> str:
+    headers = ["scenario", "img/s", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "avg batch", "ORT ms/batch",
+               "server cpu ms/req", "client cpu ms/req", "ref img/s", "vs ref"]
+    table_rows = []
+    for row in document["rows"]:
+        latency = row["latency_ms"]
+        table_rows.append([
+            row["scenario"], row["images_per_s"], row["requests_per_s"], latency["p50_ms"], latency["p95_ms"],
+            latency["p99_ms"], row["errors"], row["average_batch"], row["inference_ms_per_batch"],
+            row["server_cpu_ms_per_request"], row["client_cpu_ms_per_request"], row["reference_images_per_s"],
+            f"{row['vs_reference']:.2f}x" if row["vs_reference"] is not None else "-",
+        ])
+    parts = [machine_summary(document["machine"]), "", format_table(headers, table_rows)]
+    for server in document["servers"]:
+        before, after = server["memory_before"], server["memory_after"]
+        parts.append(
+            f"{server['server']}: RSS {fmt(before['rss_mib'], 1)} MiB before, {fmt(after['rss_mib'], 1)} MiB after "
+            f"(peak {fmt(after['peak_rss_mib'], 1)} MiB); exit status {server['exit_status']}"
+        )
+    errors = [row for row in document["rows"] if row["errors"]]
+    for row in errors:
+        parts.append(f"errors in {row['scenario']}: {row['errors_by_code']}; first: {row['first_error']}")
+    parts += ["", "targets:"]
+    for target in document["targets"]:
+        line = f"  [{'met' if target['met'] else 'MISSED'}] {target['target']}: {fmt(target['value'])}"
+        if "ceiling" in target:
+            line += f"  (measured ceiling {fmt(target['ceiling'])}: {target['ceiling_note']})"
+        parts.append(line)
+    parts += ["", *(f"- {note}" for note in document["notes"])]
+    return "\n".join(parts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = ServeBenchConfig()
+    parser = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--model", default=defaults.model, help="digit classifier to export and serve (default: %(default)s)")
+    parser.add_argument("--model-file", type=Path, help="serve this exported .onnx instead of exporting --model")
+    parser.add_argument("--seconds", type=float, default=defaults.seconds, help="measurement window per scenario")
+    parser.add_argument("--warmup", type=float, default=defaults.warmup_seconds, help="warm-up before each window")
+    parser.add_argument("--baseline-seconds", type=float, default=defaults.baseline_seconds,
+                        help="each in-process reference measurement, before and after every scenario")
+    parser.add_argument("--load-processes", type=int, default=defaults.load_processes,
+                        help="client processes sharing each scenario's concurrency (default: %(default)s)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device)
+    parser.add_argument("--server-flag", dest="server_flags", action="append", default=[], metavar="FLAG",
+                        help="extra flag for `python -m serve` (repeatable; e.g. --server-flag=--max-delay-ms=1)")
+    parser.add_argument("--runs-dir", type=Path, default=defaults.runs_dir)
+    parser.add_argument("--data-dir", type=Path, default=None, help="folder holding MNIST/raw (default: $ZOO_DATA_DIR, else ./data)")
+    parser.add_argument("--output", type=Path, default=defaults.output, help="JSON result file (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="one scenario of each kind, short windows (for CI)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ServeBenchConfig:
+    values = dict(
+        model=args.model, model_file=args.model_file, load_processes=args.load_processes, device=args.device,
+        server_flags=tuple(args.server_flags), runs_dir=args.runs_dir, data_dir=args.data_dir, output=args.output,
+    )
+    if args.quick:
+        return ServeBenchConfig.quick_mode(**values)
+    return ServeBenchConfig(seconds=args.seconds, warmup_seconds=args.warmup, baseline_seconds=args.baseline_seconds, **values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    log.setLevel(logging.INFO)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        document = run_benchmark(config)
+    except BenchError as exc:
+        print(f"python -m bench.serve: error: {exc}", file=sys.stderr)
+        return 2
+    print(render(document))
+    path = write_json(config.output, document)
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

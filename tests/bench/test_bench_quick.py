@@ -1,0 +1,130 @@
+"""The benchmark scripts' quick modes, run as CI runs them: they must exit 0 and write well-formed results.
+
+Not a speed test (the numbers of a shared CI machine mean little): it keeps the scripts from rotting.
+The inference benchmark keeps the files it timed, and the serve benchmark serves its lenet.onnx,
+so that lenet is exported once for both.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INFERENCE_BACKENDS = {"pytorch eager", "onnxruntime fp32", "onnxruntime optimized", "onnxruntime int8"}
+QUICK_SERVE_SCENARIOS = [
+    "unary 1 image, c1, batching on",
+    "unary 1 image, c64, batching on",
+    "unary 256 images, c2",
+    "stream 1 image/msg, 4 streams x 16",
+    "v2 raw tensor 256 images, c2",
+    "png 1 image, c64",
+    "unary 1 image, c64, batching off",
+    "bare grpc, canned answer, c64",
+]
+
+
+def run_module(args: list[str], mnist_root: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ZOO_DATA_DIR=str(mnist_root))
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def inference_run(tmp_path_factory, mnist_root):
+    folder = tmp_path_factory.mktemp("bench-inference")
+    output = folder / "inference.json"
+    done = run_module(
+        ["bench.inference", "--quick", "--output", str(output), "--keep-models", str(folder / "models"),
+         "--runs-dir", str(folder / "no-runs")],
+        mnist_root,
+    )
+    return done, output, folder / "models"
+
+
+@pytest.fixture(scope="module")
+def serve_run(tmp_path_factory, mnist_root, inference_run):
+    _, _, models = inference_run
+    model_file = models / "lenet" / "lenet.onnx"
+    if not model_file.is_file():
+        pytest.fail(f"the inference benchmark did not keep {model_file}")
+    output = tmp_path_factory.mktemp("bench-serve") / "serve.json"
+    done = run_module(["bench.serve", "--quick", "--model-file", str(model_file), "--output", str(output)], mnist_root)
+    return done, output
+
+
+def check_machine(machine: dict) -> None:
+    assert machine["usable_cores"] >= 1
+    assert machine["cpu_model"]
+    assert "CPUExecutionProvider" in machine["onnxruntime_providers"]
+    assert machine["versions"]["python"]
+    assert machine["load_average_at_start"] is not None and machine["load_average_at_end"] is not None
+
+
+def test_inference_quick_writes_every_backend_at_every_batch_size(inference_run):
+    done, output, _ = inference_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads(output.read_text())
+    assert document["benchmark"] == "inference" and document["schema_version"] == 1
+    check_machine(document["machine"])
+    cpu_rows = [row for row in document["rows"] if row["device"] == "cpu"]
+    backends = set(INFERENCE_BACKENDS)
+    if document["config"]["threads"] > 1:
+        backends.add("pytorch eager, 1 thread")  # context beside the baseline, on machines with several cores
+    assert {(row["backend"], row["batch_size"]) for row in cpu_rows} == {
+        (backend, batch) for backend in backends for batch in (1, 32, 256)
+    }
+    for row in cpu_rows:
+        assert row["model"] == "lenet" and row["weights"] == "random"
+        assert row["samples"] >= 3
+        assert 0 < row["median_ms"] <= row["p99_ms"]
+        assert row["images_per_s"] > 0 and row["vs_pytorch"] > 0
+        if row["backend"] == "pytorch eager":
+            assert row["vs_pytorch"] == pytest.approx(1.0)
+    assert "lenet" in done.stdout and "vs PyTorch" in done.stdout
+
+
+def test_serve_quick_writes_every_scenario_without_errors(serve_run):
+    done, output = serve_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads(output.read_text())
+    assert document["benchmark"] == "serve"
+    check_machine(document["machine"])
+    rows = document["rows"]
+    assert [row["scenario"] for row in rows] == QUICK_SERVE_SCENARIOS
+    for row in rows:
+        assert row["errors"] == 0, (row["scenario"], row["errors_by_code"], row["first_error"])
+        assert row["images_per_s"] > 0
+        assert row["images_per_s"] == pytest.approx(row["requests_per_s"] * row["images_per_request"])
+        latency = row["latency_ms"]
+        assert latency["samples"] > 0 and 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"]
+        assert row["server_cpu_ms_per_request"] > 0
+        if row["api"] == "bare grpc":
+            assert row["vs_reference"] is None
+        else:
+            assert row["reference_images_per_s"] > 0 and row["vs_reference"] > 0
+    batched = {row["scenario"]: row["average_batch"] for row in rows}
+    assert all(row["inference_ms_per_batch"] > 0 for row in rows if row["api"] != "bare grpc")
+    assert batched["unary 256 images, c2"] == pytest.approx(256)
+    assert batched["unary 1 image, c64, batching off"] == pytest.approx(1)
+    assert [server["exit_status"] for server in document["servers"]] == [0, 0, 0]
+    for server in document["servers"]:
+        assert server["memory_before"]["rss_mib"] > 0 and server["memory_after"]["peak_rss_mib"] > 0
+    assert len(document["targets"]) == 5 and all("met" in target for target in document["targets"])
+
+
+def test_serve_benchmark_refuses_a_missing_model_file_with_a_clear_error(tmp_path, mnist_root):
+    done = run_module(["bench.serve", "--quick", "--model-file", str(tmp_path / "missing.onnx")], mnist_root, timeout=60)
+    assert done.returncode == 2
+    assert "model file not found" in done.stderr
+
+
+def test_inference_benchmark_refuses_a_model_that_is_not_a_digit_classifier(mnist_root):
+    done = run_module(["bench.inference", "--quick", "--models", "edge"], mnist_root, timeout=60)
+    assert done.returncode == 2
+    assert "edge" in done.stderr and "not digit classifiers" in done.stderr

@@ -1,0 +1,126 @@
+"""The batcher's fast paths: where a batch runs (event loop or inference thread), and when it waits."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from serve.batching import BatchingOptions, DynamicBatcher
+from serve.digits_servicer import write_predictions
+from serve.generated.digits.v1 import digits_pb2
+
+
+class ThreadRecordingModel:
+    """run_batch that remembers which thread ran each batch, and can be made slow."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        self.threads: list[str] = []
+        self.sizes: list[int] = []
+
+    def __call__(self, inputs: np.ndarray):
+        self.threads.append(threading.current_thread().name)
+        self.sizes.append(len(inputs))
+        if self.seconds:
+            time.sleep(self.seconds)
+        return [inputs + 1.0]
+
+
+def rows(value: float, count: int = 1) -> np.ndarray:
+    return np.full((count, 2), value, dtype=np.float32)
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, timeout=60))
+
+
+def sequential_requests(model, options: BatchingOptions, count: int):
+    async def scenario():
+        batcher = DynamicBatcher("m", model, options)
+        answers = [await batcher.submit(rows(i)) for i in range(count)]
+        await batcher.close()
+        return batcher, answers, threading.current_thread().name
+
+    return run(scenario())
+
+
+def test_fast_small_batches_run_on_the_event_loop_after_their_first_timing():
+    model = ThreadRecordingModel()
+    batcher, answers, loop_thread = sequential_requests(model, BatchingOptions(max_delay_ms=0, inline_max_ms=50), 5)
+    # A size never timed goes to the inference thread (which times it); then it runs inline.
+    assert model.threads[0].startswith("infer-m")
+    assert model.threads[1:] == [loop_thread] * 4
+    assert batcher.stats.inline_batches == 4
+    assert [float(a[0][0, 0]) for a in answers] == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_slow_batches_stay_on_the_inference_thread():
+    model = ThreadRecordingModel(seconds=0.02)
+    batcher, answers, _ = sequential_requests(model, BatchingOptions(max_delay_ms=0, inline_max_ms=1), 3)
+    assert all(name.startswith("infer-m") for name in model.threads)
+    assert batcher.stats.inline_batches == 0
+    assert [float(a[0][0, 0]) for a in answers] == [1.0, 2.0, 3.0]
+
+
+def test_inline_max_ms_zero_keeps_every_batch_on_the_inference_thread():
+    model = ThreadRecordingModel()
+    batcher, _, _ = sequential_requests(model, BatchingOptions(max_delay_ms=0, inline_max_ms=0), 4)
+    assert all(name.startswith("infer-m") for name in model.threads)
+    assert batcher.stats.inline_batches == 0
+
+
+def test_a_lone_client_stops_waiting_out_the_delay_and_company_brings_the_wait_back():
+    model = ThreadRecordingModel()
+    delay_s = 0.5
+
+    async def scenario():
+        batcher = DynamicBatcher("m", model, BatchingOptions(max_delay_ms=1000 * delay_s))
+        await batcher.submit(rows(0))  # company is assumed at first: this one waits the delay out
+        lone_s = []
+        for i in range(1, 4):
+            started = time.perf_counter()
+            await batcher.submit(rows(i))
+            lone_s.append(time.perf_counter() - started)
+        # Two in the queue together: company again, so the partial batch waits for more.
+        await asyncio.gather(batcher.submit(rows(4)), batcher.submit(rows(5)))
+        # After a batch with company, a lone request waits, and the next one catches it.
+        late = asyncio.ensure_future(batcher.submit(rows(6)))
+        await asyncio.sleep(delay_s / 5)
+        await asyncio.gather(late, batcher.submit(rows(7)))
+        await batcher.close()
+        return lone_s
+
+    lone_s = run(scenario())
+    assert max(lone_s) < delay_s / 2, f"lone requests waited for company: {lone_s}"
+    assert model.sizes == [1, 1, 1, 1, 2, 2]
+
+
+def test_inline_max_ms_must_not_be_negative():
+    with pytest.raises(ValueError, match="inline_max_ms"):
+        BatchingOptions(inline_max_ms=-1)
+
+
+def reference_top_k(row: np.ndarray, k: int) -> list[int]:
+    return sorted(range(len(row)), key=lambda c: (-row[c], c))[:k]
+
+
+@pytest.mark.parametrize("images", [1, 3, 40])  # both ranking paths: plain Python below 16 rows, numpy above
+def test_predictions_are_written_in_place_most_probable_first_ties_to_the_lower_class(images):
+    rng = np.random.default_rng(images)
+    probabilities = (0.9 * rng.random((images, 10))).astype(np.float32)
+    probabilities[:, 7] = probabilities[:, 2] = 0.99  # a tie at the top
+    labels = [f"digit {i}" for i in range(10)]
+    response = digits_pb2.ClassifyResponse(model="m")
+    write_predictions(response.predictions, probabilities, labels, 3)
+    assert len(response.predictions) == images
+    for row, prediction in zip(probabilities, response.predictions):
+        expected = reference_top_k(row, 3)
+        assert [c.digit for c in prediction.top_k] == expected
+        assert expected[:2] == [2, 7]
+        assert [c.label for c in prediction.top_k] == [labels[c] for c in expected]
+        assert [c.probability for c in prediction.top_k] == pytest.approx([float(row[c]) for c in expected])
+        assert (prediction.digit, prediction.label) == (2, "digit 2")
+        assert prediction.probability == pytest.approx(0.99)
