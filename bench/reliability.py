@@ -50,9 +50,9 @@ from bench._reliability_processes import (
     read_rss_bytes, reset_peak_rss, run_load_processes,
 )
 from bench._reliability_traffic import (
-    AIO_WRITE_RACE, FAILURES, KINDS, OUTCOMES, SOAK_MIX, VALID_MIX, LoadResult, LoadSpec, References,
-    bmp_declaring, jpeg_declaring, png_declaring, raw_image, real_png_bomb,
+    AIO_WRITE_RACE, FAILURES, KINDS, OUTCOMES, SOAK_MIX, VALID_MIX, LoadResult, LoadSpec, References, raw_image,
 )
+from bench.hostile_images import bmp_declaring, jpeg_declaring, png_declaring, real_png_bomb
 from bench._report import RESULTS_DIR, format_table, result_document, write_json
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.generated.inference import grpc_service_pb2 as v2_pb

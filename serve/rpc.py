@@ -9,6 +9,7 @@ which counts the calls in progress and refuses new ones while the server drains.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -132,6 +133,44 @@ def _cancelled_code(context: grpc.aio.ServicerContext) -> str:
     return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
 
 
+@contextlib.asynccontextmanager
+async def _rpc_scope(servicer, service: str, method: str, context, on_refused=None):
+    """One RPC's bookkeeping, shared by unary and streaming methods: admission, the translation of
+    exceptions into status codes, and the metrics of the status the call ends with."""
+    started = time.perf_counter()
+    code = "OK"
+    admission = servicer.admission
+    admitted = False
+    try:
+        if admission is not None:
+            try:
+                admission.enter()
+            except Unavailable:
+                if on_refused is not None:
+                    await on_refused()
+                raise
+            admitted = True
+        yield
+    except ServeError as exc:
+        code = exc.status
+        await context.abort(grpc.StatusCode[exc.status], bounded_detail(str(exc)))
+    except asyncio.CancelledError:
+        code = _cancelled_code(context)
+        raise
+    except grpc.aio.AbortError:
+        code = (context.code() or grpc.StatusCode.UNKNOWN).name
+        raise
+    except Exception:
+        code = "INTERNAL"
+        log.exception("%s/%s failed", service, method)
+        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAIL)
+    finally:
+        if admitted:
+            admission.leave()
+        if servicer.metrics is not None:
+            servicer.metrics.request_done(service, method, code, time.perf_counter() - started)
+
+
 def unary(service: str):
     """Decorate `async def Method(self, request, context)`; the servicer has `metrics` and `admission`
     attributes (either may be None)."""
@@ -141,33 +180,8 @@ def unary(service: str):
 
         @functools.wraps(handler)
         async def wrapped(self, request, context):
-            started = time.perf_counter()
-            code = "OK"
-            admission = self.admission
-            admitted = False
-            try:
-                if admission is not None:
-                    admission.enter()
-                    admitted = True
+            async with _rpc_scope(self, service, method, context):
                 return await handler(self, request, context)
-            except ServeError as exc:
-                code = exc.status
-                await context.abort(grpc.StatusCode[exc.status], bounded_detail(str(exc)))
-            except asyncio.CancelledError:
-                code = _cancelled_code(context)
-                raise
-            except grpc.aio.AbortError:
-                code = (context.code() or grpc.StatusCode.UNKNOWN).name
-                raise
-            except Exception:
-                code = "INTERNAL"
-                log.exception("%s/%s failed", service, method)
-                await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAIL)
-            finally:
-                if admitted:
-                    admission.leave()
-                if self.metrics is not None:
-                    self.metrics.request_done(service, method, code, time.perf_counter() - started)
 
         return wrapped
 
@@ -182,38 +196,12 @@ def stream(service: str):
 
         @functools.wraps(handler)
         async def wrapped(self, request_iterator, context):
-            started = time.perf_counter()
-            code = "OK"
-            admission = self.admission
-            admitted = False
-            try:
-                if admission is not None:
-                    try:
-                        admission.enter()
-                    except Unavailable:
-                        await _discard_requests(request_iterator, REFUSED_STREAM_READ_S)
-                        raise
-                    admitted = True
+            async def drain_refused_stream() -> None:
+                await _discard_requests(request_iterator, REFUSED_STREAM_READ_S)
+
+            async with _rpc_scope(self, service, method, context, on_refused=drain_refused_stream):
                 async for response in handler(self, request_iterator, context):
                     yield response
-            except ServeError as exc:
-                code = exc.status
-                await context.abort(grpc.StatusCode[exc.status], bounded_detail(str(exc)))
-            except asyncio.CancelledError:
-                code = _cancelled_code(context)
-                raise
-            except grpc.aio.AbortError:
-                code = (context.code() or grpc.StatusCode.UNKNOWN).name
-                raise
-            except Exception:
-                code = "INTERNAL"
-                log.exception("%s/%s failed", service, method)
-                await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAIL)
-            finally:
-                if admitted:
-                    admission.leave()
-                if self.metrics is not None:
-                    self.metrics.request_done(service, method, code, time.perf_counter() - started)
 
         return wrapped
 

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Tests drive bench/ (a folder at the root, not an installed package): importable under a bare
+# `pytest` too, not only under `python -m pytest` from the root.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.append(str(REPO_ROOT))
 # CI and the README point ZOO_DATA_DIR at ../shared/data; the tests default to the same place.
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import socket
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +11,6 @@ from serve.digit_inputs import RequestLimits
 from serve.preprocess import ImageLimits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# The reliability tests drive bench/ (the reliability report's machinery), a package at the root:
-# importable under `python -m pytest` from the root, and under a bare `pytest` thanks to this.
-if str(REPO_ROOT) not in sys.path:
-    sys.path.append(str(REPO_ROOT))
 MiB = 1024 * 1024
 AGREEMENT_IMAGES = 1200
 # Limits of the shared test server, small enough for the bad-input tests to cross them cheaply.

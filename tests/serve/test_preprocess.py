@@ -4,16 +4,15 @@ then every kind of bad input."""
 from __future__ import annotations
 
 import io
-import struct
 import time
 import tracemalloc
 import warnings
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+from bench.hostile_images import bmp_declaring, jpeg_declaring, png_declaring
 from serve.errors import InvalidInput, TooLarge
 from serve.mnist_idx import load_mnist_test
 from serve.preprocess import (
@@ -66,34 +65,6 @@ def best_shifted_correlation(actual: np.ndarray, expected: np.ndarray) -> float:
             shifted = np.roll(actual, (dy, dx), axis=(0, 1))
             best = max(best, float(np.corrcoef(shifted.ravel(), expected.ravel())[0, 1]))
     return best
-
-
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims width x height 8-bit gray pixels: a decompression bomb's shape."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 10_000, 9))
-        + png_chunk(b"IEND", b"")
-    )
-
-
-def jpeg_declaring(width: int, height: int) -> bytes:
-    start_of_frame = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, height, width, 1) + b"\x01\x11\x00"
-    start_of_scan = b"\xff\xda" + struct.pack(">HB", 8, 1) + b"\x01\x00\x00\x3f\x00"
-    return b"\xff\xd8" + start_of_frame + start_of_scan + b"\x00" * 64 + b"\xff\xd9"
-
-
-def bmp_declaring(width: int, height: int) -> bytes:
-    palette = b"\x00" * 1024
-    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 0, 0, 0, 0, 0, 0)
-    offset = 14 + len(info) + len(palette)
-    return b"BM" + struct.pack("<IHHI", offset + 64, 0, 0, offset) + info + palette + b"\x00" * 64
 
 
 @pytest.fixture(scope="module")
