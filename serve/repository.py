@@ -266,7 +266,7 @@ def _check_card(card: ModelCard, inputs: list[TensorSpec], outputs: list[TensorS
 
 
 class ModelRepository:
-    """The loaded models by name; the first classifier is the default of the digits API."""
+    """The loaded models by name; the first classifier that is not a variant is the digits API's default."""
 
     def __init__(self, models: Sequence[Model]) -> None:
         self._models: dict[str, Model] = {}
@@ -279,6 +279,9 @@ class ModelRepository:
                 )
             self._models[model.name] = model
         classifiers = [m for m in self._models.values() if m.classifies_images]
+        # A folder lists "lenet.int8.onnx" before "lenet.onnx": prefer a model over its variants
+        # (export names those NAME.opt and NAME.int8), then the order the models were given in.
+        classifiers.sort(key=lambda m: "." in m.name)
         self.default_classifier: Model | None = classifiers[0] if classifiers else None
 
     @classmethod

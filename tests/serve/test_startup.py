@@ -223,3 +223,12 @@ def test_only_models_whose_outputs_follow_the_batch_are_batched(model_dir, tmp_p
     assert load_model(model_dir / "thirdparty.onnx", cpu).batchable
     assert not load_model(model_dir / "adder.onnx", cpu).batchable  # two inputs
     assert not load_model(batch_mean_model(tmp_path / "mean.onnx"), cpu).batchable
+
+
+def test_default_classifier_prefers_a_model_over_its_variants(tmp_path):
+    # A folder lists lenet.int8.onnx before lenet.onnx; the digits API's default must be the model itself.
+    random_linear_classifier(tmp_path / "a.int8.onnx", name="lenet.int8")
+    random_linear_classifier(tmp_path / "b.onnx", name="lenet")
+    repository = ModelRepository.load([tmp_path], RuntimeOptions(device="cpu"))
+    assert [model.name for model in repository] == ["lenet.int8", "lenet"]
+    assert repository.default_classifier.name == "lenet"
