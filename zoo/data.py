@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "ZOO_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
-DATASETS = ("mnist", "fashion-mnist", "uci-digits")
+UCI_DIGITS = "uci-digits"  # the offline fallback: scikit-learn's 1,797 scans
+DATASETS = ("mnist", "fashion-mnist", UCI_DIGITS)
 AUTO = "auto"
 DIGIT_LABELS = [str(digit) for digit in range(10)]
 

@@ -63,6 +63,17 @@ class Recipe:
 
 RECIPE_FIELDS = tuple(spec.name for spec in fields(Recipe))
 
+# The digit recipes were tuned on MNIST (469 steps an epoch). The offline fallback, the UCI digits,
+# has 12: six epochs there are 72 steps, and the sigmoid LeNet is still at chance (10%). Its default
+# epochs grow to this many steps; 720 reached 99.7% on its test split in 18 s.
+MIN_FALLBACK_STEPS = 700
+
+
+def epochs_for_small_dataset(recipe: Recipe, steps_per_epoch: int) -> Recipe:
+    """The recipe with enough epochs for MIN_FALLBACK_STEPS optimiser steps (never fewer epochs)."""
+    needed = -(-MIN_FALLBACK_STEPS // max(1, steps_per_epoch))
+    return recipe if recipe.epochs >= needed else replace(recipe, epochs=needed)
+
 # The documents' "Learning a Kernel" run: plain gradient steps on the summed squared error.
 _KERNEL_RECIPE = Recipe(
     epochs=20, batch_size=1, lr=3e-2, optimizer="sgd", momentum=0.0, schedule="constant",

@@ -33,13 +33,14 @@ from zoo.data import (
     DATASETS,
     DataUnavailableError,
     DigitSplit,
+    UCI_DIGITS,
     InMemoryLoader,
     load_train_test,
 )
 from zoo.layers import VERTICAL_EDGE_KERNEL, EdgeDetector
 from zoo.models import ModelSpec, UnknownModelError, get_model, get_model_spec, list_models
 from zoo.preprocessing import Preprocessing
-from zoo.recipes import OPTIMIZERS, RECIPE_FIELDS, RECIPES, SCHEDULES, Recipe, recipe_for
+from zoo.recipes import OPTIMIZERS, RECIPE_FIELDS, RECIPES, SCHEDULES, Recipe, epochs_for_small_dataset, recipe_for
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class Config:
     train_limit: int | None = None
     test_limit: int | None = None
     max_steps: int | None = None
+    # True when --epochs was given: the recipe's epochs are then never adjusted to the dataset.
+    epochs_given: bool = False
 
 
 @dataclass
@@ -193,6 +196,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     return Config(
         model=spec.name,
         recipe=recipe,
+        epochs_given=args.epochs is not None,
         out=args.out if args.out is not None else DEFAULT_RUNS_DIR / spec.name,
         seed=args.seed,
         device=("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device,
@@ -329,6 +333,14 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState) -> dict[str
         generator=generator, device=device,
     )
     test_batches = InMemoryLoader(test_split, preprocessing, EVAL_BATCH_SIZE, device=device)
+    if train_split.dataset == UCI_DIGITS and not config.epochs_given:
+        scaled = epochs_for_small_dataset(recipe, len(train_batches))
+        if scaled.epochs != recipe.epochs:
+            log.info(
+                "the UCI digits give %d steps an epoch against MNIST's 469: training %d epochs instead of %d "
+                "(--epochs sets it)", len(train_batches), scaled.epochs, recipe.epochs,
+            )
+            recipe = config.recipe = scaled
     model = build_model(spec.name, device)
     optimizer = make_optimizer(model, recipe)
     total_steps = recipe.epochs * len(train_batches)

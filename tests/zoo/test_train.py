@@ -18,6 +18,7 @@ import zoo.train as train_module
 from zoo.checkpoint import load_checkpoint
 from zoo.data import InMemoryLoader, load_split
 from zoo.preprocessing import Preprocessing
+from zoo.recipes import MIN_FALLBACK_STEPS
 from zoo.train import EXIT_DATA_UNAVAILABLE, EXIT_INTERRUPTED, main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -141,6 +142,25 @@ def test_offline_fallback_trains_on_uci_digits(tmp_path, caplog):
     meta = load_checkpoint(out / "checkpoint.pt").meta
     assert meta["metrics"]["dataset"] == "uci-digits"
     assert Preprocessing.from_meta(meta["preprocessing"]) == Preprocessing.for_model((28, 28), "uci-digits")
+
+
+def test_quick_start_default_learns_on_the_offline_fallback(tmp_path):
+    # The README's first command, offline with no MNIST: the default lenet recipe (6 epochs, tuned on
+    # MNIST's 469 steps an epoch) was 72 steps on the UCI digits and ended at chance (10%). Its
+    # epochs now grow to a step budget, and an explicit --epochs is still obeyed.
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    out = tmp_path / "run"
+    assert main(["lenet", "--data-dir", str(empty), "--no-download", "--out", str(out), "--no-plots"]) == 0
+    metrics = _metrics(out)
+    assert metrics["dataset"] == "uci-digits"
+    assert metrics["recipe"]["epochs"] * 12 >= MIN_FALLBACK_STEPS
+    assert metrics["test_accuracy"] > 0.95
+
+    explicit = tmp_path / "explicit"
+    args = ["lenet", "--data-dir", str(empty), "--no-download", "--out", str(explicit), "--no-plots", "--epochs", "2"]
+    assert main(args) == 0
+    assert _metrics(explicit)["recipe"]["epochs"] == 2
 
 
 def test_strict_mnist_fails_naming_the_folder(tmp_path, caplog):
