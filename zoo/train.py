@@ -321,11 +321,6 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState) -> dict[str
     train_split, test_split = load_train_test(config.dataset, config.data_dir, config.download)
     train_split, test_split = train_split.head(config.train_limit), test_split.head(config.test_limit)
     preprocessing = Preprocessing.for_model(spec.input_size, train_split.dataset)
-    log.info(
-        "%s on %s: %d training and %d test images, %s, device %s, %d threads",
-        spec.name, train_split.dataset, len(train_split), len(test_split),
-        _describe_recipe(recipe), device, torch.get_num_threads(),
-    )
 
     generator = torch.Generator().manual_seed(config.seed)
     train_batches = InMemoryLoader(
@@ -341,6 +336,11 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState) -> dict[str
                 "(--epochs sets it)", len(train_batches), scaled.epochs, recipe.epochs,
             )
             recipe = config.recipe = scaled
+    log.info(
+        "%s on %s: %d training and %d test images, %s, device %s, %d threads",
+        spec.name, train_split.dataset, len(train_split), len(test_split),
+        _describe_recipe(recipe), device, torch.get_num_threads(),
+    )
     model = build_model(spec.name, device)
     optimizer = make_optimizer(model, recipe)
     total_steps = recipe.epochs * len(train_batches)
