@@ -297,9 +297,12 @@ def test_bad_input_gets_the_right_status_and_the_server_keeps_serving(digits, v2
 
 def test_a_tiny_deadline_gets_deadline_exceeded(digits, mnist_test_set):
     images, _ = mnist_test_set
-    request = digits_pb2.ClassifyRequest(model="centroid", images=[raw_image(i) for i in images[:100]])
+    # Work that cannot fit the deadline on any machine: 100 enlarged PNGs to decode and bring to MNIST
+    # format (milliseconds each) against 5 ms. (100 raw MNIST images sometimes fit 0.5 ms.)
+    enlarged = [np.kron(i, np.ones((8, 8), np.uint8)) for i in images[:100]]
+    request = digits_pb2.ClassifyRequest(model="centroid", images=[digits_pb2.Image(encoded=png(i)) for i in enlarged])
     with pytest.raises(grpc.RpcError) as failure:
-        digits.Classify(request, timeout=0.0005)
+        digits.Classify(request, timeout=0.005)
     assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
