@@ -12,6 +12,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from export.errors import CheckFailed
+from serve.runtime import preload_cuda_libraries
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,11 @@ def parity_providers(model: str | Path | bytes, cpu_only: bool = False) -> list[
     providers = [CPU]
     if cpu_only or CUDA not in ort.get_available_providers():
         return providers
+    # The same step the server takes: pip-installed CUDA/cuDNN libraries are found only once preloaded,
+    # so without it parity would skip a GPU that the server then uses.
+    preload_log = preload_cuda_libraries()
+    if preload_log:
+        log.debug("onnxruntime.preload_dlls(): %s", preload_log.strip())
     try:
         open_session(model, CUDA, quiet=True)
     except (ProviderUnavailable, CheckFailed):  # a model that cannot load at all fails on the CPU, with its message
