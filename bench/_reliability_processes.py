@@ -119,9 +119,6 @@ class ServerProcess:
     def start(self, timeout: float = 120.0) -> "ServerProcess":
         return self.launch().wait_until_serving(timeout)
 
-    def rss_bytes(self) -> int | None:
-        return read_rss_bytes(self.pid) if self.process and self.process.poll() is None else None
-
     def terminate(self) -> float:
         """Send SIGTERM; returns the wall-clock time it was sent."""
         sent_at = time.time()

@@ -135,10 +135,6 @@ class DynamicBatcher:
         # Until a batch shows otherwise, company is assumed.
         self._company_seen = True
 
-    @property
-    def queued_images(self) -> int:
-        return self._queued_images
-
     async def submit(self, inputs: np.ndarray, deadline: float | None = None) -> list[np.ndarray]:
         """Infer `inputs` (images x ...) with other callers' images; returns this caller's rows of every output.
 
