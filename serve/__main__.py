@@ -45,8 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "(the file stem for third-party models)")
     models.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: CUDA when it really runs, else CPU; cuda: fail unless CUDA runs; cpu: never try CUDA")
+    models.add_argument("--instances", type=int, default=defaults.runtime.instances,
+                        help="batches of one model inferred at once, each in its own thread (Triton's instance count); "
+                             "1 gives a lone large request every core, more keep the cores busy under load")
     models.add_argument("--intra-op-threads", type=int, default=0,
-                        help="ONNX Runtime threads per inference call (0: one per physical core)")
+                        help="ONNX Runtime threads per inference call (0: one per physical core with one instance, "
+                             "else the usable cores shared out between --instances)")
 
     network = parser.add_argument_group("network")
     network.add_argument("--host", default=defaults.host,
@@ -112,7 +116,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         model_paths=tuple(args.models),
         host=args.host,
         port=args.port,
-        runtime=RuntimeOptions(device=args.device, intra_op_threads=args.intra_op_threads),
+        runtime=RuntimeOptions(device=args.device, intra_op_threads=args.intra_op_threads, instances=args.instances),
         batching=batching,
         limits=RequestLimits(
             max_images_per_request=args.max_images_per_request,

@@ -26,16 +26,18 @@ _ORT_LOG_FATAL = 4
 
 
 class ModelRunner:
-    def __init__(self, model: Model, batching: BatchingOptions, observer: BatchObserver | None = None) -> None:
+    def __init__(
+        self, model: Model, batching: BatchingOptions, observer: BatchObserver | None = None, instances: int = 1,
+    ) -> None:
         self.model = model
         self._observer = observer
         self.batcher: DynamicBatcher | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
         if model.batchable:
-            self.batcher = DynamicBatcher(model.name, model.run_batch, batching, observer)
+            self.batcher = DynamicBatcher(model.name, model.run_batch, batching, observer, instances)
         else:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{model.name}")
+            self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"infer-{model.name}")
             # Shapes a dynamic-size model cannot take fail inside the graph and are answered
             # INVALID_ARGUMENT; ORT would also print each one to stderr, so that any client could
             # flood the server's log. Its own log stays quiet for these runs; real failures are logged here.

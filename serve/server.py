@@ -36,7 +36,7 @@ from serve.inference import ModelRunner
 from serve.metrics import Metrics
 from serve.repository import ModelRepository
 from serve.rpc import Admission
-from serve.runtime import RuntimeOptions
+from serve.runtime import SERVING_INSTANCES, RuntimeOptions
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class ServerConfig:
     model_paths: tuple[Path, ...] = ()
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    runtime: RuntimeOptions = field(default_factory=lambda: RuntimeOptions(instances=SERVING_INSTANCES))
     batching: BatchingOptions = field(default_factory=BatchingOptions)
     limits: RequestLimits = field(default_factory=RequestLimits)
     # Threads that decode and convert encoded images (the event loop never does).
@@ -209,7 +209,7 @@ class Server:
             )
         credentials = server_credentials(config) if config.uses_tls else None
 
-        self.runners = {model.name: ModelRunner(model, config.batching, self.metrics) for model in repository}
+        self.runners = {model.name: ModelRunner(model, config.batching, self.metrics, config.runtime.instances) for model in repository}
         self._preprocess = ThreadPoolExecutor(config.worker_threads, thread_name_prefix="preprocess")
         self._grpc = grpc.aio.server(
             interceptors=interceptors,

@@ -14,10 +14,15 @@ from serve.generated.digits.v1 import digits_pb2
 
 
 class ThreadRecordingModel:
-    """run_batch that remembers which thread ran each batch, and can be made slow."""
+    """run_batch that remembers which thread ran each batch, and can be made slow.
 
-    def __init__(self, seconds: float = 0.0) -> None:
+    `seconds` of computing (the CPU busy, as inference keeps it); `waits` of waiting instead, on
+    the first `waits_for` calls (as a thread waits for the GIL: time that is not inference).
+    """
+
+    def __init__(self, seconds: float = 0.0, waits: float = 0.0, waits_for: int = 0) -> None:
         self.seconds = seconds
+        self.waits, self.waits_for = waits, waits_for
         self.threads: list[str] = []
         self.sizes: list[int] = []
 
@@ -25,7 +30,11 @@ class ThreadRecordingModel:
         self.threads.append(threading.current_thread().name)
         self.sizes.append(len(inputs))
         if self.seconds:
-            time.sleep(self.seconds)
+            busy_until = time.perf_counter() + self.seconds
+            while time.perf_counter() < busy_until:
+                pass
+        if len(self.threads) <= self.waits_for:
+            time.sleep(self.waits)
         return [inputs + 1.0]
 
 
@@ -63,6 +72,16 @@ def test_slow_batches_stay_on_the_inference_thread():
     assert all(name.startswith("infer-m") for name in model.threads)
     assert batcher.stats.inline_batches == 0
     assert [float(a[0][0, 0]) for a in answers] == [1.0, 2.0, 3.0]
+
+
+def test_waiting_in_the_inference_thread_does_not_count_as_inference():
+    # The first run, in the thread, takes 50 ms of wall time but almost no CPU (a wait for the
+    # GIL looks like this): the batch is cheap, and the next ones run inline.
+    model = ThreadRecordingModel(waits=0.05, waits_for=1)
+    batcher, answers, loop_thread = sequential_requests(model, BatchingOptions(max_delay_ms=0, inline_max_ms=5), 4)
+    assert model.threads[0].startswith("infer-m")
+    assert model.threads[1:] == [loop_thread] * 3
+    assert [float(a[0][0, 0]) for a in answers] == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_inline_max_ms_zero_keeps_every_batch_on_the_inference_thread():

@@ -156,6 +156,9 @@ def test_bad_flags_exit_2_with_usage(model_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         serve_main.main(["--model", str(model_dir / "centroid.onnx"), "--max-batch-size", "0"])
     assert exit_info.value.code == 2 and "max_batch_size must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        serve_main.main(["--model", str(model_dir / "centroid.onnx"), "--instances", "0"])
+    assert exit_info.value.code == 2 and "instances must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_the_process_exits_2_on_a_corrupt_model_and_on_device_cuda_without_cuda(model_dir, tmp_path, cuda_runs):
@@ -191,7 +194,7 @@ def test_help_documents_every_flag(capsys):
     for flag in ("--model", "--device", "--host", "--port", "--max-batch-size", "--max-delay-ms", "--no-batching",
                  "--worker-threads", "--max-message-mb", "--max-images-per-request", "--max-image-bytes",
                  "--max-image-pixels", "--tls-cert", "--tls-key", "--tls-client-ca", "--token-file",
-                 "--metrics-port", "--grace-seconds", "--intra-op-threads"):
+                 "--metrics-port", "--grace-seconds", "--intra-op-threads", "--instances"):
         assert flag in text, flag
 
 
@@ -200,11 +203,12 @@ def test_flags_fill_the_server_config(model_dir, tmp_path):
         ["--model", str(model_dir), "--host", "0.0.0.0", "--port", "0", "--device", "cpu", "--max-batch-size", "64",
          "--max-delay-ms", "1.5", "--worker-threads", "3", "--max-message-mb", "2", "--max-images-per-request", "10",
          "--max-image-bytes", "1000", "--max-image-pixels", "5000", "--metrics-port", "0", "--grace-seconds", "3",
-         "--token-file", str(tmp_path / "t"), "--intra-op-threads", "1", "--port-file", str(tmp_path / "port")]
+         "--token-file", str(tmp_path / "t"), "--intra-op-threads", "1", "--instances", "3",
+         "--port-file", str(tmp_path / "port")]
     )
     config = serve_main.config_from_args(args)
     assert config.model_paths == (model_dir,) and config.host == "0.0.0.0" and config.port == 0
-    assert config.runtime == RuntimeOptions(device="cpu", intra_op_threads=1)
+    assert config.runtime == RuntimeOptions(device="cpu", intra_op_threads=1, instances=3)
     assert (config.batching.max_batch_size, config.batching.max_delay_ms) == (64, 1.5)
     assert config.worker_threads == 3 and config.max_message_bytes == 2 * 1024 * 1024
     assert config.limits.max_images_per_request == 10
@@ -213,6 +217,7 @@ def test_flags_fill_the_server_config(model_dir, tmp_path):
     assert config.grace_s == 3 and config.token_file == tmp_path / "t" and config.port_file == tmp_path / "port"
     no_batching = serve_main.config_from_args(serve_main.build_parser().parse_args(["--model", "m.onnx", "--no-batching"]))
     assert (no_batching.batching.max_batch_size, no_batching.batching.max_delay_ms) == (1, 0.0)
+    assert no_batching.runtime.instances == 2, "two instances by default, as Triton runs ONNX Runtime on the CPU"
 
 
 def test_only_models_whose_outputs_follow_the_batch_are_batched(model_dir, tmp_path):
