@@ -1,0 +1,44 @@
+"""How the serve benchmark summarises interleaved rounds: per-round comparisons, median rounds."""
+from __future__ import annotations
+
+from bench.serve import median_rows, targets_over_rounds
+
+
+def row(name: str, images_per_s: float, p99_ms: float = 10.0, errors: int = 0) -> dict:
+    return {"scenario": name, "images_per_s": images_per_s, "latency_ms": {"p99_ms": p99_ms}, "errors": errors,
+            "vs_reference": None, "reference_cpu_ms_per_request": None}
+
+
+ON, OFF, BARE = "unary 1 image, c64, batching on", "unary 1 image, c64, batching off", "bare grpc, canned answer, c64"
+
+
+def test_each_scenario_shows_its_median_round_and_every_round_beside_it():
+    rounds = [[row(ON, 100, p99_ms=50), row(OFF, 10)], [row(ON, 300, p99_ms=30)] + [row(OFF, 30, errors=1)],
+              [row(ON, 200, p99_ms=40), row(OFF, 20)]]
+    on, off = median_rows(rounds)
+    assert on["images_per_s"] == 200 and on["latency_ms"]["p99_ms"] == 40, "the whole row of the median round"
+    assert on["images_per_s_rounds"] == [100, 300, 200] and on["p99_ms_rounds"] == [50, 30, 40]
+    assert off["errors"] == 1, "errors add up over every round"
+
+
+def test_batching_gain_is_compared_within_each_round_not_across_them():
+    # The machine slowed down 3x between rounds; within each round batching on is 3.5x off.
+    rounds = [
+        [row(ON, 3500, p99_ms=15), row(OFF, 1000), row(BARE, 4000)],
+        [row(ON, 1050, p99_ms=25), row(OFF, 300), row(BARE, 1200)],
+        [row(ON, 2100, p99_ms=18), row(OFF, 600), row(BARE, 2400)],
+    ]
+    targets = {t["target"]: t for t in targets_over_rounds(rounds, cores=2)}
+    gain = targets["c64 single image: batching on >= 3x batching off"]
+    assert gain["rounds"] == [3.5, 3.5, 3.5] and gain["value"] == 3.5 and gain["met"]
+    assert gain["ceiling"] == 4.0
+    p99 = targets["c64 single image, batching on: p99 < 20 ms"]
+    assert p99["value"] == 18 and p99["met"], "met in two rounds of three"
+    assert targets["c64 single image, batching on: zero errors"]["met"]
+
+
+def test_an_error_in_any_round_fails_the_zero_errors_target():
+    rounds = [[row(ON, 100), row(OFF, 50)], [row(ON, 100, errors=2), row(OFF, 50)], [row(ON, 100), row(OFF, 50)]]
+    targets = {t["target"]: t for t in targets_over_rounds(rounds, cores=2)}
+    zero = targets["c64 single image, batching on: zero errors"]
+    assert zero["value"] == 2 and not zero["met"]
