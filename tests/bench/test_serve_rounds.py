@@ -5,8 +5,9 @@ from bench.serve import median_rows, targets_over_rounds
 
 
 def row(name: str, images_per_s: float, p99_ms: float = 10.0, errors: int = 0) -> dict:
-    return {"scenario": name, "images_per_s": images_per_s, "latency_ms": {"p99_ms": p99_ms}, "errors": errors,
-            "vs_reference": None, "reference_cpu_ms_per_request": None}
+    return {"scenario": name, "images_per_s": images_per_s, "requests_per_s": images_per_s, "concurrency": 64,
+            "latency_ms": {"p99_ms": p99_ms}, "errors": errors, "vs_reference": None,
+            "reference_cpu_ms_per_request": None}
 
 
 ON, OFF, BARE = "unary 1 image, c64, batching on", "unary 1 image, c64, batching off", "bare grpc, canned answer, c64"
@@ -34,6 +35,8 @@ def test_batching_gain_is_compared_within_each_round_not_across_them():
     assert gain["ceiling"] == 4.0
     p99 = targets["c64 single image, batching on: p99 < 20 ms"]
     assert p99["value"] == 18 and p99["met"], "met in two rounds of three"
+    # Little's law from the last round's bare server: 64 calls in flight at 2,400 calls/s.
+    assert "64 in flight / throughput = 26.67 ms at the bare server's 2,400 calls/s" in p99["ceiling_note"]
     assert targets["c64 single image, batching on: zero errors"]["met"]
 
 
