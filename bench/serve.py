@@ -602,9 +602,12 @@ def targets_over_rounds(rounds: list[list[dict]], cores: int) -> list[dict]:
         else:
             threshold_met = [targets[index]["met"] for targets in per_round]
             chosen["met"] = sum(threshold_met) * 2 > len(threshold_met)  # met in most rounds
-        if "ceiling" in target:
-            ceilings = [targets[index].get("ceiling") for targets in per_round]
-            chosen["ceiling"] = median_value([c for c in ceilings if c is not None])
+        ceilings = [(targets[index]["ceiling"], targets[index]["ceiling_note"])
+                    for targets in per_round if targets[index].get("ceiling") is not None]
+        if ceilings:
+            # The median round's ceiling with its own note (the note's figures are that round's).
+            ceilings.sort(key=lambda pair: pair[0])
+            chosen["ceiling"], chosen["ceiling_note"] = ceilings[(len(ceilings) - 1) // 2]
         summary.append(chosen)
     return summary
 
@@ -645,6 +648,9 @@ def run_benchmark(config: ServeBenchConfig) -> dict:
         "default session options and the server's)",
         f"load: {config.load_processes} client process(es) (grpc.aio, pre-serialised requests, every answer "
         "parsed and checked) on the same machine as the server",
+        f"servers: `python -m serve` with its defaults ({server_defaults()})"
+        + (f" and {' '.join(config.server_flags)}" if config.server_flags else "")
+        + "; the batching-off server adds --no-batching",
         "cpu ms/req: CPU time of the server process (all threads) and of the client processes per request; "
         "ORT ms/batch: the server's own ONNX Runtime call (its Prometheus metrics), avg batch: images per call",
     ]
@@ -688,6 +694,14 @@ def run_benchmark(config: ServeBenchConfig) -> dict:
     ]
     document["targets"] = targets_over_rounds(rounds, usable_cores())
     return document
+
+
+def server_defaults() -> str:
+    from serve.server import ServerConfig
+
+    defaults = ServerConfig()
+    return (f"{defaults.runtime.instances} instances, batches up to {defaults.batching.max_batch_size} images or "
+            f"{defaults.batching.max_delay_ms:g} ms, inline below {defaults.batching.inline_max_ms:g} ms")
 
 
 def server_label(scenario: Scenario) -> str:
