@@ -8,6 +8,7 @@ call per request, on the same kind of dedicated inference thread, after the same
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtIn
 from serve.batching import BatchingOptions, BatchObserver, DynamicBatcher, InferenceFailed
 from serve.errors import DeadlineExceeded, InvalidInput, Unavailable
 from serve.repository import Model
+from serve.runtime import CPU
 
 log = logging.getLogger(__name__)
 # ORT's log severity that prints fatal errors only.
@@ -35,6 +37,11 @@ class ModelRunner:
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
         if model.batchable:
+            if model.provider != CPU:
+                # A GPU run's time is the device's: the calling thread mostly waits, so its CPU time
+                # says nothing about how long an inline run would hold the event loop. Keep GPU
+                # batches in the inference threads.
+                batching = dataclasses.replace(batching, inline_max_ms=0.0)
             self.batcher = DynamicBatcher(model.name, model.run_batch, batching, observer, instances)
         else:
             self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"infer-{model.name}")

@@ -68,10 +68,10 @@ class RuntimeOptions:
     def threads_per_run(self) -> int:
         """intra_op_num_threads for the session (0: ONNX Runtime's default, one per physical core).
 
-        One instance gets ORT's default. Several instances split the usable cores between them:
-        each run then does its work on its own calling thread (one thread: no pool, no hand-offs),
-        which costs less CPU per image than one run spread over every core, and concurrent runs
-        do not fight over one shared pool.
+        One instance gets ORT's default. Several instances split the usable cores between them, so
+        that concurrent runs neither oversubscribe the cores nor queue on one shared pool; on two
+        cores with two instances each run works on its own calling thread alone (no pool, no
+        hand-offs between threads inside a run).
         """
         if self.intra_op_threads or self.instances == 1:
             return self.intra_op_threads

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 
@@ -10,6 +11,9 @@ import pytest
 
 from serve.batching import BatchingOptions, DynamicBatcher
 from serve.digits_servicer import write_predictions
+from serve.inference import ModelRunner
+from serve.repository import load_model
+from serve.runtime import RuntimeOptions
 from serve.generated.digits.v1 import digits_pb2
 
 
@@ -82,6 +86,25 @@ def test_waiting_in_the_inference_thread_does_not_count_as_inference():
     assert model.threads[0].startswith("infer-m")
     assert model.threads[1:] == [loop_thread] * 3
     assert [float(a[0][0, 0]) for a in answers] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_gpu_models_keep_every_batch_on_the_inference_threads(model_dir):
+    # On a GPU the calling thread mostly waits for the device: its CPU time cannot say how long an
+    # inline run would hold the event loop, so GPU batches never run inline. The same CPU model
+    # (told it runs on CUDA) shows the difference.
+    cpu_model = load_model(model_dir / "centroid.onnx", RuntimeOptions(device="cpu"))
+    gpu_model = dataclasses.replace(cpu_model, provider="CUDAExecutionProvider")
+    pixels = np.zeros((1, 1, 28, 28), np.float32)
+
+    async def inline_batches(model) -> int:
+        runner = ModelRunner(model, BatchingOptions(max_delay_ms=0, inline_max_ms=50), instances=2)
+        for _ in range(5):
+            await runner.infer({model.inputs[0].name: pixels})
+        await runner.close()
+        return runner.batcher.stats.inline_batches
+
+    assert run(inline_batches(cpu_model)) == 4
+    assert run(inline_batches(gpu_model)) == 0
 
 
 def test_inline_max_ms_zero_keeps_every_batch_on_the_inference_thread():
