@@ -1,6 +1,6 @@
 """The service under load: `python -m serve` in its own process, driven by separate client processes.
 
-    python -m bench.serve                      # every scenario, 3 rounds (about six minutes)
+    python -m bench.serve                      # every scenario, 3 rounds (about seven minutes)
     python -m bench.serve --quick              # one of each kind, one short round (seconds: CI)
     python -m bench.serve --model-file models/lenet.onnx --seconds 10 --rounds 5
 
