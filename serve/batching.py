@@ -132,7 +132,7 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"infer-{name}")
         # Batches in flight, and the stacking buffers not in use by any of them (at most one per instance).
         self._in_flight: set[asyncio.Task] = set()
-        self._instance_free: asyncio.Event | None = None
+        self._instance_free: asyncio.Future | None = None
         self._free_buffers: list[np.ndarray] = []
         self._task: asyncio.Task | None = None
         self._wakeup: asyncio.Future | None = None
