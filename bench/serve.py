@@ -593,29 +593,27 @@ def targets_over_rounds(rounds: list[list[dict]], cores: int) -> list[dict]:
     summary = []
     for index, target in enumerate(per_round[0]):
         values = [targets[index]["value"] for targets in per_round]
-        chosen = dict(target)
-        chosen["value"] = median_value(values)
-        chosen["rounds"] = values
+        chosen = dict(target, rounds=values)
         if target["target"].endswith("zero errors"):
             chosen["value"] = max(values)  # one error in any round is an error
             chosen["met"] = chosen["value"] == 0
         else:
+            chosen["value"] = lower_median([v for v in values if v is not None])
             threshold_met = [targets[index]["met"] for targets in per_round]
             chosen["met"] = sum(threshold_met) * 2 > len(threshold_met)  # met in most rounds
-        ceilings = [(targets[index]["ceiling"], targets[index]["ceiling_note"])
-                    for targets in per_round if targets[index].get("ceiling") is not None]
+        ceilings = [targets[index] for targets in per_round if targets[index].get("ceiling") is not None]
         if ceilings:
             # The median round's ceiling with its own note (the note's figures are that round's).
-            ceilings.sort(key=lambda pair: pair[0])
-            chosen["ceiling"], chosen["ceiling_note"] = ceilings[(len(ceilings) - 1) // 2]
+            median_round = lower_median(ceilings, key=lambda t: t["ceiling"])
+            chosen["ceiling"], chosen["ceiling_note"] = median_round["ceiling"], median_round["ceiling_note"]
         summary.append(chosen)
     return summary
 
 
-def median_value(values: list[float]):
-    """The median of the values (the lower middle one for an even count: always a measured value)."""
-    present = sorted(v for v in values if v is not None)
-    return present[(len(present) - 1) // 2] if present else None
+def lower_median(items: list, key=None):
+    """The median item (the lower middle one for an even count: always one that was measured); None if empty."""
+    ordered = sorted(items, key=key)
+    return ordered[(len(ordered) - 1) // 2] if ordered else None
 
 
 def median_rows(rounds: list[list[dict]]) -> list[dict]:
@@ -624,8 +622,7 @@ def median_rows(rounds: list[list[dict]]) -> list[dict]:
     for index, first in enumerate(rounds[0]):
         runs = [rows_of_round[index] for rows_of_round in rounds]
         assert all(run["scenario"] == first["scenario"] for run in runs)
-        ordered = sorted(runs, key=lambda run: run["images_per_s"])
-        row = dict(ordered[(len(ordered) - 1) // 2])
+        row = dict(lower_median(runs, key=lambda run: run["images_per_s"]))
         row["images_per_s_rounds"] = [run["images_per_s"] for run in runs]
         row["p99_ms_rounds"] = [run["latency_ms"]["p99_ms"] for run in runs]
         row["vs_reference_rounds"] = [run["vs_reference"] for run in runs]

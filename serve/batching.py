@@ -249,12 +249,13 @@ class DynamicBatcher:
             batch = self._take_batch(loop.time())
             if batch:
                 self._company_seen = len(batch) > 1
-                images = sum(pending.images for pending in batch)
-                if self.instances == 1 or self._runs_inline(images):
+                if self._runs_inline(sum(pending.images for pending in batch)):
                     # An inline batch holds the loop anyway: running it as a task would only let
                     # the loop split the queue into smaller batches meanwhile.
                     await self._infer(batch)
                 else:
+                    # In flight while the loop gathers the next batch; the loop's top waits for a
+                    # free instance, so with one instance batches still run one after the other.
                     task = loop.create_task(self._infer(batch))
                     self._in_flight.add(task)
                     task.add_done_callback(self._batch_finished)
