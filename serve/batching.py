@@ -258,10 +258,18 @@ class DynamicBatcher:
                     # free instance, so with one instance batches still run one after the other.
                     task = loop.create_task(self._infer(batch))
                     self._in_flight.add(task)
-                    task.add_done_callback(self._batch_finished)
+                    task.add_done_callback(lambda done, batch=batch: self._batch_finished(done, batch))
 
-    def _batch_finished(self, task: asyncio.Task) -> None:
+    def _batch_finished(self, task: asyncio.Task, batch: list[_Pending]) -> None:
         self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # A bug after the run (bookkeeping, the observer) must not leave this batch's callers
+            # waiting for ever, as _run guarantees for the queue.
+            log.error("model %s: a batch failed after inference", self.name, exc_info=task.exception())
+            error = InferenceFailed(f"model {self.name}: internal batching error (see the server log)")
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
         if self._instance_free is not None and not self._instance_free.done():
             self._instance_free.set_result(None)
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from serve.batching import BatchingOptions, DynamicBatcher
+from serve.batching import BatchingOptions, DynamicBatcher, InferenceFailed
 from serve.runtime import RuntimeOptions, session_options, usable_cpus
 
 
@@ -112,6 +112,33 @@ def test_close_waits_for_every_batch_in_flight():
 
     results = run(scenario())
     assert [float(r[0][0, 0, 0]) for r in results] == [1.0, 2.0, 3.0]
+
+
+class FailingObserver:
+    """A metrics observer with a bug in batch_done: a failure after the run itself."""
+
+    def batch_done(self, model, images, requests, seconds):
+        raise RuntimeError("observer bug")
+
+    def queue_depth(self, model, images):
+        pass
+
+    def dropped(self, model, reason, requests):
+        pass
+
+
+@pytest.mark.parametrize("instances", [1, 2])
+def test_a_failure_after_the_run_fails_its_callers_instead_of_leaving_them_waiting(instances):
+    async def scenario():
+        batcher = DynamicBatcher("m", lambda x: [x * 2.0], THREADED, FailingObserver(), instances=instances)
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(batcher.submit(rows(1, 4)), batcher.submit(rows(2, 4)), return_exceptions=True), 10
+        )
+        await batcher.close()
+        return outcomes
+
+    outcomes = run(scenario())
+    assert all(isinstance(o, InferenceFailed) and o.status == "INTERNAL" for o in outcomes), outcomes
 
 
 def test_instances_must_be_positive():
