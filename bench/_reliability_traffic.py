@@ -43,9 +43,9 @@ from bench.hostile_images import BOMB_BUILDERS, jpeg_declaring
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.generated.inference import grpc_service_pb2 as v2_pb
 from serve.generated.inference import grpc_service_pb2_grpc as v2_grpc
-from serve.mnist_idx import load_mnist_test
-from serve.model_card import MNIST_DIGIT_SIZE, PROBABILITIES_OUTPUT, ModelCard
-from serve.preprocess import ImageLimits, decode_image, prepare_digit
+from serve.images.mnist_idx import load_mnist_test
+from serve.core.model_card import MNIST_DIGIT_SIZE, PROBABILITIES_OUTPUT, ModelCard
+from serve.images.preprocess import ImageLimits, decode_image, prepare_digit
 
 MiB = 1024 * 1024
 POOL_IMAGES = 128
@@ -56,7 +56,7 @@ OUTCOMES = ("answered", "rejected", "cancelled", "expired", "refused", "wrong", 
 FAILURES = ("wrong", "unexpected", "lost")
 # What a grpc.aio client stream reports when one of its writes races the server's final status: the
 # library replaces that status with this INTERNAL (grpc/grpc#36066). The server refuses streams only
-# after reading what they sent (serve.rpc), but gRPC core cutting off a stream as it closes cannot.
+# after reading what they sent (serve.api.grpc_calls), but gRPC core cutting off a stream as it closes cannot.
 AIO_WRITE_RACE_DETAIL = "Internal error from Core"
 AIO_WRITE_RACE = "INTERNAL (grpc.aio write race, grpc/grpc#36066)"
 DIGITS_SERVICE = "digits.v1.DigitClassifier"

@@ -129,7 +129,7 @@ def torch_backends(module, threads: int, want_cuda: bool) -> list[Backend]:
 
 def ort_backends(files: dict[str, Path], input_name: str, config: InferenceBenchConfig, notes: list[str]) -> list[Backend]:
     """CPU sessions of every variant, and CUDA sessions where CUDA really runs them."""
-    from serve.runtime import CUDA, DeviceUnavailable, RuntimeOptions, create_session
+    from serve.core.sessions import CUDA, DeviceUnavailable, RuntimeOptions, create_session
 
     cpu = RuntimeOptions(device="cpu", intra_op_threads=config.threads, allow_spinning=config.ort_spinning)
     cuda = RuntimeOptions(device="cuda", allow_spinning=config.ort_spinning)
@@ -205,7 +205,7 @@ def time_backends(backends: list[Backend], pixels: np.ndarray, config: Inference
 def benchmark_digits(data_dir: Path | None, count: int, input_size: tuple[int, int]) -> tuple[np.ndarray, str]:
     """MNIST test digits as graph inputs (random pixels, said so, when the files are missing)."""
     from bench._models import digit_pixels
-    from serve.mnist_idx import load_mnist_test
+    from serve.images.mnist_idx import load_mnist_test
 
     root = data_dir or Path(os.environ.get("ZOO_DATA_DIR", "data"))
     try:

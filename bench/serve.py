@@ -145,7 +145,7 @@ class ServeBenchConfig:
 
 
 def mnist_digits(data_dir: Path | None) -> np.ndarray:
-    from serve.mnist_idx import load_mnist_test
+    from serve.images.mnist_idx import load_mnist_test
 
     root = data_dir or Path(os.environ.get("ZOO_DATA_DIR", "data"))
     try:
@@ -251,12 +251,12 @@ class InProcessReferences:
     """What the same .onnx file does in this process, without a server: the yardstick of each scenario.
 
     Per batch size (images per request), session.run on ready pixels in a loop; for PNG requests,
-    decoding and preprocessing (the server's own functions, serve.digit_inputs) plus the run, in
+    decoding and preprocessing (the server's own functions, serve.core.digit_inputs) plus the run, in
     one thread. Measured just before and just after each scenario (the server idle), so that the
     reference sees the same machine as the scenario: on a shared machine, in-process throughput
     moves by 2-3x with the neighbours' load, and a reference from another moment would say more
     about the neighbours than about the server. Two session configurations are measured, ONNX
-    Runtime's defaults and the server's (serve.runtime: no spinning threads), and the faster one
+    Runtime's defaults and the server's (serve.core.sessions: no spinning threads), and the faster one
     (the mean of its two measurements) is the reference.
     """
 
@@ -264,7 +264,7 @@ class InProcessReferences:
                  config: ServeBenchConfig) -> None:
         import onnxruntime as ort
 
-        from serve.runtime import RuntimeOptions, create_session, requested_providers
+        from serve.core.sessions import RuntimeOptions, create_session, requested_providers
 
         self._config = config
         self._sessions = {
@@ -288,7 +288,7 @@ class InProcessReferences:
 
     def _step(self, session, payload):
         if isinstance(payload, tuple):  # an encoded request: preprocess, then infer
-            from serve.digit_inputs import RequestLimits, images_to_pixels
+            from serve.core.digit_inputs import RequestLimits, images_to_pixels
 
             request, input_size = payload
             pixels = images_to_pixels(request.images, input_size, RequestLimits())
@@ -726,7 +726,7 @@ def start_servers(chosen: list[Scenario], model_file: Path, config: ServeBenchCo
 def _model_under_test(config: ServeBenchConfig, workdir: Path) -> tuple[Path, str, tuple[int, int], str]:
     """The .onnx to serve, its model name, input size, and where its weights came from."""
     if config.model_file is not None:
-        from serve.model_card import ModelCard, ModelCardError
+        from serve.core.model_card import ModelCard, ModelCardError
         import onnxruntime as ort
 
         if not config.model_file.is_file():

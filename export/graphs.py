@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from export.source import ExportSource
-from serve.model_card import (
+from serve.core.model_card import (
     FEATURE_MAP_OUTPUT,
     IMAGE_INPUT,
     LOGITS_OUTPUT,

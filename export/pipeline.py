@@ -31,7 +31,7 @@ from export.quantize import compare_speed, quantize_int8
 from export.report import int8_table, parity_table
 from export.source import ExportSource, load_source, model_spec
 from export.test_data import validate_test_data, write_test_data
-from serve.model_card import LOGITS_OUTPUT, ModelCard
+from serve.core.model_card import LOGITS_OUTPUT, ModelCard
 from zoo.data import DataUnavailableError, DigitSplit, load_split
 
 log = logging.getLogger(__name__)

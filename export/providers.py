@@ -12,7 +12,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from export.errors import CheckFailed
-from serve.runtime import preload_cuda_libraries
+from serve.core.sessions import preload_cuda_libraries
 
 log = logging.getLogger(__name__)
 

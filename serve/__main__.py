@@ -18,11 +18,11 @@ import signal
 import sys
 from pathlib import Path
 
-from serve.batching import BatchingOptions
-from serve.digit_inputs import RequestLimits
-from serve.preprocess import ImageLimits
-from serve.repository import ModelLoadError, ModelRepository
-from serve.runtime import DEVICES, DeviceUnavailable, RuntimeOptions
+from serve.core.batching import BatchingOptions
+from serve.core.digit_inputs import RequestLimits
+from serve.images.preprocess import ImageLimits
+from serve.core.repository import ModelLoadError, ModelRepository
+from serve.core.sessions import DEVICES, DeviceUnavailable, RuntimeOptions
 from serve.server import DEFAULT_PORT, MiB, Server, ServerConfig, ServerStartError
 
 log = logging.getLogger("serve")

@@ -256,7 +256,7 @@ def _progress(total: int):
 
 def mnist_test(client: DigitClient, data_dir: Path, count: int, model: str, batch_size: int, concurrency: int) -> int:
     """Send `count` MNIST test digits (raw, already in MNIST format) and report accuracy and latency."""
-    from serve.mnist_idx import load_mnist_test
+    from serve.images.mnist_idx import load_mnist_test
 
     try:
         images, labels = load_mnist_test(data_dir)

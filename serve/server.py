@@ -25,18 +25,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from serve import digits_servicer, kserve_servicer
-from serve.auth import BearerTokenInterceptor, read_tokens
-from serve.batching import BatchingOptions
-from serve.digit_inputs import RequestLimits
+from serve.api import grpc_digits as digits_servicer
+from serve.api import grpc_kserve as kserve_servicer
+from serve.api.auth import BearerTokenInterceptor, read_tokens
+from serve.core.batching import BatchingOptions
+from serve.core.digit_inputs import RequestLimits
 from serve.generated._pool import POOL as STUBS_POOL
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.generated.inference import grpc_service_pb2, grpc_service_pb2_grpc
-from serve.inference import ModelRunner
-from serve.metrics import Metrics
-from serve.repository import ModelRepository
-from serve.rpc import Admission
-from serve.runtime import SERVING_INSTANCES, RuntimeOptions
+from serve.core.runner import ModelRunner
+from serve.api.metrics import Metrics
+from serve.core.repository import ModelRepository
+from serve.core.admission import Admission
+from serve.core.sessions import SERVING_INSTANCES, RuntimeOptions
 
 log = logging.getLogger(__name__)
 

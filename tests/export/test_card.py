@@ -11,7 +11,7 @@ import torch
 from export.card import PRODUCER_NAME, attach_card, build_card, read_card
 from export.onnx_export import DEFAULT_OPSET, export_onnx
 from export.source import load_source
-from serve.model_card import ModelCard
+from serve.core.model_card import ModelCard
 from zoo.checkpoint import file_sha256
 from zoo.models import get_model
 

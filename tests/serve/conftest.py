@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from onnx_models import centroid_classifier, random_linear_classifier, third_party_classifier, two_input_model
-from serve.batching import BatchingOptions
-from serve.mnist_idx import load_mnist_test, read_idx_images, read_idx_labels
-from serve.runtime import RuntimeOptions
+from serve.core.batching import BatchingOptions
+from serve.images.mnist_idx import load_mnist_test, read_idx_images, read_idx_labels
+from serve.core.sessions import RuntimeOptions
 from serve.server import BackgroundServer, ServerConfig
 from serve_testing import AGREEMENT_IMAGES, MiB, TEST_LIMITS, TEST_MAX_MESSAGE_BYTES
 

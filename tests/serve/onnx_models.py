@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from serve.model_card import ModelCard
+from serve.core.model_card import ModelCard
 
 # ONNX Runtime 1.2x reads IR version 10 (onnx >= 1.17 writes newer by default).
 IR_VERSION = 10

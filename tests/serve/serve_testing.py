@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from serve.digit_inputs import RequestLimits
-from serve.preprocess import ImageLimits
+from serve.core.digit_inputs import RequestLimits
+from serve.images.preprocess import ImageLimits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024

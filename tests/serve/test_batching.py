@@ -7,9 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from serve.batching import BatchingOptions, DynamicBatcher, InferenceFailed
-from serve.errors import DeadlineExceeded, InvalidInput, Unavailable
-from serve.metrics import Metrics
+from serve.core.batching import BatchingOptions, DynamicBatcher, InferenceFailed
+from serve.core.errors import DeadlineExceeded, InvalidInput, Unavailable
+from serve.api.metrics import Metrics
 
 
 class RecordingModel:

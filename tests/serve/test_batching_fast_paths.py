@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from serve.batching import BatchingOptions, DynamicBatcher
-from serve.digits_servicer import write_predictions
-from serve.inference import ModelRunner
-from serve.repository import load_model
-from serve.runtime import RuntimeOptions
+from serve.core.batching import BatchingOptions, DynamicBatcher
+from serve.api.grpc_digits import write_predictions
+from serve.core.runner import ModelRunner
+from serve.core.repository import load_model
+from serve.core.sessions import RuntimeOptions
 from serve.generated.digits.v1 import digits_pb2
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve import digit_inputs
-from serve.errors import InvalidInput, TooLarge
+from serve.core import digit_inputs
+from serve.core.errors import InvalidInput, TooLarge
 from serve.generated.digits.v1 import digits_pb2
-from serve.preprocess import ImageLimits, prepare_digit
+from serve.images.preprocess import ImageLimits, prepare_digit
 
 
 def raw_image(pixels_uint8: np.ndarray, already_mnist: bool = True) -> digits_pb2.Image:

@@ -15,7 +15,7 @@ import pytest
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.generated.inference import grpc_service_pb2 as pb
 from serve.generated.inference import grpc_service_pb2_grpc as pb_grpc
-from serve.runtime import RuntimeOptions
+from serve.core.sessions import RuntimeOptions
 from serve.server import BackgroundServer, ServerConfig
 from serve_testing import REPO_ROOT, offline_probabilities
 

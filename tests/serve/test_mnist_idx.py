@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from serve.mnist_idx import IdxFormatError, load_mnist_test, read_idx_images, read_idx_labels
+from serve.images.mnist_idx import IdxFormatError, load_mnist_test, read_idx_images, read_idx_labels
 
 
 def _idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:

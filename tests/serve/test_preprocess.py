@@ -13,9 +13,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from bench.hostile_images import bmp_declaring, jpeg_declaring, png_declaring
-from serve.errors import InvalidInput, TooLarge
-from serve.mnist_idx import load_mnist_test
-from serve.preprocess import (
+from serve.core.errors import InvalidInput, TooLarge
+from serve.images.mnist_idx import load_mnist_test
+from serve.images.preprocess import (
     MNIST_CENTRE,
     NOISE_FLOOR,
     ImageLimits,

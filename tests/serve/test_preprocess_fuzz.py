@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from serve.errors import InvalidInput, TooLarge
-from serve.preprocess import ImageLimits, decode_image, prepare_digit, raw_pixels_to_array, to_mnist_format
+from serve.core.errors import InvalidInput, TooLarge
+from serve.images.preprocess import ImageLimits, decode_image, prepare_digit, raw_pixels_to_array, to_mnist_format
 
 # No warning may escape either (a numpy overflow, a Pillow DecompressionBombWarning): each is an error.
 pytestmark = pytest.mark.filterwarnings("error")

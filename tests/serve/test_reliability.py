@@ -11,8 +11,8 @@ import pytest
 from serve_testing import REPO_ROOT  # noqa: F401  (puts bench/ on the import path)
 from bench import reliability
 from bench._reliability_traffic import References
-from serve.errors import Unavailable
-from serve.rpc import Admission
+from serve.core.errors import Unavailable
+from serve.core.admission import Admission
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_the_report_defaults_to_a_two_minute_soak_at_concurrency_64_and_checks_i
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-# The drain behind a graceful SIGTERM (serve.rpc.Admission), without a network
+# The drain behind a graceful SIGTERM (serve.core.admission.Admission), without a network
 
 
 def test_admission_counts_calls_and_refuses_new_ones_while_draining():

@@ -15,13 +15,13 @@ from certificates import issue, make_ca
 from serve_testing import REPO_ROOT  # noqa: F401  (puts bench/ on the import path)
 from bench import reliability
 from bench._reliability_processes import ServerProcess
-from serve.auth import BearerTokenInterceptor, TokenFileError, read_tokens
+from serve.api.auth import BearerTokenInterceptor, TokenFileError, read_tokens
 from serve.client import ClientError, DigitClient
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.generated.inference import grpc_service_pb2 as v2_pb
 from serve.generated.inference import grpc_service_pb2_grpc as v2_grpc
-from serve.rpc import bounded_detail
-from serve.runtime import RuntimeOptions
+from serve.api.grpc_calls import bounded_detail
+from serve.core.sessions import RuntimeOptions
 from serve.server import BackgroundServer, ServerConfig, ServerStartError
 
 TOKEN = "s3cret-token-0123456789"

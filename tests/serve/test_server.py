@@ -14,11 +14,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
 from serve_testing import TEST_MAX_MESSAGE_BYTES, offline_probabilities
-from serve.batching import BatchingOptions
+from serve.core.batching import BatchingOptions
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.generated.inference import grpc_service_pb2 as pb
 from serve.generated.inference import grpc_service_pb2_grpc as pb_grpc
-from serve.runtime import RuntimeOptions
+from serve.core.sessions import RuntimeOptions
 from serve.server import SERVICE_NAMES, BackgroundServer, ServerConfig
 
 CHUNK = 200

@@ -12,9 +12,9 @@ import pytest
 from serve_testing import REPO_ROOT
 from onnx_models import random_linear_classifier
 from serve import __main__ as serve_main
-from serve.model_card import ModelCard
-from serve.repository import ModelLoadError, ModelRepository, load_model
-from serve.runtime import CPU, CUDA, DeviceUnavailable, RuntimeOptions, create_session, fallback_reason
+from serve.core.model_card import ModelCard
+from serve.core.repository import ModelLoadError, ModelRepository, load_model
+from serve.core.sessions import CPU, CUDA, DeviceUnavailable, RuntimeOptions, create_session, fallback_reason
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +51,9 @@ def test_device_cuda_fails_clearly_when_cuda_cannot_run(model_dir, cuda_runs):
 
 
 def test_the_provider_is_logged_in_one_line_per_model(model_dir, caplog):
-    with caplog.at_level(logging.INFO, logger="serve.runtime"):
+    with caplog.at_level(logging.INFO, logger="serve.core.sessions"):
         load_model(model_dir / "centroid.onnx", RuntimeOptions(device="cpu"))
-    lines = [r.getMessage() for r in caplog.records if r.name == "serve.runtime"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "serve.core.sessions"]
     assert lines == ["model centroid: running on CPUExecutionProvider"]
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serve import tensors
-from serve.errors import InvalidInput, TooLarge
+from serve.core import tensors
+from serve.core.errors import InvalidInput, TooLarge
 from serve.generated.inference import grpc_service_pb2 as pb
-from serve.repository import TensorSpec
+from serve.core.repository import TensorSpec
 
 PIXELS = TensorSpec("pixels", "FP32", np.dtype(np.float32), (-1, 1, 28, 28))
 INT8_IN = TensorSpec("codes", "INT8", np.dtype(np.int8), (-1, 3))

@@ -21,15 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from onnx_models import dynamic_size_conv_model, random_linear_classifier, third_party_classifier, two_input_model
-from serve.errors import InvalidInput, TooLarge
+from serve.core.errors import InvalidInput, TooLarge
 from serve.generated.inference import grpc_service_pb2 as pb
 from serve.generated.inference import grpc_service_pb2_grpc as pb_grpc
-from serve.kserve_servicer import decode_inputs, requested_outputs
-from serve.model_card import ModelCard
-from serve.repository import Model, TensorSpec
-from serve.runtime import RuntimeOptions
+from serve.api.grpc_kserve import decode_inputs, requested_outputs
+from serve.core.model_card import ModelCard
+from serve.core.repository import Model, TensorSpec
+from serve.core.sessions import RuntimeOptions
 from serve.server import BackgroundServer, ServerConfig
-from serve.tensors import CONTENTS_FIELD
+from serve.core.tensors import CONTENTS_FIELD
 
 pytestmark = pytest.mark.filterwarnings("error")  # a numpy overflow warning is a finding too
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import BmpImagePlugin, ExifTags, Image, ImageFile, JpegImagePlugin, PngImagePlugin
 
-from serve.errors import InvalidInput, TooLarge
+from serve.core.errors import InvalidInput, TooLarge
 
 SUPPORTED_FORMATS = "PNG, JPEG or BMP"
 

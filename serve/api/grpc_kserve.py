@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 from typing import Callable, Mapping
 
-from serve import tensors
-from serve.errors import InvalidInput, ModelNotFound
+from serve.core import tensors
+from serve.core.errors import InvalidInput, ModelNotFound
 from serve.generated.inference import grpc_service_pb2 as pb
 from serve.generated.inference import grpc_service_pb2_grpc as pb_grpc
-from serve.inference import ModelRunner
-from serve.metrics import Metrics
-from serve.repository import PLATFORM, Model, ModelRepository
-from serve.rpc import Admission, deadline_from, unary
+from serve.core.runner import ModelRunner
+from serve.api.metrics import Metrics
+from serve.core.repository import PLATFORM, Model, ModelRepository
+from serve.api.grpc_calls import deadline_from, unary
+from serve.core.admission import Admission
 
 log = logging.getLogger(__name__)
 

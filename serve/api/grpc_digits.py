@@ -1,7 +1,7 @@
 """digits.v1.DigitClassifier: protobuf in, numpy through the model, protobuf out.
 
-Thin on purpose: the images become pixels in serve.digit_inputs (in a worker thread when they need
-decoding), the model runs in serve.inference, and errors are ServeErrors that serve.rpc turns into
+Thin on purpose: the images become pixels in serve.core.digit_inputs (in a worker thread when they need
+decoding), the model runs in serve.core.runner, and errors are ServeErrors that serve.api.grpc_calls turns into
 status codes.
 """
 from __future__ import annotations
@@ -13,14 +13,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from serve import digit_inputs
-from serve.errors import InvalidInput, ServeError
+from serve.core import digit_inputs
+from serve.core.errors import InvalidInput, ServeError
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
-from serve.inference import ModelRunner
-from serve.metrics import Metrics
-from serve.model_card import MNIST_DIGIT_SIZE, PROBABILITIES_OUTPUT
-from serve.repository import Model, ModelRepository
-from serve.rpc import Admission, deadline_from, stream, unary
+from serve.core.runner import ModelRunner
+from serve.api.metrics import Metrics
+from serve.core.model_card import MNIST_DIGIT_SIZE, PROBABILITIES_OUTPUT
+from serve.core.repository import Model, ModelRepository
+from serve.api.grpc_calls import deadline_from, stream, unary
+from serve.core.admission import Admission
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Images of a digits API request -> the float32 N x 1 x H x W "pixels" batch a classifier takes.
 
-Each image is encoded bytes (decoded and brought to MNIST's format by serve.preprocess) or raw 8-bit
+Each image is encoded bytes (decoded and brought to MNIST's format by serve.images.preprocess) or raw 8-bit
 pixels (already in MNIST's format, or converted the same way). The common bulk case, many raw
 28 x 28 images flagged already_mnist, is done for the whole request in a few numpy calls; the rest
 goes image by image. Errors name the image (by its index in the request) and say what to fix.
@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from serve.errors import InvalidInput, ServeError, TooLarge
-from serve.preprocess import ImageLimits, decode_image, prepare_digit, raw_pixels_to_array
+from serve.core.errors import InvalidInput, ServeError, TooLarge
+from serve.images.preprocess import ImageLimits, decode_image, prepare_digit, raw_pixels_to_array
 
 MNIST_SIZE = 28
 _UINT8_MAX = np.float32(255.0)

@@ -7,7 +7,7 @@ mass sits at the centre. Measured on the 10,000 test digits the centre of mass i
 A user's image (a phone photo of ink on paper, a canvas export, a scan) is brought there in steps,
 each a function below that is tested on its own:
 
-1. Grayscale: ``decode_image`` (serve.decode), with transparency composited onto the paper.
+1. Grayscale: ``decode_image`` (serve.images.decode), with transparency composited onto the paper.
 2. Polarity (``fix_polarity``): the background level is the median of the outermost ring of
    pixels; the ink is whichever extreme (darkest or brightest pixel) lies farther from it. Dark
    ink on light paper is inverted so the ink is bright, as in MNIST.
@@ -47,8 +47,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from serve.decode import ImageLimits, decode_image, raw_pixels_to_array
-from serve.errors import InvalidInput
+from serve.images.decode import ImageLimits, decode_image, raw_pixels_to_array
+from serve.core.errors import InvalidInput
 
 __all__ = [
     "ImageLimits",

@@ -1,7 +1,7 @@
 """The models a server serves: ONNX files loaded into sessions, by name, validated at start-up.
 
 A model's name, labels and input format come from the model card `export` writes into the file's
-metadata (serve.model_card); a third-party ONNX file without a card is served under its file stem,
+metadata (serve.core.model_card); a third-party ONNX file without a card is served under its file stem,
 through the KServe v2 API only, with its own input and output names and datatypes. Every problem
 with a file (missing, truncated, not ONNX, a broken card, two models with one name) is found here,
 before the server accepts a request, and reported as a ModelLoadError naming the file and the fix.
@@ -19,9 +19,9 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from serve.errors import InvalidInput, ModelNotFound
-from serve.model_card import ModelCard, ModelCardError
-from serve.runtime import RuntimeOptions, SessionInfo, create_session, log_provider
+from serve.core.errors import InvalidInput, ModelNotFound
+from serve.core.model_card import ModelCard, ModelCardError
+from serve.core.sessions import RuntimeOptions, SessionInfo, create_session, log_provider
 
 log = logging.getLogger(__name__)
 

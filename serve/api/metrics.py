@@ -67,7 +67,7 @@ class Metrics:
         self._child(self._requests, service, method, code).inc()
         self._child(self._latency, service, method).observe(seconds)
 
-    # serve.batching.BatchObserver
+    # serve.core.batching.BatchObserver
     def batch_done(self, model: str, images: int, requests: int, seconds: float) -> None:
         self._child(self._batch_size, model).observe(images)
         self._child(self._batch_requests, model).observe(requests)

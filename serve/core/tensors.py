@@ -13,8 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from serve.errors import InvalidInput, TooLarge
-from serve.repository import TensorSpec
+from serve.core.errors import InvalidInput, TooLarge
+from serve.core.repository import TensorSpec
 
 # The InferTensorContents field that carries each datatype (the small integers travel widened).
 CONTENTS_FIELD = {

@@ -17,10 +17,10 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
 
-from serve.batching import BatchingOptions, BatchObserver, DynamicBatcher, InferenceFailed
-from serve.errors import DeadlineExceeded, InvalidInput, Unavailable
-from serve.repository import Model
-from serve.runtime import CPU
+from serve.core.batching import BatchingOptions, BatchObserver, DynamicBatcher, InferenceFailed
+from serve.core.errors import DeadlineExceeded, InvalidInput, Unavailable
+from serve.core.repository import Model
+from serve.core.sessions import CPU
 
 log = logging.getLogger(__name__)
 # ORT's log severity that prints fatal errors only.

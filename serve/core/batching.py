@@ -28,7 +28,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from serve.errors import DeadlineExceeded, InvalidInput, ServeError, Unavailable
+from serve.core.errors import DeadlineExceeded, InvalidInput, ServeError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class DynamicBatcher:
         instances: int = 1,
     ) -> None:
         """`instances`: batches that may run at once, each in its own inference thread (see
-        serve.runtime.RuntimeOptions.instances for how they share the cores)."""
+        serve.core.sessions.RuntimeOptions.instances for how they share the cores)."""
         if instances < 1:
             raise ValueError(f"instances must be >= 1, got {instances}")
         self.name = name
