@@ -78,7 +78,7 @@ class ServerProcess:
         self.grace_s = grace_s
         self.port_file = self.workdir / f"{name}.port"
         self.log_path = self.workdir / f"{name}.log"
-        self.command = [sys.executable, "-m", "serve", "--host", "127.0.0.1", "--port", "0",
+        self.command = [sys.executable, "-m", "serve", "--host", "127.0.0.1", "--port", "0", "--http-port", "0",
                         "--port-file", str(self.port_file), "--device", "cpu", "--grace-seconds", str(grace_s)]
         for path in model_paths:
             self.command += ["--model", str(path)]
@@ -108,7 +108,7 @@ class ServerProcess:
         give_up = time.monotonic() + timeout
         while time.monotonic() < give_up:
             if self.port_file.exists() and self.port_file.read_text().strip():
-                self.port = int(self.port_file.read_text())
+                self.port = int(self.port_file.read_text().split()[0])
                 return self
             if self.process.poll() is not None:
                 raise ProcessError(f"{self.name} exited with {self.process.returncode} while starting:\n{_tail(self.log_path)}")

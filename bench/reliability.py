@@ -545,7 +545,7 @@ def run_startup_failures(model_path: Path, workdir: Path) -> list[StartupCase]:
     for kind, path in bad_model_files(model_path, bad_models_dir(workdir)).items():
         started = time.monotonic()
         completed = subprocess.run(
-            [sys.executable, "-m", "serve", "--model", str(path), "--host", "127.0.0.1", "--port", "0", "--device", "cpu"],
+            [sys.executable, "-m", "serve", "--model", str(path), "--host", "127.0.0.1", "--port", "0", "--http-port", "0", "--device", "cpu"],
             capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
         )
         lines = [line for line in completed.stderr.splitlines()

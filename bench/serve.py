@@ -347,7 +347,7 @@ class ServerProcess:
                 self.stop()
                 raise BenchError(f"{label} did not start within {SERVER_START_TIMEOUT_S} s:\n{self.output()}")
             time.sleep(0.05)
-        self.port = int(port_file.read_text())
+        self.port = int(port_file.read_text().split()[0])
         self.target = f"127.0.0.1:{self.port}"
 
     def output(self) -> str:
@@ -404,7 +404,7 @@ def start_server(model_file: Path, batching: bool, config: ServeBenchConfig, wor
     port_file = workdir / f"server-batching-{'on' if batching else 'off'}.port"
     metrics_port = _free_port()
     command = [
-        sys.executable, "-m", "serve", "--model", str(model_file), "--host", "127.0.0.1", "--port", "0",
+        sys.executable, "-m", "serve", "--model", str(model_file), "--host", "127.0.0.1", "--port", "0", "--http-port", "0",
         "--port-file", str(port_file), "--metrics-port", str(metrics_port), "--device", config.device,
         "--log-level", "WARNING", *config.server_flags,
     ]

@@ -1,8 +1,9 @@
-"""python -m serve --model PATH.onnx [--model ...] : the digit-classification gRPC server.
+"""python -m serve --model PATH.onnx [--model ...] : the digit-classification server.
 
-Serves, on one port: digits.v1.DigitClassifier (images in, digits out), the KServe v2
+Serves, on the gRPC port (50051): digits.v1.DigitClassifier (images in, digits out), the KServe v2
 inference.GRPCInferenceService (tensors in, tensors out: Triton's and KServe's clients work
-unchanged), grpc.health.v1.Health and server reflection.
+unchanged), grpc.health.v1.Health and server reflection; on the HTTP port (8000): KServe v2 over
+REST, the digits API over HTTP and a page where a person draws a digit.
 
 Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT: health turns NOT_SERVING; calls are still
 answered for up to 1 s while clients move away, then new ones are refused with UNAVAILABLE; calls
@@ -23,6 +24,7 @@ from serve.core.digit_inputs import RequestLimits
 from serve.images.preprocess import ImageLimits
 from serve.core.repository import ModelLoadError, ModelRepository
 from serve.core.sessions import DEVICES, DeviceUnavailable, RuntimeOptions
+from serve.api.http_server import DEFAULT_HTTP_PORT
 from serve.server import DEFAULT_PORT, MiB, Server, ServerConfig, ServerStartError
 
 log = logging.getLogger("serve")
@@ -56,8 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_argument("--host", default=defaults.host,
                          help="address to listen on (0.0.0.0 or :: for every interface: then use TLS)")
     network.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free port, see --port-file)")
+    network.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT,
+                         help="HTTP/REST port: KServe v2, the digits API and the drawing page (0: any free port)")
+    network.add_argument("--no-http", action="store_true", help="serve gRPC only")
     network.add_argument("--port-file", type=Path, default=None,
-                         help="write the bound port to this file once the server accepts requests")
+                         help="write the bound gRPC port (and the HTTP port on a second line) to this file once the "
+                              "server accepts requests")
     network.add_argument("--max-message-mb", type=float, default=defaults.max_message_bytes / MiB,
                          help="largest request or response message, in MiB (larger ones get RESOURCE_EXHAUSTED)")
     network.add_argument("--max-concurrent-rpcs", type=int, default=defaults.max_concurrent_rpcs,
@@ -116,6 +122,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         model_paths=tuple(args.models),
         host=args.host,
         port=args.port,
+        http_port=None if args.no_http else args.http_port,
         runtime=RuntimeOptions(device=args.device, intra_op_threads=args.intra_op_threads, instances=args.instances),
         batching=batching,
         limits=RequestLimits(

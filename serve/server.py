@@ -1,12 +1,9 @@
-"""The gRPC server: both APIs, health, reflection, auth, TLS and metrics around one set of models.
+"""The server: one data plane behind two front doors (gRPC and HTTP), with auth, TLS and metrics.
 
-`Server` is the asyncio object (start on a port, 0 for any free one; stop with a grace period);
+`Server` is the asyncio object (start on ports, 0 for any free one; stop with a grace period);
 `BackgroundServer` runs one on its own event-loop thread for tests and programs that are not
-asyncio. `python -m serve` (serve/__main__.py) fills a ServerConfig from the command line.
-
-Why grpc.aio: one event loop thread answers every RPC at a fraction of a thread pool's per-call
-cost in Python, while ONNX Runtime (which releases the GIL) runs in one inference thread per model
-and image decoding in a small worker pool.
+asyncio. `python -m serve` (serve/__main__.py) fills a ServerConfig from the command line. This
+module only composes: the models and batchers live in serve/core, the protocols in serve/api.
 """
 from __future__ import annotations
 
@@ -21,22 +18,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
-
-from serve.api import grpc_digits as digits_servicer
-from serve.api import grpc_kserve as kserve_servicer
-from serve.api.auth import BearerTokenInterceptor, read_tokens
-from serve.core.batching import BatchingOptions
-from serve.core.digit_inputs import RequestLimits
-from serve.generated._pool import POOL as STUBS_POOL
-from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
-from serve.generated.inference import grpc_service_pb2, grpc_service_pb2_grpc
-from serve.core.runner import ModelRunner
+from serve.api import http_digits, http_kserve, http_page
+from serve.api.auth import BearerTokens, read_tokens
+from serve.api.grpc_server import SERVICE_NAMES, GrpcFrontDoor
+from serve.api.http_server import DEFAULT_HTTP_PORT, HttpFrontDoor, build_app
 from serve.api.metrics import Metrics
-from serve.core.repository import ModelRepository
+from serve.api.network import FrontDoorError, address, read_tls_files
 from serve.core.admission import Admission
+from serve.core.batching import BatchingOptions
+from serve.core.dataplane import DataPlane
+from serve.core.digit_inputs import RequestLimits
+from serve.core.repository import ModelRepository
+from serve.core.runner import ModelRunner
 from serve.core.sessions import SERVING_INSTANCES, RuntimeOptions
 
 log = logging.getLogger(__name__)
@@ -47,26 +40,8 @@ DEFAULT_PORT = 50051
 # period (the lame duck ends sooner when calls stop coming).
 LAME_DUCK_S = 1.0
 MiB = 1024 * 1024
-SERVICE_NAMES = (
-    digits_pb2.DESCRIPTOR.services_by_name["DigitClassifier"].full_name,
-    grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-    health.SERVICE_NAME,
-    reflection.SERVICE_NAME,
-)
-
-
-def reflection_pool():
-    """Our stubs' private descriptor pool, with the health and reflection protos added to it.
-
-    Reflection answers from one pool; ours holds the digits and v2 protos (kept out of the default
-    pool, see serve.generate_stubs), the other two live in the default pool and are copied over.
-    """
-    for module in (health_pb2, reflection_pb2):
-        try:
-            STUBS_POOL.FindFileByName(module.DESCRIPTOR.name)
-        except KeyError:
-            STUBS_POOL.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
-    return STUBS_POOL
+# Raised when the server cannot start as configured; the message says why.
+ServerStartError = FrontDoorError
 
 
 def package_version() -> str:
@@ -78,15 +53,13 @@ def package_version() -> str:
         return "0+unknown"
 
 
-class ServerStartError(RuntimeError):
-    """The server cannot start as configured (bad TLS files, port in use, ...); the message says why."""
-
-
 @dataclass(frozen=True)
 class ServerConfig:
     model_paths: tuple[Path, ...] = ()
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    # HTTP/REST (KServe v2, the digits API, the page): None turns it off, 0 picks a free port.
+    http_port: int | None = DEFAULT_HTTP_PORT
     runtime: RuntimeOptions = field(default_factory=lambda: RuntimeOptions(instances=SERVING_INSTANCES))
     batching: BatchingOptions = field(default_factory=BatchingOptions)
     limits: RequestLimits = field(default_factory=RequestLimits)
@@ -102,7 +75,8 @@ class ServerConfig:
     # Prometheus port: None turns the metrics endpoint off, 0 picks a free port.
     metrics_port: int | None = None
     grace_s: float = 10.0
-    # Written with the bound port once the server accepts requests (useful with port 0).
+    # Written with the bound gRPC port (and the HTTP port on a second line) once the server accepts
+    # requests (useful with port 0).
     port_file: Path | None = None
 
     def __post_init__(self) -> None:
@@ -131,37 +105,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _address(host: str, port: int) -> str:
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{host}:{port}"
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ServerStartError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
-
-
-def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
-    key = _read(config.tls_key, "TLS key")
-    cert = _read(config.tls_cert, "TLS certificate")
-    if b"PRIVATE KEY" not in key:
-        raise ServerStartError(f"{config.tls_key} does not hold a PEM private key")
-    if b"CERTIFICATE" not in cert:
-        raise ServerStartError(f"{config.tls_cert} does not hold a PEM certificate")
-    client_ca = _read(config.tls_client_ca, "client CA certificate") if config.tls_client_ca else None
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
-
-
-def _write_port_file(path: Path, port: int) -> None:
+def _write_port_file(path: Path, ports: list[int]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, prefix=f".{path.name}.") as f:
-        f.write(f"{port}\n")
+        f.write("".join(f"{port}\n" for port in ports))
     os.replace(f.name, path)
 
 
@@ -172,92 +120,59 @@ class Server:
         self.metrics = Metrics()
         self.admission = Admission()
         self.runners: dict[str, ModelRunner] = {}
+        self.dataplane: DataPlane | None = None
         self.port: int | None = None
+        self.http_port: int | None = None
         self.metrics_port: int | None = None
-        self._grpc: grpc.aio.Server | None = None
-        self._health: health.aio.HealthServicer | None = None
+        self._grpc: GrpcFrontDoor | None = None
+        self._http: HttpFrontDoor | None = None
         self._preprocess: ThreadPoolExecutor | None = None
-        self._ready = False
         self._stopped = asyncio.Event()
         self._stopping = False
 
     @property
     def ready(self) -> bool:
-        return self._ready
-
-    def _grpc_options(self) -> list[tuple[str, int]]:
-        return [
-            ("grpc.max_receive_message_length", self.config.max_message_bytes),
-            ("grpc.max_send_message_length", self.config.max_message_bytes),
-            # A second server on a port in use must fail, not silently share it.
-            ("grpc.so_reuseport", 0),
-        ]
+        return self.dataplane is not None and self.dataplane.ready()
 
     async def start(self) -> int:
-        """Load the models (unless given), bind, start; returns the bound port."""
+        """Load the models (unless given), open both front doors; returns the bound gRPC port."""
         config = self.config
         if self.repository is None:
             self.repository = ModelRepository.load(config.model_paths, config.runtime)
         repository = self.repository
-        interceptors = []
+        tokens = None
         if config.token_file is not None:
             try:
-                tokens = read_tokens(config.token_file)
+                tokens = BearerTokens(read_tokens(config.token_file))
             except ValueError as exc:
                 raise ServerStartError(str(exc)) from exc
-            interceptors.append(
-                BearerTokenInterceptor(tokens, on_denied=lambda method, code: self._count_denied(method, code))
-            )
-        credentials = server_credentials(config) if config.uses_tls else None
+        tls = read_tls_files(config.tls_cert, config.tls_key, config.tls_client_ca) if config.uses_tls else None
 
         self.runners = {model.name: ModelRunner(model, config.batching, self.metrics, config.runtime.instances) for model in repository}
         self._preprocess = ThreadPoolExecutor(config.worker_threads, thread_name_prefix="preprocess")
-        self._grpc = grpc.aio.server(
-            interceptors=interceptors,
-            options=self._grpc_options(),
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        dataplane = self.dataplane = DataPlane(
+            repository, self.runners, config.limits, self._preprocess, config.batching.max_batch_size, package_version(),
         )
-        digits_pb2_grpc.add_DigitClassifierServicer_to_server(
-            digits_servicer.DigitsServicer(
-                repository, self.runners, config.limits, self._preprocess, config.batching.max_batch_size, self.metrics,
-                self.admission,
-            ),
-            self._grpc,
-        )
-        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            kserve_servicer.KServeServicer(
-                repository, self.runners, config.limits.max_images_per_request, package_version(),
-                is_ready=lambda: self._ready, metrics=self.metrics, admission=self.admission,
-            ),
-            self._grpc,
-        )
-        self._health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
-        reflection.enable_server_reflection(SERVICE_NAMES, self._grpc, pool=reflection_pool())
-
-        address = _address(config.host, config.port)
         try:
-            if credentials is not None:
-                port = self._grpc.add_secure_port(address, credentials)
-            else:
-                port = self._grpc.add_insecure_port(address)
-        except RuntimeError as exc:
+            self._grpc = GrpcFrontDoor(dataplane, self.metrics, self.admission, tokens, config.max_message_bytes,
+                                       config.max_concurrent_rpcs, on_denied=self._count_denied)
+            self.port = await self._grpc.start(config.host, config.port, tls)
+            if config.http_port is not None:
+                self._http = HttpFrontDoor(build_app(
+                    dataplane, self.metrics, self.admission, tokens, config.max_message_bytes,
+                    [http_kserve.add_routes, http_digits.add_routes, http_page.add_routes],
+                ))
+                self.http_port = await self._http.start(config.host, config.http_port, tls)
+            await self._grpc.set_serving(repository.names())
+            if config.metrics_port is not None:
+                try:
+                    self.metrics_port = self.metrics.serve_http(config.host, config.metrics_port)
+                except OSError as exc:
+                    raise ServerStartError(f"cannot serve metrics on port {config.metrics_port}: {exc}") from exc
+        except BaseException:
             await self._release()
-            raise ServerStartError(f"cannot listen on {address}: {exc} (is the port in use, or the host not local?)") from exc
-        self.port = port
-        await self._grpc.start()
-
-        serving = health_pb2.HealthCheckResponse.SERVING
-        for name in ("", *SERVICE_NAMES[:2], *repository.names()):
-            await self._health.set(name, serving)
-        if config.metrics_port is not None:
-            try:
-                self.metrics_port = self.metrics.serve_http(config.host, config.metrics_port)
-            except OSError as exc:
-                await self._grpc.stop(0)
-                await self._release()
-                raise ServerStartError(f"cannot serve metrics on port {config.metrics_port}: {exc}") from exc
-        self._ready = True
+            raise
+        dataplane.set_ready(True)
 
         if not config.uses_tls and not is_loopback(config.host):
             log.warning(
@@ -265,30 +180,35 @@ class Server:
                 "pass --tls-cert and --tls-key", config.host,
             )
         models = ", ".join(f"{m.name} ({m.provider})" for m in repository)
+        http = f", HTTP on {address(config.host, self.http_port)}" if self.http_port is not None else ""
         log.info(
-            "serving on %s (TLS %s, token %s): models %s; batching max %d images / %.1f ms",
-            _address(config.host, port),
+            "serving gRPC on %s%s (TLS %s, token %s): models %s; batching max %d images / %.1f ms",
+            address(config.host, self.port), http,
             "mutual" if config.tls_client_ca else ("on" if config.uses_tls else "off"),
             "required" if config.token_file else "off",
             models, config.batching.max_batch_size, config.batching.max_delay_ms,
         )
         if config.port_file is not None:
-            _write_port_file(config.port_file, port)
-        return port
+            _write_port_file(config.port_file, [self.port] + ([self.http_port] if self.http_port is not None else []))
+        return self.port
 
     async def _release(self) -> None:
-        """Stop the inference and preprocessing threads of a server that failed to start."""
+        """Close what a server that failed to start had opened."""
+        if self._grpc is not None:
+            await self._grpc.stop(0)
+        if self._http is not None:
+            await self._http.stop()
         for runner in self.runners.values():
             await runner.close()
         if self._preprocess is not None:
             self._preprocess.shutdown(wait=False, cancel_futures=True)
 
-    def _count_denied(self, method: str, code: str) -> None:
+    def _count_denied(self, protocol: str, method: str, code: str) -> None:
         service, _, name = method.strip("/").partition("/")
-        self.metrics.request_done(service, name, code, 0.0)
+        self.metrics.request_done(service, name, code, 0.0, protocol=protocol)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, refuse new RPCs, let in-flight ones finish within `grace` seconds."""
+        """Report NOT_SERVING, refuse new calls, let in-flight ones finish within `grace` seconds."""
         if self._stopping:
             if self._grpc is not None and grace == 0:
                 await self._grpc.stop(0)  # a second, impatient stop: cut what is left
@@ -297,10 +217,11 @@ class Server:
         self._stopping = True
         grace = self.config.grace_s if grace is None else grace
         give_up = time.monotonic() + grace
-        self._ready = False
+        if self.dataplane is not None:
+            self.dataplane.set_ready(False)
         try:
-            if self._health is not None:
-                await self._health.enter_graceful_shutdown()
+            if self._grpc is not None:
+                await self._grpc.enter_graceful_shutdown()
             for runner in self.runners.values():
                 runner.drain()
             # Drained by us first, so that gRPC core finds nothing unanswered to cancel (see Admission).
@@ -308,6 +229,8 @@ class Server:
             if grace > 0 and not await self.admission.drain(grace, lame_duck_s):
                 log.warning("%d calls still in progress after the %.1f s grace period: cancelling them",
                             self.admission.active, grace)
+            if self._http is not None:
+                await self._http.stop()
             if self._grpc is not None:
                 await self._grpc.stop(max(0.0, give_up - time.monotonic()))
             for runner in self.runners.values():
@@ -339,8 +262,18 @@ class BackgroundServer:
 
     @property
     def target(self) -> str:
+        return address(self.local_host, self.port)
+
+    @property
+    def local_host(self) -> str:
         host = self.server.config.host
-        return _address("127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host, self.port)
+        return "127.0.0.1" if host in ("0.0.0.0", "::", "[::]") else host
+
+    @property
+    def http_url(self) -> str:
+        """The HTTP front door's base URL, e.g. http://127.0.0.1:8000."""
+        scheme = "https" if self.server.config.uses_tls else "http"
+        return f"{scheme}://{address(self.local_host, self.server.http_port)}"
 
     def start(self, timeout: float = 60.0) -> "BackgroundServer":
         self._thread = threading.Thread(target=self._run, name="grpc-server", daemon=True)

@@ -1,11 +1,11 @@
-"""Optional bearer-token authentication (--token-file), as a gRPC server interceptor.
+"""Optional bearer-token authentication (--token-file): one check, a gRPC interceptor and HTTP middleware.
 
-Every RPC must carry the metadata `authorization: Bearer <token>` with one of the tokens in the
+Every call must carry `authorization: Bearer <token>` (gRPC metadata or HTTP header) with one of the tokens in the
 file (one per line, blank lines and `#` comments ignored, so a new token can be added before the
 old one is removed). Tokens are compared in constant time. A call without a valid token is answered
 UNAUTHENTICATED before any handler runs.
 
-Health checks (grpc.health.v1.Health/Check and Watch) need no token: load balancers and Kubernetes
+Health checks (grpc.health.v1.Health/Check and Watch, HTTP /v2/health/*) need no token: load balancers and Kubernetes
 gRPC probes cannot send one, and the answer (SERVING or not) reveals nothing. Everything else,
 server reflection included, needs the token. Use TLS with tokens, or they travel in clear text.
 """
@@ -65,30 +65,39 @@ def _denying_handler(handler: grpc.RpcMethodHandler, detail: str) -> grpc.RpcMet
     return factory(behaviour, request_deserializer=None, response_serializer=None)
 
 
-class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, tokens: Sequence[str], on_denied: Callable[[str, str], None] | None = None) -> None:
+class BearerTokens:
+    """The accepted tokens, and the check every protocol makes against them."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
         if not tokens:
             raise ValueError("at least one token is needed")
         self._tokens = [token.encode("utf-8") for token in tokens]
-        self._on_denied = on_denied
 
-    def _check(self, metadata) -> str | None:
-        """None when the call may proceed, else the detail of the refusal."""
-        values = [value for key, value in (metadata or ()) if key == AUTHORIZATION]
-        if not values:
-            return "missing credentials: send the metadata `authorization: Bearer <token>`"
-        value = values[0]
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        scheme, _, credential = value.strip().partition(" ")
+    def refusal(self, authorization: str | bytes | None) -> str | None:
+        """None when a call with this `authorization` value may proceed, else the detail of the refusal."""
+        if authorization is None:
+            return "missing credentials: send the header `authorization: Bearer <token>`"
+        if isinstance(authorization, bytes):
+            authorization = authorization.decode("utf-8", "replace")
+        scheme, _, credential = authorization.strip().partition(" ")
         if scheme.lower() != SCHEME or not credential.strip():
-            return "malformed credentials: the authorization metadata must be `Bearer <token>`"
+            return "malformed credentials: the authorization header must be `Bearer <token>`"
         presented = credential.strip().encode("utf-8")
         # Compare against every token, without stopping early: the time does not tell which matched.
         matched = False
         for token in self._tokens:
             matched |= hmac.compare_digest(presented, token)
         return None if matched else "invalid bearer token"
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, tokens: BearerTokens, on_denied: Callable[[str, str], None] | None = None) -> None:
+        self._tokens = tokens
+        self._on_denied = on_denied
+
+    def _check(self, metadata) -> str | None:
+        values = [value for key, value in (metadata or ()) if key == AUTHORIZATION]
+        return self._tokens.refusal(values[0] if values else None)
 
     async def intercept_service(
         self,

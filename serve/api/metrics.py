@@ -1,7 +1,8 @@
 """Prometheus metrics of the server, on their own HTTP port (--metrics-port; 0 turns them off).
 
-    serve_requests_total{service, method, code}        RPCs answered, by gRPC status code name
-    serve_request_duration_seconds{service, method}    time from handler start to answer
+    serve_requests_total{protocol, service, method, code}   calls answered (gRPC and HTTP), by gRPC status
+                                                            code name (HTTP statuses mapped to the same names)
+    serve_request_duration_seconds{protocol, service, method}  time from handler start to answer
     serve_batch_size{model}                            images per ONNX Runtime call
     serve_batch_requests{model}                        requests per ONNX Runtime call
     serve_inference_duration_seconds{model}            time of one ONNX Runtime call
@@ -29,12 +30,12 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self._requests = Counter(
-            "serve_requests", "RPCs answered, by method and gRPC status code",
-            ["service", "method", "code"], registry=self.registry,
+            "serve_requests", "Calls answered, by protocol, method and (gRPC) status code",
+            ["protocol", "service", "method", "code"], registry=self.registry,
         )
         self._latency = Histogram(
-            "serve_request_duration_seconds", "Time from the start of an RPC's handler to its answer",
-            ["service", "method"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+            "serve_request_duration_seconds", "Time from the start of a call's handler to its answer",
+            ["protocol", "service", "method"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
         self._batch_size = Histogram(
             "serve_batch_size", "Images per ONNX Runtime call", ["model"], buckets=_BATCH_BUCKETS, registry=self.registry
@@ -62,10 +63,10 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    # RPCs
-    def request_done(self, service: str, method: str, code: str, seconds: float) -> None:
-        self._child(self._requests, service, method, code).inc()
-        self._child(self._latency, service, method).observe(seconds)
+    # Calls, on either protocol
+    def request_done(self, service: str, method: str, code: str, seconds: float, protocol: str = "grpc") -> None:
+        self._child(self._requests, protocol, service, method, code).inc()
+        self._child(self._latency, protocol, service, method).observe(seconds)
 
     # serve.core.batching.BatchObserver
     def batch_done(self, model: str, images: int, requests: int, seconds: float) -> None:

@@ -1,6 +1,7 @@
 """Images of a digits API request -> the float32 N x 1 x H x W "pixels" batch a classifier takes.
 
-Each image is encoded bytes (decoded and brought to MNIST's format by serve.images.preprocess) or raw 8-bit
+The front doors hand over `EncodedImage`s and `RawImage`s, whatever their protocol. Each image is
+encoded bytes (decoded and brought to MNIST's format by serve.images.preprocess) or raw 8-bit
 pixels (already in MNIST's format, or converted the same way). The common bulk case, many raw
 28 x 28 images flagged already_mnist, is done for the whole request in a few numpy calls; the rest
 goes image by image. Errors name the image (by its index in the request) and say what to fix.
@@ -17,6 +18,24 @@ from serve.images.preprocess import ImageLimits, decode_image, prepare_digit, ra
 
 MNIST_SIZE = 28
 _UINT8_MAX = np.float32(255.0)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedImage:
+    """The bytes of an image file."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RawImage:
+    """8-bit grayscale pixels, row-major, height * width bytes."""
+
+    pixels: bytes
+    height: int
+    width: int
+    # Already in MNIST's format (28 x 28, light ink on dark, 20 px box, centred): only scaled to [0, 1].
+    already_mnist: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,10 +61,7 @@ def check_image_count(count: int, limits: RequestLimits) -> None:
 def is_bulk_mnist(images: Sequence) -> bool:
     """All raw 28 x 28 pixels flagged already_mnist: the whole request converts in one go."""
     for image in images:
-        if image.WhichOneof("source") != "raw":
-            return False
-        raw = image.raw
-        if not raw.already_mnist or raw.height != MNIST_SIZE or raw.width != MNIST_SIZE:
+        if type(image) is not RawImage or not image.already_mnist or image.height != MNIST_SIZE or image.width != MNIST_SIZE:
             return False
     return True
 
@@ -61,7 +77,7 @@ def bulk_mnist_pixels(images: Sequence, input_size: Sequence[int]) -> np.ndarray
     None when some image has the wrong number of bytes: the per-image path then names it.
     """
     count = len(images)
-    joined = b"".join(image.raw.pixels for image in images)
+    joined = b"".join(image.pixels for image in images)
     if len(joined) != count * MNIST_SIZE * MNIST_SIZE:
         return None
     digits = np.frombuffer(joined, dtype=np.uint8).reshape(count, MNIST_SIZE, MNIST_SIZE)
@@ -76,17 +92,13 @@ def bulk_mnist_pixels(images: Sequence, input_size: Sequence[int]) -> np.ndarray
     return pixels
 
 
-def image_to_pixels(image, input_size: Sequence[int], limits: ImageLimits) -> np.ndarray:
-    """One protobuf Image -> float32 1 x H x W."""
-    source = image.WhichOneof("source")
-    if source == "encoded":
-        gray = decode_image(image.encoded, limits)
+def image_to_pixels(image: EncodedImage | RawImage, input_size: Sequence[int], limits: ImageLimits) -> np.ndarray:
+    """One image -> float32 1 x H x W."""
+    if isinstance(image, EncodedImage):
+        gray = decode_image(image.data, limits)
         return prepare_digit(gray, already_mnist=False, input_size=tuple(input_size))
-    if source == "raw":
-        raw = image.raw
-        gray = raw_pixels_to_array(raw.pixels, raw.height, raw.width, limits)
-        return prepare_digit(gray, already_mnist=raw.already_mnist, input_size=tuple(input_size))
-    raise InvalidInput("the image has neither `encoded` bytes nor `raw` pixels; set one of them")
+    gray = raw_pixels_to_array(image.pixels, image.height, image.width, limits)
+    return prepare_digit(gray, already_mnist=image.already_mnist, input_size=tuple(input_size))
 
 
 def images_to_pixels_one_by_one(images: Sequence, input_size: Sequence[int], limits: ImageLimits) -> np.ndarray:

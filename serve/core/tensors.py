@@ -1,36 +1,24 @@
-"""KServe v2 tensors <-> numpy arrays, with every check a request needs before it reaches a model.
+"""KServe v2 tensors -> numpy arrays, with every check a request needs before it reaches a model.
 
-A v2 input arrives as (name, datatype, shape) plus its data, either as raw little-endian bytes
-(`raw_input_contents`, what Triton's clients send) or as a typed list (`contents.fp32_contents`,
-...). Both become numpy arrays here: raw bytes without a copy (np.frombuffer), typed lists checked
-for range. The shape, datatype, byte count and, for float inputs, finiteness are checked against
-the model's input, and each failure says what was expected. Nothing here knows about gRPC.
+A v2 input is (name, datatype, shape) plus its data, which travels either as raw little-endian
+bytes (gRPC's `raw_input_contents`, HTTP's binary tensor extension: what Triton's clients send) or as
+a flat list of typed values (gRPC's `contents.fp32_contents`, ..., HTTP's JSON `data`). Both become
+numpy arrays here: raw bytes without a copy (np.frombuffer), values checked for range. The shape,
+datatype, byte count and, for float inputs, finiteness are checked against the model's input, and
+each failure says what was expected. Nothing here knows about a protocol: the front doors turn
+their messages into `InferInput`s and the arrays back into their messages.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from serve.core.errors import InvalidInput, TooLarge
-from serve.core.repository import TensorSpec
+from serve.core.repository import Model, TensorSpec
 
-# The InferTensorContents field that carries each datatype (the small integers travel widened).
-CONTENTS_FIELD = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 _FLOAT_TYPES = ("FP16", "FP32", "FP64")
 # Datatypes with a little-endian numpy dtype (FP16 and the rest can also travel raw).
 _RAW_DTYPES = {
@@ -104,43 +92,45 @@ def element_count(shape: Sequence[int]) -> int:
     return math.prod(shape) if shape else 1
 
 
-def from_raw(name: str, raw: bytes, shape: tuple[int, ...], spec: TensorSpec) -> np.ndarray:
+def from_raw(name: str, raw, shape: tuple[int, ...], spec: TensorSpec, source: str = "raw_input_contents") -> np.ndarray:
     """Raw little-endian bytes -> array of `shape`, without copying."""
     dtype = _RAW_DTYPES[spec.datatype]
     expected = element_count(shape) * dtype.itemsize
     if len(raw) != expected:
         raise InvalidInput(
-            f"input {name!r}: raw_input_contents holds {len(raw)} bytes; shape {list(shape)} of {spec.datatype} "
+            f"input {name!r}: {source} holds {len(raw)} bytes; shape {list(shape)} of {spec.datatype} "
             f"needs {expected} ({element_count(shape)} elements x {dtype.itemsize} bytes, little-endian, row-major)"
         )
     array = np.frombuffer(raw, dtype=dtype).reshape(shape)
     return array if dtype.byteorder in ("=", "|") or np.little_endian else array.astype(spec.dtype)
 
 
-def from_contents(name: str, contents, shape: tuple[int, ...], spec: TensorSpec) -> np.ndarray:
-    """InferTensorContents (the typed field of the datatype) -> array of `shape`, range-checked."""
-    field_name = CONTENTS_FIELD.get(spec.datatype)
-    if field_name is None:
-        raise InvalidInput(f"input {name!r}: {spec.datatype} tensors can only be sent as raw_input_contents")
-    values = getattr(contents, field_name)
+def from_values(name: str, values: Sequence, shape: tuple[int, ...], spec: TensorSpec, source: str = "data",
+                hint: str = "") -> np.ndarray:
+    """A flat sequence of typed values -> array of `shape`, range-checked for integer types."""
     count = element_count(shape)
     if len(values) != count:
-        populated = [f.name for f, v in contents.ListFields()]
-        hint = f" (the request filled {', '.join(populated)})" if populated and field_name not in populated else ""
-        raise InvalidInput(
-            f"input {name!r}: contents.{field_name} holds {len(values)} values; shape {list(shape)} needs {count}{hint}"
-        )
+        raise InvalidInput(f"input {name!r}: {source} holds {len(values)} values; shape {list(shape)} needs {count}{hint}")
     target = spec.dtype
-    if np.issubdtype(target, np.integer):
-        wide = np.array(values, dtype=np.int64 if np.issubdtype(target, np.signedinteger) else np.uint64)
-        info = np.iinfo(target)
-        if wide.size and (wide.min() < info.min or wide.max() > info.max):
-            raise InvalidInput(
-                f"input {name!r}: values must fit {spec.datatype} [{info.min}, {info.max}], got [{wide.min()}, {wide.max()}]"
-            )
-        array = wide.astype(target)
-    else:
-        array = np.array(values, dtype=target)
+    try:
+        if target == np.bool_:
+            if not all(isinstance(v, (bool, np.bool_)) for v in values):
+                raise InvalidInput(f"input {name!r}: BOOL values must be true or false")
+            array = np.array(values, dtype=np.bool_)
+        elif np.issubdtype(target, np.integer):
+            if any(isinstance(v, float) for v in values):
+                raise InvalidInput(f"input {name!r}: {spec.datatype} values must be integers, got a number with a fraction")
+            wide = np.array(values, dtype=np.int64 if np.issubdtype(target, np.signedinteger) else np.uint64)
+            info = np.iinfo(target)
+            if wide.size and (wide.min() < info.min or wide.max() > info.max):
+                raise InvalidInput(
+                    f"input {name!r}: values must fit {spec.datatype} [{info.min}, {info.max}], got [{wide.min()}, {wide.max()}]"
+                )
+            array = wide.astype(target)
+        else:
+            array = np.array(values, dtype=target)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInput(f"input {name!r}: {source} must hold {spec.datatype} numbers: {exc}") from None
     return array.reshape(shape)
 
 
@@ -166,9 +156,61 @@ def to_raw(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array).tobytes()
 
 
-def fill_contents(contents, array: np.ndarray, datatype: str) -> None:
-    """Write an output array into the typed InferTensorContents field of its datatype."""
-    field_name = CONTENTS_FIELD.get(datatype)
-    if field_name is None:
-        raise InvalidInput(f"output datatype {datatype} can only be returned as raw_output_contents; send raw inputs")
-    getattr(contents, field_name).extend(array.ravel().tolist())
+@dataclass(frozen=True)
+class InferInput:
+    """One input tensor of a v2 request, as its front door received it.
+
+    Exactly one of `raw` (little-endian bytes) and `values` (a flat sequence) carries the data;
+    `source` names where it came from in the caller's message, so that errors point there.
+    """
+
+    name: str
+    datatype: str
+    shape: Sequence[int]
+    raw: bytes | memoryview | None = None
+    values: Sequence | None = None
+    source: str = "data"
+    # Appended to a count mismatch: what else the caller filled, when that explains the mistake.
+    hint: str = ""
+
+
+def decode_inputs(model: Model, inputs: Sequence[InferInput], max_batch: int | None) -> dict[str, np.ndarray]:
+    """A request's inputs as numpy arrays by name, each checked against the model's input."""
+    expected_names = [spec.name for spec in model.inputs]
+    value_range = model.card.value_range if model.card is not None else None
+    feeds: dict[str, np.ndarray] = {}
+    for tensor in inputs:
+        name = tensor.name
+        try:
+            spec = model.input(name)
+        except KeyError:
+            raise InvalidInput(f"model {model.name} has no input {name!r}; its inputs are {expected_names}") from None
+        if name in feeds:
+            raise InvalidInput(f"input {name!r} appears twice in the request")
+        check_datatype(name, tensor.datatype, spec)
+        shape = check_shape(name, tensor.shape, spec, max_batch)
+        if tensor.raw is not None:
+            array = from_raw(name, tensor.raw, shape, spec, tensor.source)
+        else:
+            array = from_values(name, tensor.values if tensor.values is not None else (), shape, spec, tensor.source, tensor.hint)
+        check_values(name, array, spec.datatype, value_range)
+        feeds[name] = array
+    missing = [name for name in expected_names if name not in feeds]
+    if missing:
+        raise InvalidInput(f"model {model.name} needs inputs {missing} that the request lacks; its inputs are {expected_names}")
+    check_named_dimensions(feeds, model.inputs)
+    return feeds
+
+
+def requested_outputs(model: Model, names: Sequence[str]) -> list[int]:
+    """Indices into model.outputs of the outputs named (all of them when none are)."""
+    if not names:
+        return list(range(len(model.outputs)))
+    indices = []
+    for wanted in names:
+        try:
+            indices.append(model.output_index(wanted))
+        except KeyError:
+            known = [spec.name for spec in model.outputs]
+            raise InvalidInput(f"model {model.name} has no output {wanted!r}; its outputs are {known}") from None
+    return indices

@@ -39,6 +39,7 @@ def server(model_dir):
     config = ServerConfig(
         model_paths=(model_dir,),
         port=0,
+        http_port=0,
         # The offline reference runs on the CPU: so does the server, for bit-comparable answers.
         runtime=RuntimeOptions(device="cpu"),
         batching=BatchingOptions(max_batch_size=256, max_delay_ms=5.0),

@@ -11,6 +11,7 @@ import pytest
 
 from serve.core.batching import BatchingOptions, DynamicBatcher
 from serve.api.grpc_digits import write_predictions
+from serve.core.dataplane import Classification, top_k
 from serve.core.runner import ModelRunner
 from serve.core.repository import load_model
 from serve.core.sessions import RuntimeOptions
@@ -156,7 +157,8 @@ def test_predictions_are_written_in_place_most_probable_first_ties_to_the_lower_
     probabilities[:, 7] = probabilities[:, 2] = 0.99  # a tie at the top
     labels = [f"digit {i}" for i in range(10)]
     response = digits_pb2.ClassifyResponse(model="m")
-    write_predictions(response.predictions, probabilities, labels, 3)
+    classes, top = top_k(probabilities, 3)
+    write_predictions(response.predictions, Classification(None, labels, probabilities, classes, top, None))
     assert len(response.predictions) == images
     for row, prediction in zip(probabilities, response.predictions):
         expected = reference_top_k(row, 3)

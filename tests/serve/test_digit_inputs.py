@@ -9,15 +9,15 @@ from PIL import Image
 
 from serve.core import digit_inputs
 from serve.core.errors import InvalidInput, TooLarge
+from serve.api.grpc_digits import core_images
+from serve.core.digit_inputs import EncodedImage, RawImage
 from serve.generated.digits.v1 import digits_pb2
 from serve.images.preprocess import ImageLimits, prepare_digit
 
 
-def raw_image(pixels_uint8: np.ndarray, already_mnist: bool = True) -> digits_pb2.Image:
+def raw_image(pixels_uint8: np.ndarray, already_mnist: bool = True) -> RawImage:
     height, width = pixels_uint8.shape
-    return digits_pb2.Image(
-        raw=digits_pb2.RawPixels(pixels=pixels_uint8.tobytes(), height=height, width=width, already_mnist=already_mnist)
-    )
+    return RawImage(pixels_uint8.tobytes(), height, width, already_mnist)
 
 
 def png_bytes(pixels_uint8: np.ndarray) -> bytes:
@@ -46,7 +46,7 @@ def test_bulk_mnist_path_gives_exactly_what_prepare_digit_gives(digits_uint8, in
 
 
 def test_mixed_requests_go_image_by_image(digits_uint8):
-    images = [raw_image(digits_uint8[0]), digits_pb2.Image(encoded=png_bytes(255 - digits_uint8[1]))]
+    images = [raw_image(digits_uint8[0]), EncodedImage(png_bytes(255 - digits_uint8[1]))]
     assert not digit_inputs.is_bulk_mnist(images)
     pixels = digit_inputs.images_to_pixels(images, (28, 28), digit_inputs.RequestLimits())
     assert pixels.shape == (2, 1, 28, 28)
@@ -54,14 +54,14 @@ def test_mixed_requests_go_image_by_image(digits_uint8):
 
 
 def test_errors_name_the_image_that_caused_them(digits_uint8):
-    images = [raw_image(digits_uint8[0]), raw_image(digits_uint8[1]), digits_pb2.Image(encoded=b"not an image")]
+    images = [raw_image(digits_uint8[0]), raw_image(digits_uint8[1]), EncodedImage(b"not an image")]
     with pytest.raises(InvalidInput, match=r"^image 2: the bytes are not a PNG, JPEG or BMP image"):
         digit_inputs.images_to_pixels(images, (28, 28), digit_inputs.RequestLimits())
 
 
 def test_a_wrong_raw_byte_count_in_a_bulk_request_is_named(digits_uint8):
     images = [raw_image(d) for d in digits_uint8[:3]]
-    images[1].raw.pixels = images[1].raw.pixels[:-1]
+    images[1] = RawImage(images[1].pixels[:-1], 28, 28, True)
     with pytest.raises(InvalidInput, match=r"^image 1: raw pixels for a 28x28 image must be 784 bytes"):
         digit_inputs.images_to_pixels(images, (28, 28), digit_inputs.RequestLimits())
 
@@ -77,4 +77,4 @@ def test_image_counts_are_limited():
 
 def test_an_image_without_a_source_is_invalid():
     with pytest.raises(InvalidInput, match="neither `encoded` bytes nor `raw` pixels"):
-        digit_inputs.images_to_pixels([digits_pb2.Image()], (28, 28), digit_inputs.RequestLimits())
+        core_images([digits_pb2.Image()])

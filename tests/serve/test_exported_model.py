@@ -40,7 +40,7 @@ def test_an_exported_lenet_agrees_with_offline_onnx_runtime_through_both_apis(ex
     images, labels = mnist_test_set
     images, labels = images[:1000], labels[:1000]
     offline = offline_probabilities(exported_lenet, images)
-    config = ServerConfig(model_paths=(exported_lenet,), port=0, runtime=RuntimeOptions(device="cpu"))
+    config = ServerConfig(model_paths=(exported_lenet,), port=0, http_port=0, runtime=RuntimeOptions(device="cpu"))
     with BackgroundServer(config) as server, grpc.insecure_channel(server.target) as channel:
         digits = digits_pb2_grpc.DigitClassifierStub(channel)
         v2 = pb_grpc.GRPCInferenceServiceStub(channel)

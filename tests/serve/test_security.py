@@ -15,7 +15,7 @@ from certificates import issue, make_ca
 from serve_testing import REPO_ROOT  # noqa: F401  (puts bench/ on the import path)
 from bench import reliability
 from bench._reliability_processes import ServerProcess
-from serve.api.auth import BearerTokenInterceptor, TokenFileError, read_tokens
+from serve.api.auth import BearerTokens, TokenFileError, read_tokens
 from serve.client import ClientError, DigitClient
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.generated.inference import grpc_service_pb2 as v2_pb
@@ -43,7 +43,7 @@ def pki(tmp_path_factory):
 
 
 def _config(model_dir, **fields) -> ServerConfig:
-    return ServerConfig(model_paths=(model_dir / "centroid.onnx",), port=0, runtime=RuntimeOptions(device="cpu"), **fields)
+    return ServerConfig(model_paths=(model_dir / "centroid.onnx",), port=0, http_port=0, runtime=RuntimeOptions(device="cpu"), **fields)
 
 
 def _classify(client: DigitClient) -> int:
@@ -121,7 +121,7 @@ def test_bearer_token_is_required_except_for_health_checks(model_dir, tmp_path):
             assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
         registry = server.server.metrics.registry
         denied = registry.get_sample_value(
-            "serve_requests_total", {"service": "digits.v1.DigitClassifier", "method": "Classify", "code": "UNAUTHENTICATED"}
+            "serve_requests_total", {"protocol": "grpc", "service": "digits.v1.DigitClassifier", "method": "Classify", "code": "UNAUTHENTICATED"}
         )
         assert denied == 2
 
@@ -138,7 +138,7 @@ def test_token_files_are_checked(tmp_path):
     with pytest.raises(TokenFileError, match="spaces"):
         read_tokens(spaced)
     with pytest.raises(ValueError):
-        BearerTokenInterceptor([])
+        BearerTokens([])
 
 
 def test_bad_tls_files_stop_the_start_with_a_clear_error(model_dir, pki, tmp_path):

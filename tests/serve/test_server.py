@@ -217,9 +217,9 @@ def test_metrics_endpoint_reports_requests_batches_and_queue(server, digits, mni
     with pytest.raises(grpc.RpcError):
         digits.Classify(digits_pb2.ClassifyRequest(model="no-such-model", images=[raw_image(images[0])]), timeout=10)
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics", timeout=10).read().decode()
-    assert 'serve_requests_total{code="OK",method="Classify",service="digits.v1.DigitClassifier"}' in text
-    assert 'serve_requests_total{code="NOT_FOUND",method="Classify",service="digits.v1.DigitClassifier"}' in text
-    assert 'serve_request_duration_seconds_bucket{le="0.01",method="Classify",service="digits.v1.DigitClassifier"}' in text
+    assert 'serve_requests_total{code="OK",method="Classify",protocol="grpc",service="digits.v1.DigitClassifier"}' in text
+    assert 'serve_requests_total{code="NOT_FOUND",method="Classify",protocol="grpc",service="digits.v1.DigitClassifier"}' in text
+    assert 'serve_request_duration_seconds_bucket{le="0.01",method="Classify",protocol="grpc",service="digits.v1.DigitClassifier"}' in text
     assert 'serve_batch_size_bucket{le="1.0",model="centroid"}' in text
     assert 'serve_queue_images{model="centroid"}' in text
 
@@ -310,7 +310,7 @@ def test_requests_whose_deadline_passes_in_the_queue_are_not_inferred(model_dir,
     images, _ = mnist_test_set
     # Batches wait up to 1 s to fill: a 0.1 s deadline passes while the request is queued.
     config = ServerConfig(
-        model_paths=(model_dir / "centroid.onnx",), port=0, runtime=RuntimeOptions(device="cpu"),
+        model_paths=(model_dir / "centroid.onnx",), port=0, http_port=0, runtime=RuntimeOptions(device="cpu"),
         batching=BatchingOptions(max_batch_size=256, max_delay_ms=1000),
     )
     with BackgroundServer(config) as slow, grpc.insecure_channel(slow.target) as channel:

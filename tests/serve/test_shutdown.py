@@ -20,7 +20,7 @@ def _wait_for_port(port_file, process, timeout=60.0) -> int:
     give_up = time.monotonic() + timeout
     while time.monotonic() < give_up:
         if port_file.exists() and port_file.read_text().strip():
-            return int(port_file.read_text())
+            return int(port_file.read_text().split()[0])
         if process.poll() is not None:
             raise AssertionError(f"server exited early: {process.stderr.read()}")
         time.sleep(0.05)
@@ -56,7 +56,7 @@ def test_a_signal_drains_requests_in_flight_and_exits_0(signum, model_dir, mnist
     port_file = tmp_path / "port"
     # Batches wait up to 3 s to fill: requests are still in flight when the signal arrives.
     process = subprocess.Popen(
-        [sys.executable, "-m", "serve", "--model", str(model_dir / "centroid.onnx"), "--port", "0",
+        [sys.executable, "-m", "serve", "--model", str(model_dir / "centroid.onnx"), "--port", "0", "--http-port", "0",
          "--port-file", str(port_file), "--device", "cpu", "--max-delay-ms", "3000", "--grace-seconds", "20"],
         cwd=REPO_ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )

@@ -136,7 +136,7 @@ def test_start_up_failures_exit_2_with_one_clear_line(kind, model_dir, tmp_path,
         path.write_bytes((model_dir / "centroid.onnx").read_bytes()[:300])
     elif kind == "not onnx":
         path.write_text("{'weights': 'in a text file'}")
-    code, err = _run_main(["--model", str(path), "--port", "0", "--device", "cpu"], capsys)
+    code, err = _run_main(["--model", str(path), "--port", "0", "--http-port", "0", "--device", "cpu"], capsys)
     assert code == 2
     lines = [line for line in err.splitlines() if line.startswith("python -m serve: error:")]
     assert len(lines) == 1 and str(path) in lines[0], err
@@ -166,7 +166,7 @@ def test_the_process_exits_2_on_a_corrupt_model_and_on_device_cuda_without_cuda(
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07" + b"\xff" * 64)
     completed = subprocess.run(
-        [sys.executable, "-m", "serve", "--model", str(corrupt), "--port", "0"],
+        [sys.executable, "-m", "serve", "--model", str(corrupt), "--port", "0", "--http-port", "0"],
         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
     )
     assert completed.returncode == 2
@@ -175,7 +175,7 @@ def test_the_process_exits_2_on_a_corrupt_model_and_on_device_cuda_without_cuda(
     if cuda_runs:
         return
     completed = subprocess.run(
-        [sys.executable, "-m", "serve", "--model", str(model_dir / "centroid.onnx"), "--port", "0", "--device", "cuda"],
+        [sys.executable, "-m", "serve", "--model", str(model_dir / "centroid.onnx"), "--port", "0", "--http-port", "0", "--device", "cuda"],
         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
     )
     assert completed.returncode == 2
@@ -200,7 +200,7 @@ def test_help_documents_every_flag(capsys):
 
 def test_flags_fill_the_server_config(model_dir, tmp_path):
     args = serve_main.build_parser().parse_args(
-        ["--model", str(model_dir), "--host", "0.0.0.0", "--port", "0", "--device", "cpu", "--max-batch-size", "64",
+        ["--model", str(model_dir), "--host", "0.0.0.0", "--port", "0", "--http-port", "0", "--device", "cpu", "--max-batch-size", "64",
          "--max-delay-ms", "1.5", "--worker-threads", "3", "--max-message-mb", "2", "--max-images-per-request", "10",
          "--max-image-bytes", "1000", "--max-image-pixels", "5000", "--metrics-port", "0", "--grace-seconds", "3",
          "--token-file", str(tmp_path / "t"), "--intra-op-threads", "1", "--instances", "3",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from serve.api.grpc_kserve import fill_contents, _contents_input
 from serve.core import tensors
 from serve.core.errors import InvalidInput, TooLarge
 from serve.generated.inference import grpc_service_pb2 as pb
@@ -26,23 +27,30 @@ def test_raw_byte_count_must_match_the_shape():
         tensors.from_raw("pixels", b"\0" * 10, (1, 1, 28, 28), PIXELS)
 
 
+def from_contents(name, contents, shape, spec):
+    """What the gRPC front door makes of typed `contents`, decoded by the core."""
+    tensor = pb.ModelInferRequest.InferInputTensor(name=name, datatype=spec.datatype, shape=shape, contents=contents)
+    given = _contents_input(tensor)
+    return tensors.from_values(name, given.values, tuple(shape), spec, given.source, given.hint)
+
+
 def test_typed_contents_become_an_array():
     contents = pb.InferTensorContents(fp32_contents=[0.5] * 784)
-    array = tensors.from_contents("pixels", contents, (1, 1, 28, 28), PIXELS)
+    array = from_contents("pixels", contents, (1, 1, 28, 28), PIXELS)
     assert array.dtype == np.float32 and array.shape == (1, 1, 28, 28)
 
 
 def test_typed_contents_count_must_match_and_the_message_names_the_wrong_field():
     contents = pb.InferTensorContents(fp64_contents=[0.5] * 784)
     with pytest.raises(InvalidInput, match=r"contents.fp32_contents holds 0 values.*needs 784.*fp64_contents"):
-        tensors.from_contents("pixels", contents, (1, 1, 28, 28), PIXELS)
+        from_contents("pixels", contents, (1, 1, 28, 28), PIXELS)
 
 
 def test_small_integers_are_range_checked():
-    ok = tensors.from_contents("codes", pb.InferTensorContents(int_contents=[-128, 0, 127]), (1, 3), INT8_IN)
+    ok = from_contents("codes", pb.InferTensorContents(int_contents=[-128, 0, 127]), (1, 3), INT8_IN)
     assert ok.dtype == np.int8 and ok.tolist() == [[-128, 0, 127]]
     with pytest.raises(InvalidInput, match=r"must fit INT8 \[-128, 127\], got \[0, 300\]"):
-        tensors.from_contents("codes", pb.InferTensorContents(int_contents=[0, 300, 1]), (1, 3), INT8_IN)
+        from_contents("codes", pb.InferTensorContents(int_contents=[0, 300, 1]), (1, 3), INT8_IN)
 
 
 @pytest.mark.parametrize(
@@ -89,5 +97,5 @@ def test_outputs_round_trip_through_raw_and_contents():
     array = np.arange(6, dtype=np.int64).reshape(2, 3)
     assert np.frombuffer(tensors.to_raw(array), "<i8").tolist() == list(range(6))
     contents = pb.InferTensorContents()
-    tensors.fill_contents(contents, array, "INT64")
+    fill_contents(contents, array, "INT64")
     assert list(contents.int64_contents) == list(range(6))

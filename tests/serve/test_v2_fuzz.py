@@ -29,7 +29,7 @@ from serve.core.model_card import ModelCard
 from serve.core.repository import Model, TensorSpec
 from serve.core.sessions import RuntimeOptions
 from serve.server import BackgroundServer, ServerConfig
-from serve.core.tensors import CONTENTS_FIELD
+from serve.api.grpc_kserve import CONTENTS_FIELD
 
 pytestmark = pytest.mark.filterwarnings("error")  # a numpy overflow warning is a finding too
 
@@ -200,7 +200,7 @@ def fuzz_server(tmp_path_factory):
     third_party_classifier(folder / "thirdparty.onnx")  # batched, no card
     two_input_model(folder / "adder.onnx")  # unbatched, INT32
     dynamic_size_conv_model(folder / "edgelike.onnx")  # unbatched, any H and W: shapes fail inside the graph
-    config = ServerConfig(model_paths=(folder,), port=0, runtime=RuntimeOptions(device="cpu"),
+    config = ServerConfig(model_paths=(folder,), port=0, http_port=0, runtime=RuntimeOptions(device="cpu"),
                           max_message_bytes=1024 * 1024)
     with BackgroundServer(config) as running:
         with grpc.insecure_channel(running.target) as channel:

@@ -1,0 +1,191 @@
+"""The HTTP front door: KServe v2 over REST, the digits API over HTTP, and the drawing page, on aiohttp.
+
+Why aiohttp: its server runs on the same asyncio event loop as grpc.aio, so one process serves both
+protocols through the same batchers with no second loop or thread to hand requests across; it is
+one well-kept dependency (no ASGI server plus framework), and it brings TLS, multipart forms and
+body-size limits of its own.
+
+Every request passes the same middleware: bearer tokens (health exempt), the server's Admission
+(refused while draining), its deadline (`x-request-timeout-ms`), the metrics (protocol "http",
+under the same service and method names as gRPC) and the translation of ServeErrors into HTTP
+status codes with a JSON body `{"error": "..."}` that says what to fix.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import ssl
+import time
+from typing import Callable
+
+from aiohttp import web
+
+from serve.api.auth import AUTHORIZATION, BearerTokens
+from serve.api.grpc_calls import INTERNAL_DETAIL, bounded_detail
+from serve.api.metrics import Metrics
+from serve.api.network import FrontDoorError
+from serve.core.admission import Admission
+from serve.core.dataplane import DataPlane
+from serve.core.errors import InvalidInput, ServeError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HTTP_PORT = 8000
+TIMEOUT_HEADER = "x-request-timeout-ms"
+PROVIDER_HEADER = "x-execution-provider"
+
+# ServeError.status (a gRPC code name) -> the HTTP status of the same meaning.
+HTTP_STATUS = {
+    "INVALID_ARGUMENT": 400,
+    "UNAUTHENTICATED": 401,
+    "NOT_FOUND": 404,
+    "RESOURCE_EXHAUSTED": 413,
+    "CANCELLED": 499,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
+# Keys of the request the handlers read: which (service, method) a route is, for the metrics.
+ROUTE_NAME = web.AppKey("route_name", dict)
+DATAPLANE = web.AppKey("dataplane", DataPlane)
+DEADLINE = "deadline"
+
+
+def error_response(status: int, detail: str) -> web.Response:
+    return web.json_response({"error": bounded_detail(detail)}, status=status)
+
+
+def route(service: str, method: str, exempt: bool = False):
+    """Name a handler's (service, method) for the metrics; `exempt` handlers need no token and pass
+    the drain gate (health probes must answer while the server drains)."""
+
+    def mark(handler):
+        handler.route_service, handler.route_method, handler.route_exempt = service, method, exempt
+        return handler
+
+    return mark
+
+
+def _deadline(request: web.Request) -> float | None:
+    value = request.headers.get(TIMEOUT_HEADER)
+    if value is None:
+        return None
+    try:
+        milliseconds = float(value)
+    except ValueError:
+        milliseconds = math.nan
+    if not math.isfinite(milliseconds) or milliseconds <= 0:
+        raise InvalidInput(f"the {TIMEOUT_HEADER} header must be a positive number of milliseconds, got {value!r}")
+    return asyncio.get_running_loop().time() + milliseconds / 1000.0
+
+
+def build_app(
+    dataplane: DataPlane,
+    metrics: Metrics,
+    admission: Admission,
+    tokens: BearerTokens | None,
+    max_body_bytes: int,
+    add_routes: list[Callable[[web.Application], None]],
+) -> web.Application:
+    @web.middleware
+    async def serve_call(request: web.Request, handler):
+        service = getattr(handler, "route_service", "http")
+        method = getattr(handler, "route_method", request.path)
+        exempt = getattr(handler, "route_exempt", False)
+        started = time.perf_counter()
+        status = 500
+        admitted = False
+        try:
+            if tokens is not None and not exempt:
+                refusal = tokens.refusal(request.headers.get(AUTHORIZATION))
+                if refusal is not None:
+                    status = 401
+                    return error_response(401, refusal)
+            if not exempt:
+                admission.enter()
+                admitted = True
+            request[DEADLINE] = _deadline(request)
+            response = await handler(request)
+            status = response.status
+            return response
+        except ServeError as exc:
+            status = HTTP_STATUS.get(exc.status, 500)
+            return error_response(status, str(exc))
+        except web.HTTPException as exc:
+            status = exc.status
+            if exc.status == 413:
+                return error_response(413, f"the request body is larger than the server's limit of {max_body_bytes} "
+                                           "bytes (--max-message-mb): send fewer or smaller images")
+            if exc.status >= 400:
+                return error_response(exc.status, exc.reason if exc.text is None else exc.text)
+            raise
+        except asyncio.CancelledError:
+            status = 499
+            raise
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            status = 500
+            return error_response(500, INTERNAL_DETAIL)
+        finally:
+            if admitted:
+                admission.leave()
+            metrics.request_done(service, method, _code_name(status), time.perf_counter() - started, protocol="http")
+
+    app = web.Application(middlewares=[serve_call], client_max_size=max_body_bytes)
+    app[DATAPLANE] = dataplane
+    for add in add_routes:
+        add(app)
+    return app
+
+
+_CODE_NAMES = {200: "OK", **{status: name for name, status in HTTP_STATUS.items()}}
+
+
+def _code_name(status: int) -> str:
+    """The metrics' code label: the gRPC name of the same meaning, so both protocols count alike."""
+    return _CODE_NAMES.get(status, str(status))
+
+
+class HttpFrontDoor:
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str, port: int, tls: tuple[bytes, bytes, bytes | None] | None) -> int:
+        """Bind and start; returns the bound port."""
+        ssl_context = tls_context(*tls) if tls is not None else None
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, reuse_port=False)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise FrontDoorError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc} (is the port in use?)") from exc
+        return self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def tls_context(cert_pem: bytes, key_pem: bytes, client_ca_pem: bytes | None) -> ssl.SSLContext:
+    """A server TLS context from PEM bytes (ssl wants files: written to a private temporary folder)."""
+    import os
+    import tempfile
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.TemporaryDirectory() as folder:
+        cert_path, key_path = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+        with open(cert_path, "wb") as f:
+            f.write(cert_pem)
+        with os.fdopen(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+            f.write(key_pem)
+        context.load_cert_chain(cert_path, key_path)
+    if client_ca_pem is not None:
+        context.load_verify_locations(cadata=client_ca_pem.decode("ascii"))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
