@@ -20,7 +20,7 @@ from pathlib import Path
 
 from serve.api import http_digits, http_kserve, http_page
 from serve.api.auth import BearerTokens, read_tokens
-from serve.api.grpc_server import SERVICE_NAMES, GrpcFrontDoor
+from serve.api.grpc_server import GrpcFrontDoor
 from serve.api.http_server import DEFAULT_HTTP_PORT, HttpFrontDoor, build_app
 from serve.api.metrics import Metrics
 from serve.api.network import FrontDoorError, address, read_tls_files

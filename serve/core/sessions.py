@@ -1,5 +1,8 @@
 """ONNX Runtime sessions: which execution provider, how many threads, and which provider really runs.
 
+The one session factory of the project: the server and export's parity checks both open their
+sessions here, so they agree on providers, options and how a CUDA fallback is reported.
+
 ONNX Runtime silently falls back to the CPU when the CUDA provider cannot load (a missing library, no
 GPU, a driver too old), and says why only in a burst of C++ log lines on stderr. Here the session is
 created with that stderr captured, the provider that really runs is read back from the session,
@@ -56,6 +59,9 @@ class RuntimeOptions:
     # idle many-core machine but steals the cores the gRPC event loop needs on a small one, so
     # spinning is off by default for serving.
     allow_spinning: bool = False
+    # TF32 rounds float32 matmul and convolution inputs to 10 bits of mantissa on Ampere and newer
+    # GPUs; a parity check must see the graph's own float32 error, so it asks for strict float32.
+    strict_float32: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -97,6 +103,10 @@ class SessionInfo:
 
 def requested_providers(device: str) -> list[str]:
     return [CPU] if device == "cpu" else [CUDA, CPU]
+
+
+def _provider_options(providers: list[str], options: RuntimeOptions) -> list[dict]:
+    return [{"use_tf32": "0"} if name == CUDA and options.strict_float32 else {} for name in providers]
 
 
 def session_options(options: RuntimeOptions) -> ort.SessionOptions:
@@ -191,7 +201,8 @@ def create_session(model: str | bytes | Path, options: RuntimeOptions, model_nam
         if preload_log:
             log.debug("onnxruntime.preload_dlls(): %s", preload_log.strip())
         with _captured_stderr() as ort_log:
-            session = ort.InferenceSession(source, so, providers=providers)
+            session = ort.InferenceSession(source, so, providers=providers,
+                                           provider_options=_provider_options(providers, options))
         if ort_log.getvalue().strip():
             log.debug("ONNX Runtime while creating the session of %s:\n%s", model_name, ort_log.getvalue().strip())
         if session.get_providers()[0] != CUDA:

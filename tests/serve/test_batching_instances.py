@@ -89,7 +89,7 @@ def test_batches_in_flight_never_share_a_stacking_buffer():
         np.testing.assert_array_equal(doubled, rows(2.0 * i, 2))
     assert batcher.stats.largest_batch == 4, "requests should have been stacked into shared batches"
     assert changed and not any(changed)
-    assert len(batcher._free_buffers) <= 2
+    assert len(batcher._executor._free_buffers) <= 2
 
 
 def test_close_waits_for_every_batch_in_flight():

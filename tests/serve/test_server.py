@@ -19,7 +19,8 @@ from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.generated.inference import grpc_service_pb2 as pb
 from serve.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from serve.core.sessions import RuntimeOptions
-from serve.server import SERVICE_NAMES, BackgroundServer, ServerConfig
+from serve.api.grpc_server import SERVICE_NAMES
+from serve.server import BackgroundServer, ServerConfig
 
 CHUNK = 200
 
