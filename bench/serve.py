@@ -20,7 +20,7 @@ servers (batching on, batching off, bare) run side by side, idle but for the sce
 every scenario runs once per round, in turn: a comparison between scenarios (batching on against
 off, the service against the bare transport) is made within each round, and the table shows each
 scenario's median round and each target's median over the rounds. Writes
-bench/results/serve.json, prints a table and the issue's targets, met or missed. Exit status: 0
+bench/results/serve.json, prints a table and the service targets, met or missed. Exit status: 0
 when it ran (a missed target is reported, not failed), 2 when it cannot run.
 """
 from __future__ import annotations
@@ -527,7 +527,7 @@ def attach_reference(row: dict, reference: Reference | None) -> None:
 
 
 def evaluate_targets(rows: list[dict], cores: int) -> list[dict]:
-    """The issue's targets, read off this run's rows, each with the ceiling this run measured for it.
+    """The service targets, read off this run's rows, each with the ceiling this run measured for it.
 
     Ceilings come from the bare gRPC server (no inference, no handler code, canned answers):
     - 256 images vs in-process ORT: with the cores saturated, a request costs at least the reference's

@@ -34,10 +34,9 @@ CPU = "CPUExecutionProvider"
 # ORT's own log severity: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal.
 _ORT_LOG_ERROR = 3
 
-# Concurrent runs per model when serving (Triton's default for ONNX Runtime models on the CPU).
-# Measured on 2 shared cores with 256-image requests: two single-threaded runs side by side keep
-# a steadier throughput than one run split over both cores, whose every operator waits for the
-# slower of its two threads whenever the event loop or a neighbour takes a core.
+# Concurrent runs per model when serving (Triton's default for ONNX Runtime models on the CPU): two
+# runs side by side keep the cores busier than one run whose every operator waits for the slower of
+# its threads (docs/performance.md).
 SERVING_INSTANCES = 2
 
 _preload_lock = threading.Lock()
