@@ -55,10 +55,10 @@ from bench._reliability_traffic import (
 from bench.hostile_images import bmp_declaring, jpeg_declaring, png_declaring, real_png_bomb
 from bench._report import RESULTS_DIR, format_table, result_document, write_json
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
-from serve.images.data_dir import DATA_DIR_ENV, DATA_DIR_HELP, resolve_data_dir
-from serve.images.mnist_idx import mnist_raw_dir
 from serve.generated.inference import grpc_service_pb2 as v2_pb
 from serve.generated.inference import grpc_service_pb2_grpc as v2_grpc
+from serve.images.data_dir import DATA_DIR_ENV, DATA_DIR_HELP, resolve_data_dir
+from serve.images.mnist_idx import mnist_raw_dir
 
 log = logging.getLogger("reliability")
 
@@ -772,8 +772,8 @@ def config_from_args(args: argparse.Namespace) -> ReliabilityConfig:
     """The config the flags describe; ValueError when they are wrong."""
     if args.model != DEFAULT_MODEL and not args.model.is_file():
         raise ValueError(f"model file not found: {args.model}")
-    fields = dict(model_path=args.model, data_dir=resolve_data_dir(args.data_dir), output_path=args.output, concurrency=args.concurrency,
-                  load_processes=args.load_processes, seed=args.seed)
+    fields = dict(model_path=args.model, data_dir=resolve_data_dir(args.data_dir), output_path=args.output,
+                  concurrency=args.concurrency, load_processes=args.load_processes, seed=args.seed)
     make = ReliabilityConfig.quick_mode if args.quick else ReliabilityConfig
     if args.soak_seconds is not None:
         if args.soak_seconds <= 0:

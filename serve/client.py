@@ -254,7 +254,9 @@ def _progress(total: int):
     return tqdm(total=total, unit="img", desc="MNIST test", leave=False)
 
 
-def mnist_test(client: DigitClient, data_dir: Path | None, count: int, model: str, batch_size: int, concurrency: int) -> int:
+def mnist_test(
+    client: DigitClient, data_dir: Path | None, count: int, model: str, batch_size: int, concurrency: int
+) -> int:
     """Send `count` MNIST test digits (raw, already in MNIST format) and report accuracy and latency."""
     from serve.images.mnist_idx import load_mnist_test
 

@@ -16,7 +16,8 @@ ON, OFF, BARE = "unary 1 image, c64, batching on", "unary 1 image, c64, batching
 BULK = "unary 256 images, c2"
 
 
-def one_round(bulk_vs_ref: float = 0.9, on_images_per_s: float = 3000, p99_ms: float = 15, errors: int = 0) -> list[dict]:
+def one_round(bulk_vs_ref: float = 0.9, on_images_per_s: float = 3000, p99_ms: float = 15,
+              errors: int = 0) -> list[dict]:
     """A round whose figures meet every target unless told otherwise (batching off at 1,000 images/s)."""
     bulk = dict(row(BULK, 20000), vs_reference=bulk_vs_ref)
     return [bulk, row(ON, on_images_per_s, p99_ms=p99_ms, errors=errors), row(OFF, 1000)]

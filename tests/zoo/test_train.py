@@ -250,8 +250,9 @@ def test_edge_run_takes_the_documents_gradient_steps(tmp_path, monkeypatch):
         l.sum().backward()
         conv2d.weight.data[:] -= lr * conv2d.weight.grad
         losses.append(l.sum().item())
+    learned = conv2d.weight.detach().reshape(1, 2)
     torch.testing.assert_close(torch.tensor(metrics["losses"]), torch.tensor(losses), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(torch.tensor(metrics["kernel"]), conv2d.weight.detach().reshape(1, 2), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(metrics["kernel"]), learned, rtol=1e-5, atol=1e-6)
 
 
 def test_interrupt_keeps_the_last_good_checkpoint(tmp_path, mnist_root, monkeypatch, caplog):
