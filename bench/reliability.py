@@ -57,11 +57,12 @@ from bench._report import RESULTS_DIR, format_table, result_document, write_json
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.generated.inference import grpc_service_pb2 as v2_pb
 from serve.generated.inference import grpc_service_pb2_grpc as v2_grpc
+from serve.images.data_dir import DATA_DIR_ENV, DATA_DIR_HELP, resolve_data_dir
+from serve.images.mnist_idx import mnist_raw_dir
 
 log = logging.getLogger("reliability")
 
 MiB = 1024 * 1024
-DEFAULT_DATA_DIR = Path(os.environ.get("ZOO_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 DEFAULT_MODEL = REPO_ROOT / "models" / "lenet.onnx"
 # Limits of the servers under test: low, so that crossing them is cheap for the load generators.
 SERVER_LIMIT_FLAGS = ("--max-message-mb", "1", "--max-images-per-request", "64")
@@ -81,7 +82,7 @@ ATTACK_PEAK_ALLOWANCE_MIB = 24.0
 @dataclass
 class ReliabilityConfig:
     model_path: Path = DEFAULT_MODEL
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: Path = field(default_factory=resolve_data_dir)
     workdir: Path = RESULTS_DIR / "reliability-work"
     output_path: Path = RESULTS_DIR / "reliability.json"
     quick: bool = False
@@ -754,8 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
                         help="classifier .onnx exported by `python -m export` (default: models/lenet.onnx, or a "
                              "random-weights LeNet exported into the work folder when it does not exist)")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help=f"folder holding MNIST/raw (default: $ZOO_DATA_DIR, else {DEFAULT_DATA_DIR})")
+    parser.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     parser.add_argument("--soak-seconds", type=float, default=None,
                         help="soak length (default: 120, 10 with --quick); the first sixth, at most 20 s, is warm-up")
     parser.add_argument("--concurrency", type=int, default=64,
@@ -772,8 +772,8 @@ def config_from_args(args: argparse.Namespace) -> ReliabilityConfig:
     """The config the flags describe; ValueError when they are wrong."""
     if args.model != DEFAULT_MODEL and not args.model.is_file():
         raise ValueError(f"model file not found: {args.model}")
-    fields = dict(model_path=args.model, data_dir=args.data_dir, output_path=args.output, concurrency=args.concurrency,
-                  load_processes=args.load_processes, seed=args.seed)
+    fields = dict(model_path=args.model, data_dir=resolve_data_dir(args.data_dir), output_path=args.output,
+                  concurrency=args.concurrency, load_processes=args.load_processes, seed=args.seed)
     make = ReliabilityConfig.quick_mode if args.quick else ReliabilityConfig
     if args.soak_seconds is not None:
         if args.soak_seconds <= 0:
@@ -791,8 +791,8 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    if not (config.data_dir / "MNIST" / "raw").is_dir():
-        parser.error(f"MNIST not found under {config.data_dir / 'MNIST' / 'raw'}: pass --data-dir or set ZOO_DATA_DIR")
+    if not mnist_raw_dir(config.data_dir).is_dir():
+        parser.error(f"MNIST not found under {mnist_raw_dir(config.data_dir)}: pass --data-dir or set {DATA_DIR_ENV}")
     machine = describe_machine()
     try:
         report = run(config)

@@ -44,6 +44,7 @@ import numpy as np
 from bench._load import CHECK_CLASSIFY, CHECK_STREAM, CHECK_V2, STREAM, UNARY, LoadGenerators, LoadResult, LoadSpec
 from bench._machine import describe_machine, finish_machine_record, machine_summary, usable_cores
 from bench._report import RESULTS_DIR, Latency, fmt, format_table, ratio, result_document, write_json
+from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
 
 log = logging.getLogger("bench.serve")
 
@@ -147,7 +148,7 @@ class ServeBenchConfig:
 def mnist_digits(data_dir: Path | None) -> np.ndarray:
     from serve.images.mnist_idx import load_mnist_test
 
-    root = data_dir or Path(os.environ.get("ZOO_DATA_DIR", "data"))
+    root = resolve_data_dir(data_dir)
     try:
         images, _ = load_mnist_test(root)
     except (OSError, ValueError) as exc:
@@ -810,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--server-flag", dest="server_flags", action="append", default=[], metavar="FLAG",
                         help="extra flag for `python -m serve` (repeatable; e.g. --server-flag=--max-delay-ms=1)")
     parser.add_argument("--runs-dir", type=Path, default=defaults.runs_dir)
-    parser.add_argument("--data-dir", type=Path, default=None, help="folder holding MNIST/raw (default: $ZOO_DATA_DIR, else ./data)")
+    parser.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     parser.add_argument("--output", type=Path, default=defaults.output, help="JSON result file (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="one scenario of each kind, short windows (for CI)")
     return parser

@@ -28,6 +28,7 @@ from export.optimize import DEFAULT_LEVEL, LEVELS
 from export.parity import DEFAULT_ATOL, DEFAULT_MIN_TOP1_AGREEMENT
 from export.quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP
 from export.source import DEFAULT_RUNS_DIR, models_with_checkpoints
+from serve.images.data_dir import DATA_DIR_HELP
 from zoo.models import list_models
 
 log = logging.getLogger("export")
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--output-dir", type=Path, default=Path(DEFAULT_OUTPUT_DIR), help="folder for NAME.onnx files (default: %(default)s)")
     output.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default: %(default)s)")
     checks = parser.add_argument_group("parity")
-    checks.add_argument("--data-dir", type=Path, help="folder holding MNIST/raw (default: $ZOO_DATA_DIR, else ./data)")
+    checks.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     checks.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="largest allowed absolute difference of any output (default: %(default)g)")
     checks.add_argument(
         "--min-top1-agreement", type=float, default=DEFAULT_MIN_TOP1_AGREEMENT,

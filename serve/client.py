@@ -12,7 +12,6 @@ something (unknown model, bad image, wrong token, ...); 2 bad arguments or unrea
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ import grpc
 import numpy as np
 
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 MiB = 1024 * 1024
@@ -254,12 +254,14 @@ def _progress(total: int):
     return tqdm(total=total, unit="img", desc="MNIST test", leave=False)
 
 
-def mnist_test(client: DigitClient, data_dir: Path, count: int, model: str, batch_size: int, concurrency: int) -> int:
+def mnist_test(
+    client: DigitClient, data_dir: Path | None, count: int, model: str, batch_size: int, concurrency: int
+) -> int:
     """Send `count` MNIST test digits (raw, already in MNIST format) and report accuracy and latency."""
     from serve.images.mnist_idx import load_mnist_test
 
     try:
-        images, labels = load_mnist_test(data_dir)
+        images, labels = load_mnist_test(resolve_data_dir(data_dir))
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -317,8 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=int, default=3, help="candidates to show per image")
     parser.add_argument("--list-models", action="store_true", help="list the server's models and exit")
     parser.add_argument("--mnist-test", type=int, metavar="N", help="send N MNIST test digits; report accuracy and latency")
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("ZOO_DATA_DIR", "data")),
-                        help="folder holding MNIST/raw (default: $ZOO_DATA_DIR or ./data)")
+    parser.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     parser.add_argument("--batch-size", type=int, default=1, help="digits per request with --mnist-test")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight with --mnist-test")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call, in seconds")

@@ -23,12 +23,12 @@ from urllib.parse import urlparse
 
 import torch
 
+from serve.images.data_dir import DATA_DIR_ENV, resolve_data_dir
+from serve.images.mnist_idx import missing_mnist_files
 from zoo.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 
-DATA_DIR_ENV = "ZOO_DATA_DIR"
-DEFAULT_DATA_DIR = "data"
 UCI_DIGITS = "uci-digits"  # the offline fallback: scikit-learn's 1,797 scans
 DATASETS = ("mnist", "fashion-mnist", UCI_DIGITS)
 AUTO = "auto"
@@ -78,13 +78,6 @@ class DigitSplit:
         return DigitSplit(self.images[:limit], self.labels[:limit], self.dataset, self.classes)
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """The folder datasets live in: `data_dir`, else $ZOO_DATA_DIR, else ./data."""
-    if data_dir is None or str(data_dir) == "":
-        data_dir = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-    return Path(data_dir).expanduser()
-
-
 def load_split(
     dataset: str, train: bool, data_dir: str | os.PathLike | None = None, download: bool = True
 ) -> DigitSplit:
@@ -113,6 +106,24 @@ def load_train_test(
             exc.reason,
         )
         return load_split("uci-digits", True), load_split("uci-digits", False)
+
+
+def ensure_mnist(data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The data folder once MNIST's four IDX files are in it, downloaded there the way training does.
+
+    For callers that read the files themselves (the tests, the benchmarks) rather than through
+    load_split. Raises DataUnavailableError, whose one line says where it looked and how to
+    provide the files.
+    """
+    root = resolve_data_dir(data_dir)
+    if not missing_mnist_files(root):
+        return root
+    cls = _torchvision_class("mnist")
+    reason = _download(cls, "mnist", root) if download else "downloading is disabled"
+    still_missing = missing_mnist_files(root)
+    if still_missing:
+        raise _unavailable("mnist", root, cls, reason or f"after the download, {', '.join(still_missing)} still missing")
+    return root
 
 
 # --- MNIST and Fashion-MNIST through torchvision ---------------------------------------------
@@ -203,8 +214,8 @@ def _unavailable(dataset: str, root: Path, cls, reason: str) -> DataUnavailableE
     return DataUnavailableError(
         f"{dataset} not found in {raw.resolve()} ({reason}). Provide the files: either run once with a "
         f"network so they download there, or copy the four uncompressed IDX files ({names}) into "
-        f"{raw}, or point --data-dir "
-        f"(or ${DATA_DIR_ENV}) at the folder that contains {_TORCHVISION_CLASSES[dataset]}/raw.",
+        f"{raw}, or set ${DATA_DIR_ENV} (or --data-dir) to the folder that contains "
+        f"{_TORCHVISION_CLASSES[dataset]}/raw.",
         reason,
     )
 

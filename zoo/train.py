@@ -29,7 +29,6 @@ from zoo import plots
 from zoo.checkpoint import CHECKPOINT_FILENAME, Checkpoint, save_checkpoint
 from zoo.data import (
     AUTO,
-    DATA_DIR_ENV,
     DATASETS,
     DataUnavailableError,
     DigitSplit,
@@ -37,6 +36,7 @@ from zoo.data import (
     InMemoryLoader,
     load_train_test,
 )
+from serve.images.data_dir import DATA_DIR_ENV, DATA_DIR_HELP
 from zoo.layers import VERTICAL_EDGE_KERNEL, EdgeDetector
 from zoo.models import ModelSpec, UnknownModelError, get_model, get_model_spec, list_models
 from zoo.preprocessing import Preprocessing
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="digit classifiers' data. auto: MNIST, downloaded if missing; offline without a local copy, "
         "the UCI digits from scikit-learn. mnist: MNIST or fail (default auto)",
     )
-    run.add_argument("--data-dir", type=Path, help=f"folder holding MNIST/raw (default ${DATA_DIR_ENV} or ./data)")
+    run.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     run.add_argument("--no-download", dest="download", action="store_false", help="never download datasets")
     run.add_argument("--out", type=Path, help="output folder (default runs/NAME)")
     run.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG pictures")

@@ -1,7 +1,8 @@
-"""Small ONNX models built with onnx.helper, so the serve tests need neither torch nor `export`.
+"""Small ONNX models built with onnx.helper, so the serve and bench tests need neither torch nor `export`.
 
 - `linear_classifier`: pixels (N x 1 x H x W in [0, 1]) -> logits, probabilities, with a model card:
   a real digit classifier (one linear layer, weights given) in the format `export` writes.
+- `mnist_centroid_classifier`: the same layer fitted to MNIST's training digits (about 80% right).
 - `third_party_classifier`: no card, its own input/output names and an INT64 side output.
 - `two_input_model`: two inputs, no batch dimension shared: served through v2 without the batcher.
 - `dynamic_size_conv_model`: the edge detector's interface (any H and W), with a feature-map card.
@@ -15,11 +16,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from serve.core.model_card import ModelCard
+from serve.images.mnist_idx import TRAIN_IMAGES_FILE, TRAIN_LABELS_FILE, mnist_raw_dir, read_idx_images, read_idx_labels
 
 # ONNX Runtime 1.2x reads IR version 10 (onnx >= 1.17 writes newer by default).
 IR_VERSION = 10
 OPSET = 17
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+CENTROID_TRAIN_IMAGES = 20_000  # enough for stable class means; reading all 60,000 costs more than it gains
 
 
 def _save(graph: onnx.GraphProto, path: Path, metadata: dict[str, str] | None = None) -> Path:
@@ -98,6 +101,14 @@ def centroid_classifier(path: Path, images: np.ndarray, labels: np.ndarray, *, n
     bias = -(means**2).sum(axis=1)
     # Scaled down so the softmax is not saturated: the probabilities then mean something.
     return linear_classifier(path, weights / 50.0, bias / 50.0, name=name)
+
+
+def mnist_centroid_classifier(path: Path, mnist_root: Path, *, name: str = "centroid") -> Path:
+    """centroid_classifier fitted to MNIST's first training digits, read from MNIST_ROOT/MNIST/raw."""
+    raw = mnist_raw_dir(mnist_root)
+    images = read_idx_images(raw / TRAIN_IMAGES_FILE)[:CENTROID_TRAIN_IMAGES]
+    labels = read_idx_labels(raw / TRAIN_LABELS_FILE)[:CENTROID_TRAIN_IMAGES]
+    return centroid_classifier(path, images, labels, name=name)
 
 
 def third_party_classifier(path: Path) -> Path:
