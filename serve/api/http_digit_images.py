@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from serve.api.http_server import MAX_BODY_BYTES
 from serve.core.digit_inputs import EncodedImage, RawImage, RequestLimits
@@ -37,6 +38,8 @@ _JSON_SHAPE = (
     '{"pixels": [0-255, ...], "height": H, "width": W, "already_mnist": false}], "model"?: "name", "top_k"?: 3}'
 )
 _READ_CHUNK_BYTES = 64 * 1024
+# How aiohttp's multipart reader signals a missing boundary, a broken part header or a truncated part.
+_MALFORMED = (ValueError, AssertionError, HttpProcessingError)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ async def read_multipart_images(request: web.Request, limits: RequestLimits) -> 
         raise web.HTTPRequestEntityTooLarge(max_size=max_body_bytes, actual_size=request.content_length)
     try:
         reader = await request.multipart()
-    except (ValueError, AssertionError) as exc:
+    except _MALFORMED as exc:
         raise InvalidInput(f"malformed multipart/form-data body ({exc}); send a form with one file field per image") from exc
     images: list[EncodedImage] = []
     try:
@@ -84,7 +87,7 @@ async def read_multipart_images(request: web.Request, limits: RequestLimits) -> 
                     "split it into several requests"
                 )
             images.append(EncodedImage(await _read_part(part, request, len(images), limits, max_body_bytes)))
-    except (ValueError, AssertionError) as exc:  # aiohttp's signal for a broken boundary or part header
+    except _MALFORMED as exc:
         raise InvalidInput(f"malformed multipart/form-data body ({exc}); send a form with one file field per image") from exc
     if not images:
         raise InvalidInput("the form carries no file; add a file field per image (curl -F 'image=@digit.png')")
