@@ -57,11 +57,9 @@ def post_json(url: str, document) -> tuple[int, dict]:
 
 
 def multipart(files: list[bytes], fields: dict[str, str] | None = None) -> tuple[bytes, str]:
-    parts = {**(fields or {})}
-    body, content_type = urllib3.encode_multipart_formdata(
-        [(f"image{i}", (f"digit{i}.png", data, "image/png")) for i, data in enumerate(files)] + list(parts.items())
-    )
-    return body, content_type
+    """A form as `curl -F image0=@digit0.png ...` sends it: one file field per image, then any text fields."""
+    files_fields = [(f"image{i}", (f"digit{i}.png", data, "image/png")) for i, data in enumerate(files)]
+    return urllib3.encode_multipart_formdata(files_fields + list((fields or {}).items()))
 
 
 def grpc_answer(response: digits_pb2.ClassifyResponse) -> dict:
@@ -345,6 +343,12 @@ def test_limits_are_413_with_what_to_do(api, sample):
     body, content_type = multipart([on_paper(images[0]), big_image])
     status, answer = post(f"{api}/classify", body, content_type)
     assert status == 413 and "image 1 ('digit1.png') is over" in answer["error"]
+    # Sent in chunks (no Content-Length to refuse up front): counted as it arrives, refused past the limit.
+    part_bytes = TEST_LIMITS.image.max_image_bytes - 1024
+    body, content_type = multipart([bytes(part_bytes)] * (limit // part_bytes + 2))
+    response = urllib3.request("POST", f"{api}/classify", body=(body[i:i + 65536] for i in range(0, len(body), 65536)),
+                               headers={"Content-Type": content_type}, timeout=30, retries=False)
+    assert response.status == 413 and f"larger than the server's limit of {limit} bytes" in json.loads(response.data)["error"]
     count = TEST_LIMITS.max_images_per_request + 1
     body, content_type = multipart([png(images[0])] * count)
     status, answer = post(f"{api}/classify", body, content_type)
