@@ -49,6 +49,8 @@ HTTP_STATUS = {
 # Keys of the request the handlers read: which (service, method) a route is, for the metrics.
 ROUTE_NAME = web.AppKey("route_name", dict)
 DATAPLANE = web.AppKey("dataplane", DataPlane)
+# The body-size limit (client_max_size), for handlers that stream a body instead of reading it whole.
+MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 DEADLINE = "deadline"
 
 
@@ -134,6 +136,7 @@ def build_app(
 
     app = web.Application(middlewares=[serve_call], client_max_size=max_body_bytes)
     app[DATAPLANE] = dataplane
+    app[MAX_BODY_BYTES] = max_body_bytes
     for add in add_routes:
         add(app)
     return app
