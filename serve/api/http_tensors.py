@@ -75,7 +75,7 @@ def _load_json(header: bytes, has_header: bool) -> dict:
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both are
         if has_header:
             hint = f" (is {INFER_HEADER_LENGTH} the length of the JSON part alone?)"
-        elif getattr(exc, "msg", "") == "Extra data":
+        elif isinstance(exc, UnicodeDecodeError) or getattr(exc, "msg", "") == "Extra data":
             hint = f" (binary data after the JSON needs the {INFER_HEADER_LENGTH} header: the JSON part's length)"
         else:
             hint = ""
