@@ -22,6 +22,7 @@ QUICK_SERVE_SCENARIOS = [
     "unary 256 images, c2",
     "stream 1 image/msg, 4 streams x 16",
     "v2 raw tensor 256 images, c2",
+    "v2 http binary tensor 256 images, c2",
     "png 1 image, c64",
     "unary 1 image, c64, batching off",
     "bare grpc, canned answer, c64",
@@ -115,7 +116,8 @@ def test_serve_quick_writes_every_scenario_without_errors(serve_run):
     assert [server["exit_status"] for server in document["servers"]] == [0, 0, 0]
     for server in document["servers"]:
         assert server["memory_before"]["rss_mib"] > 0 and server["memory_after"]["peak_rss_mib"] > 0
-    assert len(document["targets"]) == 5 and all("met" in target for target in document["targets"])
+    assert batched["v2 http binary tensor 256 images, c2"] == pytest.approx(256)
+    assert len(document["targets"]) == 6 and all("met" in target for target in document["targets"])
 
 
 def test_serve_benchmark_refuses_a_missing_model_file_with_a_clear_error(tmp_path, mnist_root):
