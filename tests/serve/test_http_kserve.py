@@ -174,6 +174,16 @@ def test_a_third_party_model_and_an_unbatched_two_input_model(triton_http):
     assert triton_http.infer("adder", inputs).as_numpy("sum").tolist() == (a + b).tolist()
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_are_read(triton_http, pixels, algorithm):
+    tensor = httpclient.InferInput("pixels", [8, 1, 28, 28], "FP32")
+    tensor.set_data_from_numpy(pixels[:8])
+    compressed = triton_http.infer("centroid", [tensor], request_compression_algorithm=algorithm,
+                                   response_compression_algorithm=algorithm)
+    plain = triton_http.infer("centroid", [tensor])
+    np.testing.assert_array_equal(compressed.as_numpy("probabilities"), plain.as_numpy("probabilities"))
+
+
 # Plain HTTP: what curl sends
 
 
