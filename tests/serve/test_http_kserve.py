@@ -3,6 +3,7 @@ binary tensors), answers identical to gRPC's ModelInfer, every malformed body an
 status and a detail that says what to fix, tokens, TLS, metrics, deadlines and a graceful drain."""
 from __future__ import annotations
 
+import gzip
 import json
 import ssl
 import threading
@@ -340,6 +341,9 @@ def test_unknown_models_versions_methods_and_oversized_bodies(server):
     answer = send(infer_url(server), method="GET")
     assert answer.status == 405 and answer.error
     answer = send(infer_url(server), b"\0" * (TEST_MAX_MESSAGE_BYTES + 1))
+    assert answer.status == 413 and "larger than the server's limit" in answer.error
+    # A gzip bomb: 20 KiB that inflate beyond the limit, which holds for the inflated body.
+    answer = send(infer_url(server), gzip.compress(b" " * (2 * TEST_MAX_MESSAGE_BYTES)), {"Content-Encoding": "gzip"})
     assert answer.status == 413 and "larger than the server's limit" in answer.error
     answer = send(infer_url(server), body, {"x-request-timeout-ms": "soon"})
     assert answer.status == 400 and "x-request-timeout-ms header must be a positive number" in answer.error
