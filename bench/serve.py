@@ -6,9 +6,11 @@
 
 Scenarios: single-image unary Classify at concurrency 1, 8 and 64 with dynamic batching on, and
 the same against a second server started with --no-batching; 256-image Classify requests; the
-bidirectional stream; KServe v2 ModelInfer with raw tensors (1 and 256 images); PNG-encoded
-images (decoding and the MNIST-format preprocessing included); and a bare gRPC server that
-answers canned bytes (the transport's ceiling on this machine, measured in the same run).
+bidirectional stream; KServe v2 ModelInfer with raw tensors (1 and 256 images), and the same
+256-image requests over HTTP/REST with Triton's binary tensor data extension (binary outputs too),
+right after their gRPC twin in every round; PNG-encoded images (decoding and the MNIST-format
+preprocessing included); and a bare gRPC server that answers canned bytes (the transport's
+ceiling on this machine, measured in the same run).
 
 Per scenario: images/s, latency p50/p95/p99 of each call (of each message for the stream),
 errors, the average batch the server formed, server and client CPU per request, and the ratio to
@@ -41,7 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._load import CHECK_CLASSIFY, CHECK_STREAM, CHECK_V2, STREAM, UNARY, LoadGenerators, LoadResult, LoadSpec
+from bench._load import (
+    CHECK_CLASSIFY, CHECK_STREAM, CHECK_V2, CHECK_V2_HTTP, HTTP, INFER_HEADER_LENGTH, STREAM, UNARY, LoadGenerators,
+    LoadResult, LoadSpec,
+)
 from bench._machine import describe_machine, finish_machine_record, machine_summary, usable_cores
 from bench._report import RESULTS_DIR, Latency, fmt, format_table, ratio, result_document, write_json
 from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
@@ -52,6 +57,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CLASSIFY = "/digits.v1.DigitClassifier/Classify"
 CLASSIFY_STREAM = "/digits.v1.DigitClassifier/ClassifyStream"
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+V2_HTTP_INFER = "/v2/models/{model}/infer"
 DIGITS_API, V2_API, BARE = "digits", "v2", "bare grpc"
 RAW, PNG, TENSOR = "raw 28x28", "png", "raw fp32 tensor"
 # Distinct requests each client cycles through (so that no answer can be cached by accident).
@@ -62,6 +68,7 @@ SERVER_START_TIMEOUT_S = 120
 CLIENT_START_S = 0.2
 BATCHING_ON_SERVER, BATCHING_OFF_SERVER = "the server (batching on)", "the server (batching off)"
 BARE_SERVER = "the bare gRPC server"
+V2_GRPC_BULK, V2_HTTP_BULK = "v2 raw tensor 256 images, c2", "v2 http binary tensor 256 images, c2"
 
 
 class BenchError(RuntimeError):
@@ -72,7 +79,7 @@ class BenchError(RuntimeError):
 class Scenario:
     name: str
     api: str  # DIGITS_API | V2_API | BARE
-    kind: str  # UNARY | STREAM
+    kind: str  # UNARY | STREAM | HTTP
     encoding: str  # RAW | PNG | TENSOR
     images_per_request: int
     concurrency: int  # calls in flight; for the stream: streams x window
@@ -99,7 +106,8 @@ def scenarios(quick: bool) -> list[Scenario]:
     if not quick:
         chosen.append(Scenario("v2 raw tensor 1 image, c64", V2_API, UNARY, TENSOR, 1, 64))
     chosen += [
-        Scenario("v2 raw tensor 256 images, c2", V2_API, UNARY, TENSOR, 256, 2),
+        Scenario(V2_GRPC_BULK, V2_API, UNARY, TENSOR, 256, 2),
+        Scenario(V2_HTTP_BULK, V2_API, HTTP, TENSOR, 256, 2),
         Scenario("png 1 image, c64", DIGITS_API, UNARY, PNG, 1, 64),
     ]
     if not quick:
@@ -186,6 +194,19 @@ def stream_request(image: np.ndarray, model: str, index: int) -> bytes:
     return digits_pb2.ClassifyStreamRequest(id=str(index), model=model, image=digits_pb2.Image(raw=raw)).SerializeToString()
 
 
+def v2_http_request(pixels: np.ndarray, model: str) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+    """The v2 REST body tritonclient.http sends for these pixels (binary input, every output binary)."""
+    import json
+
+    header = json.dumps({
+        "inputs": [{"name": "pixels", "shape": list(pixels.shape), "datatype": "FP32",
+                    "parameters": {"binary_data_size": pixels.nbytes}}],
+        "parameters": {"binary_data_output": True},
+    }).encode()
+    body = header + np.ascontiguousarray(pixels, "<f4").tobytes()
+    return body, ((INFER_HEADER_LENGTH, str(len(header))), ("Content-Type", "application/octet-stream"))
+
+
 def v2_request(pixels: np.ndarray, model: str) -> bytes:
     from serve.generated.inference import grpc_service_pb2 as pb
 
@@ -208,15 +229,21 @@ def model_pixels(images: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
 class Payloads:
     """Serialised requests per scenario shape: (api, kind, encoding, images) -> list of bytes."""
 
+    model: str = ""
     by_shape: dict[tuple, tuple[bytes, ...]] = field(default_factory=dict)
+    # HTTP requests' headers, by the same keys.
+    headers_by_shape: dict[tuple, tuple[tuple[tuple[str, str], ...], ...]] = field(default_factory=dict)
 
     def get(self, scenario: Scenario) -> tuple[bytes, ...]:
         api = DIGITS_API if scenario.api == BARE else scenario.api
         return self.by_shape[(api, scenario.kind, scenario.encoding, scenario.images_per_request)]
 
+    def headers(self, scenario: Scenario) -> tuple[tuple[tuple[str, str], ...], ...]:
+        return self.headers_by_shape.get((scenario.api, scenario.kind, scenario.encoding, scenario.images_per_request), ())
+
 
 def build_payloads(chosen: list[Scenario], digits: np.ndarray, model: str, input_size: tuple[int, int]) -> Payloads:
-    payloads = Payloads()
+    payloads = Payloads(model=model)
     rng = np.random.default_rng(0)
     for scenario in chosen:
         api = DIGITS_API if scenario.api == BARE else scenario.api
@@ -228,6 +255,9 @@ def build_payloads(chosen: list[Scenario], digits: np.ndarray, model: str, input
         batches = [digits[rng.choice(len(digits), size, replace=False)] for _ in range(count)]
         if scenario.kind == STREAM:
             requests = [stream_request(batch[0], model, i) for i, batch in enumerate(batches)]
+        elif scenario.kind == HTTP:
+            bodies, headers = zip(*(v2_http_request(model_pixels(batch, input_size), model) for batch in batches))
+            requests, payloads.headers_by_shape[key] = list(bodies), tuple(headers)
         elif api == V2_API:
             requests = [v2_request(model_pixels(batch, input_size), model) for batch in batches]
         else:
@@ -280,10 +310,12 @@ class InProcessReferences:
                 continue
             size = scenario.images_per_request
             if scenario.encoding == PNG:
+                from serve.api.grpc_digits import core_images
                 from serve.generated.digits.v1 import digits_pb2
 
                 request = digits_pb2.ClassifyRequest.FromString(payloads.get(scenario)[0])
-                self._steps[key] = (f"in-process decode + preprocess + ORT, batch {size}", (request, input_size))
+                images = core_images(request.images)  # the data plane's images, as the servicer makes them
+                self._steps[key] = (f"in-process decode + preprocess + ORT, batch {size}", (images, input_size))
             else:
                 self._steps[key] = (f"in-process ORT, batch {size}", model_pixels(digits[:size], input_size))
 
@@ -291,8 +323,8 @@ class InProcessReferences:
         if isinstance(payload, tuple):  # an encoded request: preprocess, then infer
             from serve.core.digit_inputs import RequestLimits, images_to_pixels
 
-            request, input_size = payload
-            pixels = images_to_pixels(request.images, input_size, RequestLimits())
+            images, input_size = payload
+            pixels = images_to_pixels(images, input_size, RequestLimits())
         else:
             pixels = payload
         return session.run(None, {session.get_inputs()[0].name: pixels})
@@ -348,8 +380,11 @@ class ServerProcess:
                 self.stop()
                 raise BenchError(f"{label} did not start within {SERVER_START_TIMEOUT_S} s:\n{self.output()}")
             time.sleep(0.05)
-        self.port = int(port_file.read_text().split()[0])
+        ports = [int(port) for port in port_file.read_text().split()]
+        self.port = ports[0]
         self.target = f"127.0.0.1:{self.port}"
+        # `python -m serve` writes its HTTP port on the second line (the bare server has none).
+        self.http_target = f"127.0.0.1:{ports[1]}" if len(ports) > 1 else None
 
     def output(self) -> str:
         self._log.flush()
@@ -425,21 +460,24 @@ def start_bare_server(workdir: Path) -> ServerProcess:
 
 
 def load_specs(
-    scenario: Scenario, target: str, requests: tuple[bytes, ...], processes: int, window: tuple[float, float]
+    scenario: Scenario, target: str, requests: tuple[bytes, ...], processes: int, window: tuple[float, float],
+    model: str = "", request_headers: tuple = (),
 ) -> list[LoadSpec]:
     """The scenario's concurrency split over the load processes (streams, for the stream)."""
     units = scenario.streams if scenario.kind == STREAM else scenario.concurrency
     shares = [units // processes + (1 if i < units % processes else 0) for i in range(min(processes, units))]
     method = {DIGITS_API: CLASSIFY, V2_API: MODEL_INFER, BARE: CLASSIFY}[scenario.api]
+    check = CHECK_STREAM if scenario.kind == STREAM else CHECK_V2 if scenario.api == V2_API else CHECK_CLASSIFY
     if scenario.kind == STREAM:
         method = CLASSIFY_STREAM
-    check = CHECK_STREAM if scenario.kind == STREAM else CHECK_V2 if scenario.api == V2_API else CHECK_CLASSIFY
+    elif scenario.kind == HTTP:
+        method, check = V2_HTTP_INFER.format(model=model), CHECK_V2_HTTP
     return [
         LoadSpec(
             target=target, method=method, kind=scenario.kind, requests=requests,
             images_per_request=scenario.images_per_request, concurrency=share,
             stream_window=scenario.stream_window, check=check,
-            measure_from=window[0], measure_to=window[1],
+            measure_from=window[0], measure_to=window[1], request_headers=request_headers,
         )
         for share in shares
     ]
@@ -451,7 +489,9 @@ def run_scenario(
     # The clients start at once, warm up, and all count the same window (one clock for every process).
     measure_from = time.monotonic() + CLIENT_START_S + config.warmup_seconds
     measure_to = measure_from + config.seconds
-    specs = load_specs(scenario, server.target, payloads.get(scenario), generators.count, (measure_from, measure_to))
+    target = server.http_target if scenario.kind == HTTP else server.target
+    specs = load_specs(scenario, target, payloads.get(scenario), generators.count, (measure_from, measure_to),
+                       payloads.model, payloads.headers(scenario))
     generators.start(specs)
     time.sleep(max(0.0, measure_from - time.monotonic()))
     cpu_before, batches_before = server.cpu_seconds(), server.batch_totals()
@@ -541,7 +581,7 @@ def evaluate_targets(rows: list[dict], cores: int) -> list[dict]:
     by_name = {row["scenario"]: row for row in rows}
     bare, bare_bulk = by_name.get("bare grpc, canned answer, c64"), by_name.get("bare grpc, 256-image canned answer, c2")
     targets = []
-    for name in ("unary 256 images, c2", "v2 raw tensor 256 images, c2"):
+    for name in ("unary 256 images, c2", V2_GRPC_BULK):
         row = by_name.get(name)
         if not row or row["vs_reference"] is None:
             continue
@@ -557,6 +597,11 @@ def evaluate_targets(rows: list[dict], cores: int) -> list[dict]:
                 "client CPU ms per request)"
             )
         targets.append(target)
+    over_http, over_grpc = by_name.get(V2_HTTP_BULK), by_name.get(V2_GRPC_BULK)
+    if over_http and over_grpc:
+        http_vs_grpc = ratio(over_http["images_per_s"], over_grpc["images_per_s"])
+        targets.append({"target": "v2 256 images: HTTP binary tensors >= 80% of gRPC raw tensors", "value": http_vs_grpc,
+                        "met": http_vs_grpc is not None and http_vs_grpc >= 0.8})
     on, off = by_name.get("unary 1 image, c64, batching on"), by_name.get("unary 1 image, c64, batching off")
     if on and off:
         speedup = ratio(on["images_per_s"], off["images_per_s"])
@@ -644,8 +689,10 @@ def run_benchmark(config: ServeBenchConfig) -> dict:
         "vs ref: images/s over the in-process reference at the same images per request: the same .onnx run "
         "in the benchmark's process just before and just after the scenario (the faster of ONNX Runtime's "
         "default session options and the server's)",
-        f"load: {config.load_processes} client process(es) (grpc.aio, pre-serialised requests, every answer "
-        "parsed and checked) on the same machine as the server",
+        f"load: {config.load_processes} client process(es) (grpc.aio; aiohttp over HTTP/1.1 with keep-alive for the "
+        "HTTP row; pre-serialised requests, every answer parsed and checked) on the same machine as the server",
+        "v2 http: the 256-image v2 requests as tritonclient.http sends them (JSON header, binary input, every "
+        "output binary), against the same server as the gRPC row before it",
         f"servers: `python -m serve` with its defaults ({server_defaults()})"
         + (f" and {' '.join(config.server_flags)}" if config.server_flags else "")
         + "; the batching-off server adds --no-batching",

@@ -24,6 +24,7 @@ QUICK_SERVE_SCENARIOS = [
     "unary 256 images, c2",
     "stream 1 image/msg, 4 streams x 16",
     "v2 raw tensor 256 images, c2",
+    "v2 http binary tensor 256 images, c2",
     "png 1 image, c64",
     "unary 1 image, c64, batching off",
     "bare grpc, canned answer, c64",
@@ -117,10 +118,11 @@ def test_serve_quick_writes_every_scenario_without_errors(serve_run):
     assert [server["exit_status"] for server in document["servers"]] == [0, 0, 0]
     for server in document["servers"]:
         assert server["memory_before"]["rss_mib"] > 0 and server["memory_after"]["peak_rss_mib"] > 0
+    assert batched["v2 http binary tensor 256 images, c2"] == pytest.approx(256)
     # The verdicts written are the ones the written figures give (the thresholds are tested in
-    # test_serve_rounds.py); all five targets were judged.
+    # test_serve_rounds.py); all six targets were judged.
     assert document["targets"] == targets_over_rounds(document["rounds"], document["machine"]["usable_cores"])
-    assert len(document["targets"]) == 5
+    assert len(document["targets"]) == 6
     on = next(row for row in document["rounds"][0] if row["scenario"] == "unary 1 image, c64, batching on")
     p99 = next(t for t in document["targets"] if t["target"] == "c64 single image, batching on: p99 < 20 ms")
     assert p99["rounds"][0] == on["latency_ms"]["p99_ms"]

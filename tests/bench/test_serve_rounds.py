@@ -74,3 +74,13 @@ def test_an_error_in_any_round_fails_the_zero_errors_target():
     targets = {t["target"]: t for t in targets_over_rounds(rounds, cores=2)}
     zero = targets["c64 single image, batching on: zero errors"]
     assert zero["value"] == 2 and not zero["met"]
+
+
+def test_http_against_grpc_is_compared_within_each_round():
+    grpc_row, http_row = "v2 raw tensor 256 images, c2", "v2 http binary tensor 256 images, c2"
+    # The machine halves its speed in the second round; HTTP keeps 90%, then 70%, then 85% of gRPC.
+    rounds = [[row(grpc_row, 10000), row(http_row, 9000)], [row(grpc_row, 5000), row(http_row, 3500)],
+              [row(grpc_row, 8000), row(http_row, 6800)]]
+    (target,) = targets_over_rounds(rounds, cores=2)
+    assert target["target"] == "v2 256 images: HTTP binary tensors >= 80% of gRPC raw tensors"
+    assert target["rounds"] == [0.9, 0.7, 0.85] and target["value"] == 0.85 and target["met"], "met in two rounds of three"
