@@ -44,7 +44,8 @@ from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.generated.inference import grpc_service_pb2 as v2_pb
 from serve.generated.inference import grpc_service_pb2_grpc as v2_grpc
 from serve.images.mnist_idx import load_mnist_test
-from serve.core.model_card import MNIST_DIGIT_SIZE, PROBABILITIES_OUTPUT, ModelCard
+from serve.core.model_card import PROBABILITIES_OUTPUT, ModelCard
+from serve.images.digit_format import DIGIT_SHAPE, pixels_from_uint8
 from serve.images.preprocess import ImageLimits, decode_image, prepare_digit
 
 MiB = 1024 * 1024
@@ -157,11 +158,10 @@ class References:
             raise ValueError(f"{model_path} is not a digit classifier exported by `python -m export`")
         self.model_name = card.model_name
         self.input_name = card.input_name
-        self.input_size = tuple(card.input_size or (MNIST_DIGIT_SIZE, MNIST_DIGIT_SIZE))
+        self.input_size = tuple(card.input_size or DIGIT_SHAPE)
         images, _ = load_mnist_test(data_dir)
         self.images = np.ascontiguousarray(images[:count])
-        self.pixels = np.concatenate([prepare_digit(image, already_mnist=True, input_size=self.input_size)
-                                      for image in self.images.astype(np.float32) / 255.0])[:, None]
+        self.pixels = pixels_from_uint8(self.images, self.input_size)
         self.pngs = [encode_png(255 - image) for image in self.images]
         png_pixels = np.stack([prepare_digit(decode_image(data, ImageLimits()), already_mnist=False,
                                              input_size=self.input_size) for data in self.pngs])

@@ -18,10 +18,11 @@ from serve.core.errors import InvalidInput, ServeError
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.core.runner import ModelRunner
 from serve.api.metrics import Metrics
-from serve.core.model_card import MNIST_DIGIT_SIZE, PROBABILITIES_OUTPUT
+from serve.core.model_card import PROBABILITIES_OUTPUT
 from serve.core.repository import Model, ModelRepository
 from serve.api.grpc_calls import deadline_from, stream, unary
 from serve.core.admission import Admission
+from serve.images.digit_format import DIGIT_SHAPE
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class DigitsServicer(digits_pb2_grpc.DigitClassifierServicer):
 
     async def _classify(self, model_name: str, images: Sequence, top_k: int, deadline: float | None):
         model = self.repository.classifier(model_name)
-        input_size = model.card.input_size or [MNIST_DIGIT_SIZE, MNIST_DIGIT_SIZE]
+        input_size = model.card.input_size or DIGIT_SHAPE
         bulk = digit_inputs.is_bulk_mnist(images)
         if bulk:
             pixels = digit_inputs.images_to_pixels(images, input_size, self.limits, bulk=True)

@@ -10,6 +10,7 @@ from PIL import Image
 from serve.core import digit_inputs
 from serve.core.errors import InvalidInput, TooLarge
 from serve.generated.digits.v1 import digits_pb2
+from serve.images.digit_format import to_unit_float
 from serve.images.preprocess import ImageLimits, prepare_digit
 
 
@@ -37,7 +38,7 @@ def test_bulk_mnist_path_gives_exactly_what_prepare_digit_gives(digits_uint8, in
     assert digit_inputs.is_bulk_mnist(images)
     bulk = digit_inputs.images_to_pixels(images, input_size, digit_inputs.RequestLimits())
     expected = np.stack(
-        [prepare_digit(d.astype(np.float32) / np.float32(255), already_mnist=True, input_size=input_size) for d in digits_uint8]
+        [prepare_digit(to_unit_float(d), already_mnist=True, input_size=input_size) for d in digits_uint8]
     )
     assert bulk.shape == (5, 1, *input_size) and bulk.dtype == np.float32
     np.testing.assert_array_equal(bulk, expected)

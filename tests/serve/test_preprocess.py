@@ -14,9 +14,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from bench.hostile_images import bmp_declaring, jpeg_declaring, png_declaring
 from serve.core.errors import InvalidInput, TooLarge
+from serve.images.digit_format import DIGIT_CENTRE
 from serve.images.mnist_idx import load_mnist_test
 from serve.images.preprocess import (
-    MNIST_CENTRE,
     NOISE_FLOOR,
     ImageLimits,
     border_grain,
@@ -382,7 +382,7 @@ def test_centre_of_mass_lands_on_the_mnist_centre():
     field = centre_by_mass(digit)
     assert field.shape == (28, 28) and field.sum() == pytest.approx(digit.sum())
     row, column = centre_of_mass(field)
-    assert abs(row - MNIST_CENTRE) <= 0.5 and abs(column - MNIST_CENTRE) <= 0.5
+    assert abs(row - DIGIT_CENTRE) <= 0.5 and abs(column - DIGIT_CENTRE) <= 0.5
 
 
 def test_a_lopsided_digit_is_clamped_inside_the_field_not_cut():
@@ -463,7 +463,7 @@ def test_rendered_mnist_digits_round_trip(mnist_digits, variant, median_bound, w
         assert result.shape == (28, 28) and result.dtype == np.float32
         assert 0.0 <= result.min() and result.max() <= 1.0
         row, column = centre_of_mass(result)
-        assert abs(row - MNIST_CENTRE) <= 1.0 and abs(column - MNIST_CENTRE) <= 1.0
+        assert abs(row - DIGIT_CENTRE) <= 1.0 and abs(column - DIGIT_CENTRE) <= 1.0
         correlations.append(best_shifted_correlation(result, digit))
     assert np.median(correlations) > median_bound, correlations
     assert min(correlations) > worst_bound, correlations
