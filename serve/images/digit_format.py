@@ -68,7 +68,7 @@ def padding_for(input_size: Sequence[int], digit_size: int = DIGIT_SIZE) -> tupl
 
     Split evenly, any odd pixel at the bottom or right: 2 on each side for LeNet-5's 32x32.
     """
-    height, width = (int(side) for side in input_size)
+    height, width = int(input_size[0]), int(input_size[1])
     if height < digit_size or width < digit_size:
         raise ValueError(
             f"model input size {height}x{width} is smaller than the {digit_size}x{digit_size} "
@@ -81,11 +81,11 @@ def padding_for(input_size: Sequence[int], digit_size: int = DIGIT_SIZE) -> tupl
 def pad_to_input_size(digits: np.ndarray, input_size: Sequence[int]) -> np.ndarray:
     """float32 (..., 28, 28) digits -> a new float32 (..., H, W) array, padded with background (0)."""
     top, bottom, left, right = padding_for(input_size)
-    digits = np.asarray(digits)
-    if digits.shape[-2:] != DIGIT_SHAPE:
-        raise ValueError(f"digits must be {DIGIT_SIZE}x{DIGIT_SIZE}, got shape {digits.shape}")
+    *leading, height, width = np.shape(digits)
+    if height != DIGIT_SIZE or width != DIGIT_SIZE:
+        raise ValueError(f"digits must be {DIGIT_SIZE}x{DIGIT_SIZE}, got shape {np.shape(digits)}")
     # Zeros and one slice assignment: several times faster than np.pad on one small digit.
-    padded = np.zeros((*digits.shape[:-2], top + DIGIT_SIZE + bottom, left + DIGIT_SIZE + right), dtype=np.float32)
+    padded = np.zeros((*leading, top + DIGIT_SIZE + bottom, left + DIGIT_SIZE + right), dtype=np.float32)
     padded[..., top : top + DIGIT_SIZE, left : left + DIGIT_SIZE] = digits
     return padded
 

@@ -55,7 +55,6 @@ from serve.images.digit_format import (
     check_fits,
     fit_longer_side,
     pad_to_input_size,
-    padding_for,
     placement,
 )
 
@@ -336,7 +335,6 @@ def prepare_digit(
     checked); otherwise it goes through `to_mnist_format`. Padding is the format's
     (``digit_format.padding_for``: 2 background pixels on each side for 32x32).
     """
-    padding_for(input_size)  # a model input smaller than the digit is refused before any work
     if already_mnist:
         digit = _as_gray(gray)
         if digit.shape != DIGIT_SHAPE:
