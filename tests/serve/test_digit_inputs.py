@@ -56,7 +56,7 @@ def test_mixed_requests_go_image_by_image(digits_uint8):
 
 def test_errors_name_the_image_that_caused_them(digits_uint8):
     images = [raw_image(digits_uint8[0]), raw_image(digits_uint8[1]), digits_pb2.Image(encoded=b"not an image")]
-    with pytest.raises(InvalidInput, match=r"^image 2: the bytes are not a PNG, JPEG or BMP image"):
+    with pytest.raises(InvalidInput, match=r"^image 2: the bytes are not a PNG, JPEG, BMP, GIF, TIFF or WebP image"):
         digit_inputs.images_to_pixels(images, (28, 28), digit_inputs.RequestLimits())
 
 
