@@ -204,7 +204,7 @@ def time_backends(backends: list[Backend], pixels: np.ndarray, config: Inference
 
 def benchmark_digits(data_dir: Path | None, count: int, input_size: tuple[int, int]) -> tuple[np.ndarray, str]:
     """MNIST test digits as graph inputs (random pixels, said so, when the files are missing)."""
-    from bench._models import digit_pixels
+    from serve.images.digit_format import pixels_from_uint8
     from serve.images.mnist_idx import load_mnist_test
 
     root = resolve_data_dir(data_dir)
@@ -214,7 +214,7 @@ def benchmark_digits(data_dir: Path | None, count: int, input_size: tuple[int, i
         rng = np.random.default_rng(0)
         return rng.random((count, 1, *input_size), dtype=np.float32), f"random pixels (no MNIST test digits: {exc})"
     reps = -(-count // len(images))
-    return digit_pixels(np.tile(images, (reps, 1, 1))[:count], input_size), f"MNIST test digits from {root}"
+    return pixels_from_uint8(np.tile(images, (reps, 1, 1))[:count], input_size), f"MNIST test digits from {root}"
 
 
 def run_benchmark(config: InferenceBenchConfig) -> dict:

@@ -52,7 +52,9 @@ from bench._reliability_processes import (
 from bench._reliability_traffic import (
     AIO_WRITE_RACE, FAILURES, KINDS, OUTCOMES, SOAK_MIX, VALID_MIX, LoadResult, LoadSpec, References, raw_image,
 )
-from bench.hostile_images import bmp_declaring, jpeg_declaring, png_declaring, real_png_bomb
+from bench.hostile_images import (
+    bmp_declaring, gif_declaring, jpeg_declaring, png_declaring, real_png_bomb, tiff_declaring, tiff_tile_bomb, webp_declaring,
+)
 from bench._report import RESULTS_DIR, format_table, result_document, write_json
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.generated.inference import grpc_service_pb2 as v2_pb
@@ -264,6 +266,12 @@ def memory_attack(server: ServerProcess, model_name: str, bombs: int = 12, overs
         "PNG header declaring 100000x100000": png_declaring(100_000, 100_000),
         "JPEG header declaring 65535x65535": jpeg_declaring(65_535, 65_535),
         "BMP header declaring 100000x100000": bmp_declaring(100_000, 100_000),
+        "GIF header declaring 65535x65535": gif_declaring(65_535, 65_535),
+        "GIF frame of 8000x8000 beyond a 1x1 screen, disposed to the background (64 MB filled on opening)":
+            gif_declaring(8_000, 8_000, screen=(1, 1), dispose_to_background=True),
+        "TIFF header declaring 100000x100000": tiff_declaring(100_000, 100_000),
+        "TIFF 16x16 in one 8192x8192 tile of real zeros (64 MB decoded)": tiff_tile_bomb(8_192),
+        "WebP canvas of 8000x8000, one real 1x1 frame (two 256 MB canvases)": webp_declaring(8_000, 8_000),
     }
     huge = v2_pb.ModelInferRequest(
         model_name=model_name, raw_input_contents=[bytes(oversized_mib * MiB)],

@@ -50,6 +50,7 @@ from bench._load import (
 from bench._machine import describe_machine, finish_machine_record, machine_summary, usable_cores
 from bench._report import RESULTS_DIR, Latency, fmt, format_table, ratio, result_document, write_json
 from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
+from serve.images.digit_format import DIGIT_SIZE, pixels_from_uint8
 
 log = logging.getLogger("bench.serve")
 
@@ -181,7 +182,8 @@ def digits_request(images: np.ndarray, encoding: str, model: str) -> bytes:
         messages = [digits_pb2.Image(encoded=png_bytes(image)) for image in images]
     else:
         messages = [
-            digits_pb2.Image(raw=digits_pb2.RawPixels(pixels=image.tobytes(), height=28, width=28, already_mnist=True))
+            digits_pb2.Image(raw=digits_pb2.RawPixels(
+                pixels=image.tobytes(), height=DIGIT_SIZE, width=DIGIT_SIZE, already_mnist=True))
             for image in images
         ]
     return digits_pb2.ClassifyRequest(model=model, images=messages).SerializeToString()
@@ -190,7 +192,7 @@ def digits_request(images: np.ndarray, encoding: str, model: str) -> bytes:
 def stream_request(image: np.ndarray, model: str, index: int) -> bytes:
     from serve.generated.digits.v1 import digits_pb2
 
-    raw = digits_pb2.RawPixels(pixels=image.tobytes(), height=28, width=28, already_mnist=True)
+    raw = digits_pb2.RawPixels(pixels=image.tobytes(), height=DIGIT_SIZE, width=DIGIT_SIZE, already_mnist=True)
     return digits_pb2.ClassifyStreamRequest(id=str(index), model=model, image=digits_pb2.Image(raw=raw)).SerializeToString()
 
 
@@ -214,15 +216,6 @@ def v2_request(pixels: np.ndarray, model: str) -> bytes:
     return pb.ModelInferRequest(
         model_name=model, inputs=[tensor], raw_input_contents=[np.ascontiguousarray(pixels, "<f4").tobytes()]
     ).SerializeToString()
-
-
-def model_pixels(images: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
-    """The model's input for MNIST-format digits: [0, 1], padded to the input size."""
-    height, width = input_size
-    top, left = (height - 28) // 2, (width - 28) // 2
-    pixels = np.zeros((len(images), 1, height, width), dtype=np.float32)
-    pixels[:, 0, top : top + 28, left : left + 28] = images / np.float32(255)
-    return pixels
 
 
 @dataclass
@@ -256,10 +249,10 @@ def build_payloads(chosen: list[Scenario], digits: np.ndarray, model: str, input
         if scenario.kind == STREAM:
             requests = [stream_request(batch[0], model, i) for i, batch in enumerate(batches)]
         elif scenario.kind == HTTP:
-            bodies, headers = zip(*(v2_http_request(model_pixels(batch, input_size), model) for batch in batches))
+            bodies, headers = zip(*(v2_http_request(pixels_from_uint8(batch, input_size), model) for batch in batches))
             requests, payloads.headers_by_shape[key] = list(bodies), tuple(headers)
         elif api == V2_API:
-            requests = [v2_request(model_pixels(batch, input_size), model) for batch in batches]
+            requests = [v2_request(pixels_from_uint8(batch, input_size), model) for batch in batches]
         else:
             requests = [digits_request(batch, scenario.encoding, model) for batch in batches]
         payloads.by_shape[key] = tuple(requests)
@@ -303,7 +296,8 @@ class InProcessReferences:
             "server's session options": create_session(model_file, RuntimeOptions(device=config.device), "benchmark").session,
         }
         self._steps: dict[tuple, tuple[str, object]] = {}
-        digits = np.random.default_rng(1).integers(0, 256, (max(s.images_per_request for s in chosen), 28, 28), np.uint8)
+        largest = max(s.images_per_request for s in chosen)
+        digits = np.random.default_rng(1).integers(0, 256, (largest, DIGIT_SIZE, DIGIT_SIZE), np.uint8)
         for scenario in chosen:
             key = reference_key(scenario)
             if scenario.api == BARE or key in self._steps:
@@ -317,7 +311,7 @@ class InProcessReferences:
                 images = core_images(request.images)  # the data plane's images, as the servicer makes them
                 self._steps[key] = (f"in-process decode + preprocess + ORT, batch {size}", (images, input_size))
             else:
-                self._steps[key] = (f"in-process ORT, batch {size}", model_pixels(digits[:size], input_size))
+                self._steps[key] = (f"in-process ORT, batch {size}", pixels_from_uint8(digits[:size], input_size))
 
     def _step(self, session, payload):
         if isinstance(payload, tuple):  # an encoded request: preprocess, then infer

@@ -313,7 +313,7 @@ def list_models(client: DigitClient) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m serve.client", description="Classify digit images with a running server.")
-    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, BMP)")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, TIFF, WebP)")
     parser.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of the server")
     parser.add_argument("--model", default="", help="model name (default: the server's default classifier)")
     parser.add_argument("--top-k", type=int, default=3, help="candidates to show per image")

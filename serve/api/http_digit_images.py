@@ -7,7 +7,7 @@ Three kinds of body, told apart by Content-Type:
 - `application/json`: `{"model"?, "top_k"?, "images": [...]}`, each image `{"encoded": base64}` or
   `{"pixels": [0-255 ints] or base64, "height", "width", "already_mnist"?}` (as gRPC's Image).
 
-Whether the bytes really are PNG, JPEG or BMP is for the decoder to say (it sniffs them); here only the
+Whether the bytes really are an accepted image (PNG, JPEG, BMP, GIF, TIFF, WebP) is for the decoder to say (it sniffs them); here only the
 envelope is checked. Every refusal is a ServeError (or the 413/415 of HTTP) whose detail says what to send.
 """
 from __future__ import annotations

@@ -16,11 +16,12 @@ import numpy as np
 
 from serve.core import digit_inputs
 from serve.core.digit_inputs import EncodedImage, RawImage, RequestLimits
-from serve.core.model_card import MNIST_DIGIT_SIZE, PROBABILITIES_OUTPUT
+from serve.core.model_card import PROBABILITIES_OUTPUT
 from serve.core.repository import Model, ModelRepository, TensorSpec
 from serve.core.runner import ModelRunner
 from serve.core.tensors import InferInput, decode_inputs, requested_outputs
 from serve.core.errors import ModelNotFound
+from serve.images.digit_format import DIGIT_SHAPE
 
 SERVER_NAME = "digit-zoo"
 DEFAULT_TOP_K = 3
@@ -149,7 +150,7 @@ class DataPlane:
     ) -> Classification:
         """Each image brought to the model's digit format, classified, and ranked."""
         model = self.repository.classifier(model_name)
-        input_size = model.card.input_size or [MNIST_DIGIT_SIZE, MNIST_DIGIT_SIZE]
+        input_size = model.card.input_size or DIGIT_SHAPE
         if digit_inputs.is_bulk_mnist(images):
             # Already in the digit format: a few numpy calls for the whole request, no thread hop.
             pixels = digit_inputs.images_to_pixels(images, input_size, self.limits, bulk=True)

@@ -264,7 +264,7 @@ def test_server_errors_are_shown_on_the_page(page):
     assert "415" in text and "Content-Type 'text/plain' is not accepted here" in text
     drop_file(page, b"these are not the pixels you are looking for", "notes.png", "image/png")
     wait(page, lambda d: "400" in d.find_element(By.ID, "error-text").text)
-    assert "not a PNG, JPEG or BMP image" in page.find_element(By.ID, "error-text").text
+    assert "not a PNG, JPEG, BMP, GIF, TIFF or WebP image" in page.find_element(By.ID, "error-text").text
     assert not page.find_element(By.ID, "token-form").is_displayed()
     # A good drawing afterwards clears the error.
     draw(page, [VERTICAL])

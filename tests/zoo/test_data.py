@@ -6,9 +6,12 @@ import struct
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from serve.core import digit_inputs
+from serve.images.digit_format import DIGIT_BOX, DIGIT_CENTRE, DIGIT_SIZE, to_uint8, to_unit_float
 from zoo import data
 from zoo.data import (
     DataUnavailableError,
@@ -177,7 +180,7 @@ def test_uci_digits_look_like_mnist():
     train = load_split("uci-digits", train=True)
     test = load_split("uci-digits", train=False)
     assert len(train) + len(test) == 1797 and len(test) == data.UCI_TEST_IMAGES
-    assert train.images.shape[1:] == (28, 28) and train.images.dtype == torch.uint8
+    assert train.images.shape[1:] == (DIGIT_SIZE, DIGIT_SIZE) and train.images.dtype == torch.uint8
     # Stratified: every digit is in the held-out split in about its share.
     assert torch.bincount(test.labels, minlength=10).min() >= 30
     images = torch.cat([train.images, test.images]).float()
@@ -186,16 +189,32 @@ def test_uci_digits_look_like_mnist():
     # Each digit fits MNIST's 20x20 box and leaves a background border.
     heights = rows.sum(1)
     widths = cols.sum(1)
-    assert heights.max() <= 20 and widths.max() <= 20
-    assert (torch.maximum(heights, widths) == 20).float().mean() > 0.99
-    # Centred by centre of mass, to within a pixel of the middle.
-    grid = torch.arange(28, dtype=torch.float32)
+    assert heights.max() <= DIGIT_BOX and widths.max() <= DIGIT_BOX
+    assert (torch.maximum(heights, widths) == DIGIT_BOX).float().mean() > 0.99
+    # Centred by centre of mass where MNIST's digits have theirs, (14, 14): offsets are whole pixels,
+    # so each digit is within half a pixel of it (and a uint8 rounding).
+    grid = torch.arange(DIGIT_SIZE, dtype=torch.float32)
     mass = images.sum((1, 2))
     centre_y = (images.sum(2) * grid).sum(1) / mass
     centre_x = (images.sum(1) * grid).sum(1) / mass
-    assert (centre_y - 13.5).abs().max() <= 1.0 and (centre_x - 13.5).abs().max() <= 1.0
+    assert (centre_y - DIGIT_CENTRE).abs().max() <= 0.55 and (centre_x - DIGIT_CENTRE).abs().max() <= 0.55
+    assert abs(float(centre_y.mean()) - DIGIT_CENTRE) < 0.05 and abs(float(centre_x.mean()) - DIGIT_CENTRE) < 0.05
     # Ink bright on dark, using the full range.
     assert images[:, 0, :].max() == 0 and images.max() == 255
+
+
+def test_uci_digits_are_what_the_server_feeds_a_model_for_the_same_scans():
+    """A UCI scan sent to the digits API as raw 8-bit pixels reaches the model as training saw it."""
+    from sklearn.datasets import load_digits
+
+    scans = load_digits().images[:40]
+    trained_on = data.uci_scans_to_mnist_format(scans).numpy()
+    for scan, digit_uint8 in zip(scans, trained_on):
+        raw = to_uint8(scan / data.UCI_INK_LEVELS)
+        image = digit_inputs.RawImage(raw.tobytes(), height=8, width=8)
+        served = digit_inputs.image_to_pixels(image, (DIGIT_SIZE, DIGIT_SIZE), digit_inputs.RequestLimits().image)
+        # Training stores digits as uint8: the server's floats are within half a grey level of them.
+        np.testing.assert_allclose(served[0], to_unit_float(digit_uint8), rtol=0, atol=0.5 / 255 + 1e-7)
 
 
 def test_uci_digits_are_a_fixed_split_and_callers_get_copies():
