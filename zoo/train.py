@@ -29,9 +29,8 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from zoo import plots
+from zoo import distributed, plots
 from zoo.checkpoint import CHECKPOINT_FILENAME, Checkpoint, save_checkpoint
-from zoo import distributed
 from zoo.data import (
     AUTO,
     DATA_DIR_ENV,
@@ -202,13 +201,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         parser.error("--device cuda: torch sees no CUDA device on this machine; use --device cpu (or auto)")
     if not spec.is_classifier and args.dataset not in (AUTO,):
         parser.error(f"{spec.name} learns from the documents' edge example; --dataset applies to digit classifiers only")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
         topology = distributed.topology_from_env()
         if topology.distributed:
             if not spec.is_classifier:
                 raise ValueError(f"{spec.name} learns from one 6x8 example: train it in one process, without torchrun")
             distributed.per_process_batch_size(recipe.batch_size, topology)
-            device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
             distributed.device_for(device, topology, torch.cuda.device_count())
     except (distributed.DistributedSetupError, ValueError) as exc:
         parser.error(str(exc))
@@ -218,7 +217,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         epochs_given=args.epochs is not None,
         out=args.out if args.out is not None else DEFAULT_RUNS_DIR / spec.name,
         seed=args.seed,
-        device=("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device,
+        device=device,
         dataset=args.dataset,
         data_dir=args.data_dir,
         download=args.download,
@@ -392,7 +391,7 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState, device: tor
             epochs_trained += 1
             stats = _over_processes(stats, device, topology)
             if not topology.is_main:
-                if config.max_steps is not None and run.steps >= config.max_steps:
+                if _steps_exhausted(config, run):
                     break
                 continue  # rank 0 evaluates and writes; the others go on to the next epoch's gradients
             eval_started = time.perf_counter()
@@ -421,7 +420,7 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState, device: tor
                 epoch, recipe.epochs, stats.loss, 100 * stats.accuracy, 100 * evaluation.accuracy,
                 evaluation.loss, entry["seconds"], f"{entry['images_per_second']:,.0f}",
             )
-            if config.max_steps is not None and run.steps >= config.max_steps:
+            if _steps_exhausted(config, run):
                 break
     finally:
         if progress is not None:
@@ -457,6 +456,10 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState, device: tor
     )
     _log_files(config.out, [run.checkpoint_path, config.out / METRICS_FILENAME, *pictures])
     return metrics
+
+
+def _steps_exhausted(config: Config, run: RunState) -> bool:
+    return config.max_steps is not None and run.steps >= config.max_steps
 
 
 def _metrics_header(config: Config, spec: ModelSpec, train_split: DigitSplit, test_split: DigitSplit) -> dict[str, Any]:
@@ -648,13 +651,13 @@ def train(config: Config, run: RunState | None = None) -> dict[str, Any]:
 
 
 def _over_processes(stats: EpochStats, device: torch.device, topology: distributed.Topology) -> EpochStats:
-    """An epoch's loss, accuracy and images over every process's shard (times stay this process's own)."""
+    """An epoch over every process's shard: loss, accuracy, images and CPU time of all; this one's wall time."""
     if not topology.distributed:
         return stats
-    local = torch.tensor([stats.loss * stats.images, stats.accuracy * stats.images, stats.images],
+    local = torch.tensor([stats.loss * stats.images, stats.accuracy * stats.images, stats.images, stats.cpu_seconds],
                          dtype=torch.float64, device=device)
-    loss_sum, correct, images = distributed.sum_over_processes(local, topology).tolist()
-    return EpochStats(loss_sum / images, correct / images, int(images), stats.seconds, stats.cpu_seconds)
+    loss_sum, correct, images, cpu_seconds = distributed.sum_over_processes(local, topology).tolist()
+    return EpochStats(loss_sum / images, correct / images, int(images), stats.seconds, cpu_seconds)
 
 
 @contextlib.contextmanager
