@@ -70,6 +70,38 @@ def test_more_processes_than_gpus_is_refused_with_the_fix():
         distributed.device_for("cuda", Topology(2, 2, 3), cuda_devices=2)
 
 
+def test_a_gpu_process_binds_its_gpu_before_joining_over_nccl(monkeypatch):
+    # No GPU here: the calls torch would make are recorded instead, in the order they are made.
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend, rank, world_size: calls.append(("init", backend, rank, world_size)))
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append(("barrier",)))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append(("destroy",)))
+    topology = Topology(3, 1, 4)
+    device = distributed.device_for("cuda", topology, cuda_devices=2)
+    with distributed.process_group(topology, device):
+        calls.append(("train",))
+    assert calls == [("set_device", torch.device("cuda", 1)), ("init", "nccl", 3, 4), ("train",), ("barrier",),
+                     ("destroy",)]
+
+
+def test_a_gpu_replica_is_placed_on_its_local_rank(monkeypatch):
+    placed = {}
+
+    def record(model, device_ids=None):
+        placed.update(model=model, device_ids=device_ids)
+        return model
+
+    monkeypatch.setattr(distributed, "DistributedDataParallel", record)
+    model = torch.nn.Linear(2, 2)
+    distributed.data_parallel(model, torch.device("cuda", 1), Topology(3, 1, 4))
+    assert placed == {"model": model, "device_ids": [1]}
+    distributed.data_parallel(model, torch.device("cpu"), Topology(1, 1, 2))
+    assert placed["device_ids"] is None  # CPU modules take no device ids
+    assert distributed.data_parallel(model, torch.device("cpu"), Topology()) is model
+
+
 def test_shards_are_disjoint_equal_and_leave_out_less_than_one_per_rank():
     count, world_size = 11, 3
     images = torch.arange(count, dtype=torch.uint8).reshape(count, 1, 1).expand(count, 28, 28).contiguous()
