@@ -21,13 +21,14 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from serve.core.errors import InvalidInput, ModelNotFound
 from serve.core.model_card import ModelCard, ModelCardError
+from serve.core.model_config import PLATFORM  # noqa: F401  (the front doors read it from here)
 from serve.core.sessions import RuntimeOptions, SessionInfo, create_session, log_provider
 
 log = logging.getLogger(__name__)
 
 MODEL_SUFFIX = ".onnx"
+# The version of a model given as a file (--model PATH.onnx) rather than in a repository.
 MODEL_VERSION = "1"
-PLATFORM = "onnxruntime_onnx"  # the platform name Triton reports for ONNX models
 UNKNOWN_TASK = "unknown"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -100,10 +101,8 @@ class Model:
     # Every output's leading dimension is the input's batch dimension (the same symbol, when the
     # graph names it): only then can a batch's outputs be cut back into each request's rows.
     outputs_follow_batch: bool = True
-
-    @property
-    def version(self) -> str:
-        return MODEL_VERSION
+    # The repository's version folder the file came from (MODEL_VERSION for a file given alone).
+    version: str = MODEL_VERSION
 
     @property
     def task(self) -> str:
@@ -186,7 +185,8 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def load_model(path: Path, options: RuntimeOptions) -> Model:
+def load_model(path: Path, options: RuntimeOptions, name: str | None = None, version: str = MODEL_VERSION) -> Model:
+    """The model in `path`. `name`: the repository folder it is served from, which its card must name."""
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
@@ -206,7 +206,12 @@ def load_model(path: Path, options: RuntimeOptions) -> Model:
     input_nodes, output_nodes = session.get_inputs(), session.get_outputs()
     inputs = [TensorSpec.from_node(node, path) for node in input_nodes]
     outputs = [TensorSpec.from_node(node, path) for node in output_nodes]
-    name = card.model_name if card else path.stem
+    if name is not None and card is not None and card.model_name != name:
+        raise ModelLoadError(
+            f"model file {path}: its card names the model {card.model_name!r}, but it is in the repository folder "
+            f"{name!r}; put it under {card.model_name}/<version>/ or re-export it as {name!r}"
+        )
+    name = name or (card.model_name if card else path.stem)
     if not _NAME.match(name):
         raise ModelLoadError(
             f"model file {path}: model name {name!r} is not usable (letters, digits, '.', '_' and '-' only); rename the file"
@@ -225,6 +230,7 @@ def load_model(path: Path, options: RuntimeOptions) -> Model:
         inputs=inputs,
         outputs=outputs,
         outputs_follow_batch=_outputs_follow_batch(input_nodes, output_nodes),
+        version=version,
     )
 
 
