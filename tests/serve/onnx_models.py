@@ -5,6 +5,8 @@
 - `third_party_classifier`: no card, its own input/output names and an INT64 side output.
 - `two_input_model`: two inputs, no batch dimension shared: served through v2 without the batcher.
 - `dynamic_size_conv_model`: the edge detector's interface (any H and W), with a feature-map card.
+- `tagged_classifier`: a digit classifier that answers one fixed digit whatever it is shown, so that
+  the versions of a model in a repository can be told apart by their answers.
 """
 from __future__ import annotations
 
@@ -84,6 +86,15 @@ def random_linear_classifier(path: Path, *, name: str = "linear", input_size: in
     rng = np.random.default_rng(seed)
     weights = rng.normal(0, 0.05, size=(input_size * input_size, 10)).astype(np.float32)
     bias = rng.normal(0, 0.1, size=10).astype(np.float32)
+    return linear_classifier(path, weights, bias, name=name, input_size=input_size)
+
+
+def tagged_classifier(path: Path, tag: int, *, name: str = "tagged", input_size: int = 28) -> Path:
+    """A classifier with a model card whose most probable digit is always `tag` (0..9)."""
+    weights = np.zeros((input_size * input_size, 10), np.float32)
+    bias = np.zeros(10, np.float32)
+    bias[tag] = 5.0
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     return linear_classifier(path, weights, bias, name=name, input_size=input_size)
 
 
