@@ -40,6 +40,7 @@ CONTROL_MODES = ("none", "poll", "explicit")
 # Triton's model states, as the repository index reports them.
 READY, LOADING, UNLOADING, UNAVAILABLE = "READY", "LOADING", "UNLOADING", "UNAVAILABLE"
 ALL_MODELS = "*"
+_NEVER_FAILED = object()  # not a stamp (a missing file's stamp is None)
 
 
 @dataclass(frozen=True)
@@ -202,10 +203,9 @@ class ModelManager:
         for name in names:
             try:
                 await self.load(name, origin="start-up")
-            except LoadFailed as exc:
-                if self.options.control_mode == "explicit":
-                    raise ModelLoadError(str(exc)) from exc
-                log.error("%s", exc)  # the others still serve; the index says why this one does not
+            except (LoadFailed, ModelNotFound) as exc:
+                # As Triton (--exit-on-error): a server that starts is serving all it was given.
+                raise ModelLoadError(f"{exc}; fix the repository, or leave the model out of it") from exc
         if self.options.control_mode == "poll":
             self._poller = asyncio.get_running_loop().create_task(self._poll(), name="repository-poll")
 
@@ -380,34 +380,7 @@ class ModelManager:
                     f"add {folder.path}/1/model.onnx"
                 )
             current = dict(self._served.get(name, {}))
-            loaded: dict[str, ServedVersion] = {}
-            failures: list[str] = []
-            # Newest first: each new version is checked against the one it replaces.
-            reference = self._newest_model(current)
-            for version in sorted(wanted, key=_version_order, reverse=True):
-                path = folder.versions[int(version)]
-                stamp = FileStamp.of(path)
-                served = current.get(version)
-                if served is not None and served.stamp == stamp:
-                    continue
-                if not retry_failed and (name, version) in self._failed and self._failed[(name, version)] == stamp:
-                    failures.append(f"version {version}: {self._states[name][version].reason}")
-                    continue
-                self._set_state(name, version, LOADING)
-                try:
-                    loaded[version] = await self._load_version(folder, version, path, stamp, reference)
-                except (ModelLoadError, DeviceUnavailable) as exc:
-                    self._failed[(name, version)] = stamp
-                    self._set_state(name, version, UNAVAILABLE, str(exc))
-                    self._count_failure(name, version)
-                    log.error("model %s version %s was not loaded (%s): %s", name, version, origin, exc)
-                    if served is not None:
-                        self._set_state(name, version, READY, f"a changed file failed to load: {exc}")
-                    failures.append(f"version {version}: {exc}")
-                    continue
-                self._failed.pop((name, version), None)
-                if reference is None or _version_order(version) > _version_order(reference.version):
-                    reference = loaded[version].model
+            loaded, failures = await self._load_wanted(folder, wanted, current, origin, retry_failed)
             keep = current if failures else {v: s for v, s in current.items() if v in wanted}
             swapped = {**keep, **loaded}
             retired = [s for v, s in current.items() if swapped.get(v) is not s]
@@ -424,6 +397,39 @@ class ModelManager:
                 raise LoadFailed(
                     f"model {name}: " + "; ".join(failures) + f". Versions serving now: {serving}"
                 )
+
+    async def _load_wanted(
+        self, folder: ModelFolder, wanted: list[str], current: dict[str, ServedVersion], origin: str, retry_failed: bool,
+    ) -> tuple[dict[str, ServedVersion], list[str]]:
+        """Load the wanted versions that are new or changed on disk; the loaded ones, and why others failed."""
+        name = folder.name
+        loaded: dict[str, ServedVersion] = {}
+        failures: list[str] = []
+        # Newest first: each new version is checked against the newest one callers use now.
+        reference = self._newest_model(current)
+        for version in sorted(wanted, key=_version_order, reverse=True):
+            path = folder.versions[int(version)]
+            stamp = FileStamp.of(path)
+            served = current.get(version)
+            if served is not None and served.stamp == stamp:
+                continue
+            if not retry_failed and self._failed.get((name, version), _NEVER_FAILED) == stamp:
+                failures.append(f"version {version}: {self._states[name][version].reason}")
+                continue  # unchanged since it failed: polling does not retry it
+            self._set_state(name, version, LOADING)
+            try:
+                loaded[version] = await self._load_version(folder, version, path, stamp, reference)
+            except (ModelLoadError, DeviceUnavailable) as exc:
+                self._failed[(name, version)] = stamp
+                self._set_state(name, version, UNAVAILABLE, str(exc))
+                self._count_failure(name, version)
+                log.error("model %s version %s was not loaded (%s): %s", name, version, origin, exc)
+                if served is not None:
+                    self._set_state(name, version, READY, f"its changed file failed to load, the loaded one serves: {exc}")
+                failures.append(f"version {version}: {exc}")
+                continue
+            self._failed.pop((name, version), None)
+        return loaded, failures
 
     def _newest_model(self, versions: dict[str, ServedVersion]) -> Model | None:
         if not versions:

@@ -133,6 +133,15 @@ def two_input_model(path: Path) -> Path:
     return _save(graph, path)
 
 
+def fails_when_run_model(path: Path) -> Path:
+    """No card; "x" FP32 N x 4 -> "y" N x 5: a valid graph whose Reshape fails on every real input."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])
+    shape = numpy_helper.from_array(np.array([-1, 5], np.int64), "shape")
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"])
+    return _save(helper.make_graph([node], "fails_when_run", [x], [y], [shape]), path)
+
+
 def batch_mean_model(path: Path) -> Path:
     """No card; "x" FP32 N x 4 -> "mean" FP32 4: an output that is not per item, so never batched."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])

@@ -23,9 +23,11 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from onnx_models import random_linear_classifier, tagged_classifier, third_party_classifier
+from onnx_models import fails_when_run_model, random_linear_classifier, tagged_classifier, third_party_classifier
 from serve.core.batching import BatchingOptions
 from serve.core.lifecycle import LifecycleOptions
+from serve.core.repository import ModelLoadError, load_model
+from serve.core.warmup import warm_up
 from serve.core.sessions import RuntimeOptions
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.server import BackgroundServer, ServerConfig
@@ -234,6 +236,21 @@ def test_a_corrupt_version_is_refused_and_the_old_one_keeps_serving(tmp_path, co
         triton.load_model("digits")
         assert v2_answer(triton) == ("2", 2)
         triton.close()
+
+
+def test_a_version_that_fails_its_warm_up_is_refused(tmp_path):
+    model = load_model(fails_when_run_model(tmp_path / "broken.onnx"), RuntimeOptions(device="cpu"))
+    with pytest.raises(ModelLoadError, match=r"failed its warm-up on blank inputs of its declared shape \(x \[1, 4\]\)"):
+        warm_up(model, 8)
+    assert warm_up(load_model(third_party_classifier(tmp_path / "fine.onnx"), RuntimeOptions(device="cpu")), 8) == 4
+
+
+def test_a_repository_that_cannot_be_served_stops_start_up(tmp_path):
+    repo = tmp_path / "repo"
+    add_version(repo, "digits", 1)
+    _truncated(repo, 1)
+    with pytest.raises(ModelLoadError, match="model digits: version 1: model file .* is not a loadable ONNX model"):
+        repository_server(repo, mode="none").start()
 
 
 def test_queued_calls_finish_on_the_version_they_were_queued_on(tmp_path):
