@@ -167,7 +167,7 @@ class Server:
         tls = read_tls_files(config.tls_cert, config.tls_key, config.tls_client_ca) if config.uses_tls else None
 
         models = self.models = ModelManager(config.runtime, config.batching, self.metrics, config.model_repository,
-                                            config.lifecycle)
+                                            config.lifecycle, on_serving=self._model_serving)
         self._preprocess = ThreadPoolExecutor(config.worker_threads, thread_name_prefix="preprocess")
         dataplane = self.dataplane = DataPlane(models, config.limits, self._preprocess, package_version())
         try:
@@ -222,6 +222,10 @@ class Server:
             await self.models.close()
         if self._preprocess is not None:
             self._preprocess.shutdown(wait=False, cancel_futures=True)
+
+    async def _model_serving(self, model_name: str, serving: bool) -> None:
+        if self._grpc is not None:
+            await self._grpc.set_model_serving(model_name, serving)
 
     def _count_denied(self, protocol: str, method: str, code: str) -> None:
         service, _, name = method.strip("/").partition("/")

@@ -22,7 +22,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Awaitable, Callable, Iterator, Sequence
 
 from serve.core.batching import BatchingOptions
 from serve.core.errors import InvalidInput, LoadFailed, ModelNotFound, NotAllowed, Unavailable
@@ -165,7 +165,9 @@ class ModelManager:
         metrics=None,
         repository_root: Path | None = None,
         options: LifecycleOptions = LifecycleOptions(),
+        on_serving: Callable[[str, bool], Awaitable[None]] | None = None,
     ) -> None:
+        """`on_serving(name, serving)` is told when a model starts or stops being served (health checks)."""
         if repository_root is None and options.control_mode != "none":
             raise ValueError("--model-control-mode poll and explicit need a --model-repository to load from")
         self.runtime = runtime
@@ -173,6 +175,7 @@ class ModelManager:
         self.metrics = metrics
         self.root = Path(repository_root) if repository_root is not None else None
         self.options = options
+        self.on_serving = on_serving
         # name -> version -> what serves it; a name's dict is replaced whole (never edited) on a swap.
         self._served: dict[str, dict[str, ServedVersion]] = {}
         self._states: dict[str, dict[str, IndexEntry]] = {}
@@ -385,7 +388,7 @@ class ModelManager:
             swapped = {**keep, **loaded}
             retired = [s for v, s in current.items() if swapped.get(v) is not s]
             if loaded or retired:
-                self._swap(name, swapped)
+                await self._swap(name, swapped)
             for served in loaded.values():
                 self._set_state(name, served.model.version, READY)
                 log.info("model %s version %s is serving (%s)", name, served.model.version, origin)
@@ -461,12 +464,14 @@ class ModelManager:
         await loop.run_in_executor(self._loader, warm_up, model, batching.max_batch_size if model.batchable else 1)
         return ServedVersion(model, batching, self.runtime.instances, self.metrics, stamp)
 
-    def _swap(self, name: str, versions: dict[str, ServedVersion]) -> None:
+    async def _swap(self, name: str, versions: dict[str, ServedVersion]) -> None:
         # One assignment on the event loop: a call looks the version up either before it or after it.
         if versions:
             self._served[name] = dict(sorted(versions.items(), key=lambda item: _version_order(item[0])))
         else:
             self._served.pop(name, None)
+        if self.on_serving is not None:
+            await self.on_serving(name, bool(versions))
 
     async def _retire(self, served: ServedVersion, reason: str) -> None:
         name, version = served.model.name, served.model.version
@@ -481,7 +486,7 @@ class ModelManager:
             versions = self._served.get(name)
             if not versions:
                 raise ModelNotFound(self._not_served(name))
-            self._swap(name, {})
+            await self._swap(name, {})
             for served in versions.values():
                 await self._retire(served, "unloaded")
 

@@ -22,6 +22,7 @@ import grpc
 import numpy as np
 import pytest
 from google.protobuf import text_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from onnx_models import fails_when_run_model, random_linear_classifier, tagged_classifier, third_party_classifier
 from serve.core.batching import BatchingOptions
@@ -72,6 +73,11 @@ def index(client) -> dict[tuple[str, str], str]:
     if not isinstance(entries, list):  # the gRPC client answers a message
         entries = [{"name": e.name, "version": e.version, "state": e.state} for e in entries.models]
     return {(e["name"], e.get("version", "")): e["state"] for e in entries}
+
+
+def model_health(target: str, model: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=model)).status
 
 
 def v2_answer(client, model: str = "digits", version: str = "") -> tuple[str, int]:
@@ -166,11 +172,13 @@ def test_versions_replaced_and_a_model_reloaded_under_load_lose_no_call(tmp_path
             assert v2_answer(triton, "other") == ("1", OTHER_TAG)
             triton_http.unload_model("other")
             assert index(triton)[("other", "1")] == "UNAVAILABLE"
+            assert model_health(server.target, "other") == health_pb2.HealthCheckResponse.NOT_SERVING
             assert not triton.is_model_ready("other")
             with pytest.raises(InferenceServerException, match="not being served"):
                 v2_answer(triton, "other")
             triton.load_model("other")
             assert index(triton_http)[("other", "1")] == "READY"
+            assert model_health(server.target, "other") == health_pb2.HealthCheckResponse.SERVING
             assert v2_answer(triton, "other") == ("1", OTHER_TAG)
             time.sleep(0.3)
         assert load.errors == []
