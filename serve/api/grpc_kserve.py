@@ -20,7 +20,8 @@ from serve.core import tensors
 from serve.core.admission import Admission
 from serve.core.dataplane import SERVER_NAME, DataPlane, InferRequest
 from serve.core.errors import InvalidInput
-from serve.core.repository import PLATFORM, Model
+from serve.core.model_config import PLATFORM
+from serve.core.repository import Model
 from serve.core.tensors import InferInput
 from serve.generated.inference import grpc_service_pb2 as pb
 from serve.generated.inference import grpc_service_pb2_grpc as pb_grpc

@@ -275,6 +275,8 @@ class ModelManager:
     def default_classifier(self) -> ServedVersion | None:
         """The digits API's default: the first classifier that is not a variant (lenet before lenet.int8)."""
         classifiers = [served for served in self.newest() if served.model.classifies_images]
+        # A folder lists "lenet.int8.onnx" before "lenet.onnx": prefer a model over its variants
+        # (export names those NAME.opt and NAME.int8), then the order the models were given in.
         classifiers.sort(key=lambda served: "." in served.model.name)
         return classifiers[0] if classifiers else None
 
