@@ -190,7 +190,7 @@ class ModelManager:
     async def start(self, models: Sequence[Model] = ()) -> None:
         """Serve `models` (files given alone, version 1) and what the control mode loads from the repository."""
         for model in models:
-            served = await self._prepare_loaded(model, None, None)
+            served = await self._prepare_loaded(model)
             self._served[model.name] = {model.version: served}
             self._set_state(model.name, model.version, READY)
         if self.root is None:
@@ -459,12 +459,11 @@ class ModelManager:
         model = await loop.run_in_executor(self._loader, load_and_warm)
         return ServedVersion(model, batching, instances, self.metrics, stamp)
 
-    async def _prepare_loaded(self, model: Model, batching: BatchingOptions | None, stamp) -> ServedVersion:
+    async def _prepare_loaded(self, model: Model) -> ServedVersion:
         """A model loaded before start (a file given alone), warmed up like any other."""
-        batching = batching or self.batching
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._loader, warm_up, model, batching.max_batch_size if model.batchable else 1)
-        return ServedVersion(model, batching, self.runtime.instances, self.metrics, stamp)
+        await loop.run_in_executor(self._loader, warm_up, model, self.batching.max_batch_size if model.batchable else 1)
+        return ServedVersion(model, self.batching, self.runtime.instances, self.metrics, None)
 
     async def _swap(self, name: str, versions: dict[str, ServedVersion]) -> None:
         # One assignment on the event loop: a call looks the version up either before it or after it.

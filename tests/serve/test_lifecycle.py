@@ -25,6 +25,7 @@ from google.protobuf import text_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from onnx_models import fails_when_run_model, random_linear_classifier, tagged_classifier, third_party_classifier
+from serve.client import DigitClient
 from serve.core.batching import BatchingOptions
 from serve.core.lifecycle import LifecycleOptions
 from serve.core.repository import ModelLoadError, load_model
@@ -314,6 +315,10 @@ def test_version_policies_metadata_and_named_versions(tmp_path):
             with pytest.raises(grpc.RpcError) as missing:
                 stub.Classify(digits_pb2.ClassifyRequest(model="digits", images=[image], model_version="9"))
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        with DigitClient(server.target) as client:
+            (newest,) = client.classify_raw(np.zeros((28, 28), np.uint8))
+            (named,) = client.classify([np.zeros((28, 28), np.uint8)], model_version="2", already_mnist=True)
+        assert (newest.model_version, newest.digit, named.model_version, named.digit) == ("3", 3, "2", 2)
         # Specific versions, then a roll back: the newest version's folder goes, the one before serves.
         (repo / "digits" / "config.pbtxt").write_text("version_policy { specific { versions: [1, 3] } }\n")
         triton.load_model("digits")
