@@ -1,4 +1,4 @@
-"""python -m serve --model PATH.onnx [--model ...] : the digit-classification server.
+"""python -m serve --model-repository REPO | --model PATH.onnx [--model ...] : the digit-classification server.
 
 Serves, on the gRPC port (50051): digits.v1.DigitClassifier (images in, digits out), the KServe v2
 inference.GRPCInferenceService (tensors in, tensors out: Triton's and KServe's clients work
@@ -9,6 +9,10 @@ Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT: health turns NOT_SERVIN
 answered for up to 1 s while clients move away, then new ones are refused with UNAVAILABLE; calls
 in flight get the grace period to finish); 2 when it cannot start (bad flags, a missing or corrupt
 model file, --device cuda without a usable GPU, TLS files, port in use).
+
+SIGHUP re-reads the model repository: new and changed versions are loaded, warmed up and swapped
+in while serving, versions the policy no longer wants are drained and unloaded (in explicit mode,
+only the models loaded are re-read).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from serve.core.batching import BatchingOptions
 from serve.core.digit_inputs import RequestLimits
+from serve.core.lifecycle import CONTROL_MODES, LifecycleOptions
 from serve.images.preprocess import ImageLimits
 from serve.core.repository import ModelLoadError, ModelRepository
 from serve.core.sessions import DEVICES, DeviceUnavailable, RuntimeOptions
@@ -42,9 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     models = parser.add_argument_group("models")
-    models.add_argument("--model", dest="models", type=Path, action="append", required=True, metavar="PATH",
-                        help="an .onnx file, or a folder of them (repeatable); the name comes from the model card "
-                             "(the file stem for third-party models)")
+    models.add_argument("--model", dest="models", type=Path, action="append", default=[], metavar="PATH",
+                        help="an .onnx file, or a folder of them (repeatable), served as version 1; the name comes "
+                             "from the model card (the file stem for third-party models)")
+    models.add_argument("--model-repository", type=Path, metavar="REPO",
+                        help="a model repository in Triton's layout: REPO/NAME/VERSION/model.onnx, with an optional "
+                             "REPO/NAME/config.pbtxt (version policy, max_batch_size, dynamic_batching, instance_group)")
+    models.add_argument("--model-control-mode", choices=CONTROL_MODES, default="none",
+                        help="none: load the repository at start-up (SIGHUP re-reads it); poll: also re-read it every "
+                             "--repository-poll-secs; explicit: load only --load-model models, then what the repository "
+                             "extension's load and unload ask for")
+    models.add_argument("--repository-poll-secs", type=float, default=LifecycleOptions().poll_s,
+                        help="seconds between two reads of the repository in poll mode")
+    models.add_argument("--load-model", dest="load_models", action="append", default=[], metavar="NAME",
+                        help="in explicit mode, a model to load at start-up (repeatable; '*' for every model)")
     models.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: CUDA when it really runs, else CPU; cuda: fail unless CUDA runs; cpu: never try CUDA")
     models.add_argument("--instances", type=int, default=defaults.runtime.instances,
@@ -118,8 +134,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         batching = BatchingOptions.disabled(max_queue_images=args.max_queue_images, inline_max_ms=args.inline_max_ms)
     else:
         batching = BatchingOptions(args.max_batch_size, args.max_delay_ms, args.max_queue_images, args.inline_max_ms)
+    if not args.models and args.model_repository is None:
+        raise ValueError("name the models to serve: --model-repository REPO, or --model PATH.onnx (repeatable)")
     return ServerConfig(
         model_paths=tuple(args.models),
+        model_repository=args.model_repository,
+        lifecycle=LifecycleOptions(args.model_control_mode, args.repository_poll_secs, tuple(args.load_models)),
         host=args.host,
         port=args.port,
         http_port=None if args.no_http else args.http_port,
@@ -142,7 +162,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-async def serve(config: ServerConfig, repository: ModelRepository) -> int:
+async def serve(config: ServerConfig, repository: ModelRepository | None) -> int:
     server = Server(config, repository)
     await server.start()
     loop = asyncio.get_running_loop()
@@ -160,6 +180,15 @@ async def serve(config: ServerConfig, repository: ModelRepository) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    reloads: set[asyncio.Task] = set()
+
+    def on_reload_signal() -> None:
+        log.info("SIGHUP: re-reading the model repository")
+        task = loop.create_task(server.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_reload_signal)
     await stop_requested.wait()
     await server.stop(config.grace_s)
     # gRPC finishes an answered call's task a loop turn or two after the call ends; asyncio.run
@@ -179,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))  # exits 2 with the usage line
     try:
-        repository = ModelRepository.load(config.model_paths, config.runtime)
+        repository = ModelRepository.load(config.model_paths, config.runtime) if config.model_paths else None
         return asyncio.run(serve(config, repository))
     except (ModelLoadError, DeviceUnavailable, ServerStartError) as exc:
         print(f"python -m serve: error: {exc}", file=sys.stderr)

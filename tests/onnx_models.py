@@ -6,6 +6,8 @@
 - `third_party_classifier`: no card, its own input/output names and an INT64 side output.
 - `two_input_model`: two inputs, no batch dimension shared: served through v2 without the batcher.
 - `dynamic_size_conv_model`: the edge detector's interface (any H and W), with a feature-map card.
+- `tagged_classifier`: a digit classifier that answers one fixed digit whatever it is shown, so that
+  the versions of a model in a repository can be told apart by their answers.
 """
 from __future__ import annotations
 
@@ -90,6 +92,15 @@ def random_linear_classifier(path: Path, *, name: str = "linear", input_size: in
     return linear_classifier(path, weights, bias, name=name, input_size=input_size)
 
 
+def tagged_classifier(path: Path, tag: int, *, name: str = "tagged", input_size: int = 28) -> Path:
+    """A classifier with a model card whose most probable digit is always `tag` (0..9)."""
+    weights = np.zeros((input_size * input_size, 10), np.float32)
+    bias = np.zeros(10, np.float32)
+    bias[tag] = 5.0
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return linear_classifier(path, weights, bias, name=name, input_size=input_size)
+
+
 def centroid_classifier(path: Path, images: np.ndarray, labels: np.ndarray, *, name: str = "centroid") -> Path:
     """A classifier that actually reads digits (about 80% on MNIST): nearest class mean, as a linear layer.
 
@@ -131,6 +142,15 @@ def two_input_model(path: Path) -> Path:
     total = helper.make_tensor_value_info("sum", TensorProto.INT32, ["N", 2])
     graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["sum"])], "adder", [a, b], [total])
     return _save(graph, path)
+
+
+def fails_when_run_model(path: Path) -> Path:
+    """No card; "x" FP32 N x 4 -> "y" N x 5: a valid graph whose Reshape fails on every real input."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])
+    shape = numpy_helper.from_array(np.array([-1, 5], np.int64), "shape")
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"])
+    return _save(helper.make_graph([node], "fails_when_run", [x], [y], [shape]), path)
 
 
 def batch_mean_model(path: Path) -> Path:

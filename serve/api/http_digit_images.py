@@ -4,7 +4,7 @@ Three kinds of body, told apart by Content-Type:
 
 - an image file's bytes (`image/png`, `image/jpeg`, any `image/*`, or `application/octet-stream`): one image;
 - `multipart/form-data`: every file field is an image, in the order sent (an HTML form, `curl -F`);
-- `application/json`: `{"model"?, "top_k"?, "images": [...]}`, each image `{"encoded": base64}` or
+- `application/json`: `{"model"?, "model_version"?, "top_k"?, "images": [...]}`, each image `{"encoded": base64}` or
   `{"pixels": [0-255 ints] or base64, "height", "width", "already_mnist"?}` (as gRPC's Image).
 
 Whether the bytes really are an accepted image (PNG, JPEG, BMP, GIF, TIFF, WebP) is for the decoder to say (it sniffs them); here only the
@@ -48,6 +48,7 @@ class DigitsBody:
     # Only a JSON body can name them; None: not given.
     model: str | None = None
     top_k: int | None = None
+    model_version: str | None = None
 
 
 async def read_digits_body(request: web.Request, limits: RequestLimits) -> DigitsBody:
@@ -125,10 +126,14 @@ def parse_json_body(body: bytes) -> DigitsBody:
     top_k = document.get("top_k")
     if top_k is not None:
         top_k = non_negative_int(top_k, "`top_k`")
+    version = document.get("model_version")
+    if version is not None and not isinstance(version, str):
+        raise InvalidInput(f"`model_version` must be a string (a version number), got {json.dumps(version)[:80]}")
     images = document.get("images")
     if not isinstance(images, list):
         raise InvalidInput(f"the JSON body needs an `images` list; send {_JSON_SHAPE}")
-    return DigitsBody([_json_image(image, index, len(images)) for index, image in enumerate(images)], model, top_k)
+    return DigitsBody([_json_image(image, index, len(images)) for index, image in enumerate(images)], model, top_k,
+                      version or None)
 
 
 def non_negative_int(value: Any, what: str) -> int:

@@ -89,8 +89,11 @@ async def classify(request: web.Request) -> web.Response:
     body: DigitsBody = await read_digits_body(request, dataplane.limits)
     model = _agreed(request.match_info.get("model"), body.model or None, "model")
     top_k = _agreed(top_k, body.top_k, "top_k")
-    classification = await dataplane.classify(model or "", body.images, top_k or 0, request[DEADLINE])
-    return web.json_response({"model": classification.model.name, "predictions": predictions_json(classification, details)})
+    url_version = request.match_info.get("version") or request.query.get("model_version") or None
+    version = _agreed(url_version, body.model_version, "model_version")
+    classification = await dataplane.classify(model or "", body.images, top_k or 0, request[DEADLINE], version or "")
+    return web.json_response({"model": classification.model.name, "model_version": classification.model.version,
+                              "predictions": predictions_json(classification, details)})
 
 
 def metadata_json(dataplane: DataPlane, model) -> dict:
@@ -113,5 +116,6 @@ async def get_model_metadata(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/digits/v1/classify", classify)
     app.router.add_post("/digits/v1/models/{model}/classify", classify)
+    app.router.add_post("/digits/v1/models/{model}/versions/{version}/classify", classify)
     app.router.add_get("/digits/v1/models", list_models)
     app.router.add_get("/digits/v1/models/{model}", get_model_metadata)

@@ -13,23 +13,25 @@ import asyncio
 from aiohttp import web
 
 from serve.api import http_tensors
+from serve.api import grpc_kserve
 from serve.api.grpc_kserve import SERVICE
 from serve.api.http_server import DATAPLANE, DEADLINE, PROVIDER_HEADER, earliest_deadline, route, until_deadline
 from serve.core.dataplane import SERVER_NAME
 from serve.core.repository import PLATFORM, Model
 
-# What this front door adds to the protocol (Triton's names, as its server metadata reports them).
-EXTENSIONS = ["binary_tensor_data"]
+# The protocol extensions served over HTTP (Triton's names, as its server metadata reports them): the
+# data plane's (repository, statistics) and this front door's own binary tensor data.
+EXTENSIONS = [*grpc_kserve.EXTENSIONS, "binary_tensor_data"]
 
 
 def _tensors(specs) -> list[dict]:
     return [{"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)} for spec in specs]
 
 
-def model_metadata(model: Model) -> dict:
+def model_metadata(model: Model, versions: list[str]) -> dict:
     return {
         "name": model.name,
-        "versions": [model.version],
+        "versions": versions,
         "platform": PLATFORM,
         "inputs": _tensors(model.inputs),
         "outputs": _tensors(model.outputs),
@@ -65,8 +67,10 @@ async def model_ready(request: web.Request) -> web.Response:
 
 @route(SERVICE, "ModelMetadata")
 async def model_metadata_handler(request: web.Request) -> web.Response:
-    model = request.app[DATAPLANE].model(request.match_info["model"], request.match_info.get("version", ""))
-    return web.json_response(model_metadata(model), headers={PROVIDER_HEADER: model.provider})
+    dataplane = request.app[DATAPLANE]
+    model = dataplane.model(request.match_info["model"], request.match_info.get("version", ""))
+    return web.json_response(model_metadata(model, dataplane.model_versions(model.name)),
+                             headers={PROVIDER_HEADER: model.provider})
 
 
 @route(SERVICE, "ModelInfer")

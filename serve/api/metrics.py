@@ -8,6 +8,19 @@
     serve_inference_duration_seconds{model}            time of one ONNX Runtime call
     serve_queue_images{model}                          images waiting for inference
     serve_dropped_requests_total{model, reason}        requests not inferred: cancelled, deadline, queue_full
+    serve_queue_duration_seconds{model}                a request's wait in its model's queue
+    serve_model_load_failures_total{model, version}    versions that failed to load or warm up (the old stays)
+
+Triton's names, labelled by model and version, read at each scrape from the statistics that the
+statistics extension reports (serve.core.statistics), so existing Triton dashboards and
+autoscaling rules work unchanged:
+
+    nv_inference_request_success, nv_inference_request_failure   requests, by outcome
+    nv_inference_count, nv_inference_exec_count                  batch items inferred, executions
+    nv_inference_request_duration_us                             cumulative request time
+    nv_inference_queue_duration_us                               cumulative queue time
+    nv_inference_compute_input_duration_us, nv_inference_compute_infer_duration_us,
+    nv_inference_compute_output_duration_us                      cumulative compute times
 
 Each server owns its registry (tests run several servers in one process). Label children are
 cached: the hot path is a dict lookup and an atomic add.
@@ -16,8 +29,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from serve.core.statistics import VersionStatistics
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +70,14 @@ class Metrics:
         self._dropped = Counter(
             "serve_dropped_requests", "Requests dropped before inference", ["model", "reason"], registry=self.registry
         )
+        self._queue_wait = Histogram(
+            "serve_queue_duration_seconds", "A request's wait in its model's queue before its batch ran", ["model"],
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self._load_failures = Counter(
+            "serve_model_load_failures", "Model versions that failed to load or warm up (the serving version stays)",
+            ["model", "version"], registry=self.registry,
+        )
         self._children: dict[tuple, object] = {}
         self._http = None
         self._http_thread: threading.Thread | None = None
@@ -74,6 +100,20 @@ class Metrics:
         self._child(self._batch_requests, model).observe(requests)
         self._child(self._inference, model).observe(seconds)
 
+    def execution_timed(
+        self, model: str, images: int, queue_seconds: Sequence[float], input_s: float, infer_s: float, output_s: float,
+    ) -> None:
+        wait = self._child(self._queue_wait, model)
+        for seconds in queue_seconds:
+            wait.observe(seconds)
+
+    def load_failed(self, model: str, version: str) -> None:
+        self._child(self._load_failures, model, version).inc()
+
+    def watch_statistics(self, statistics: Callable[[], Iterable[VersionStatistics]]) -> None:
+        """Expose the served versions' statistics under Triton's metric names (read at each scrape)."""
+        self.registry.register(TritonMetrics(statistics))
+
     def queue_depth(self, model: str, images: int) -> None:
         self._child(self._queue, model).set(images)
 
@@ -93,3 +133,42 @@ class Metrics:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+# Triton's metric name -> (help, what it counts in VersionStatistics, scale to its unit).
+_TRITON_COUNTERS: list[tuple[str, str, Callable[[VersionStatistics], float]]] = [
+    ("nv_inference_request_success", "Number of successful inference requests, all batch sizes",
+     lambda s: s.success.count),
+    ("nv_inference_request_failure", "Number of failed inference requests, all batch sizes", lambda s: s.fail.count),
+    ("nv_inference_count", "Number of inferences performed (batch items)", lambda s: s.inference_count),
+    ("nv_inference_exec_count", "Number of model executions performed", lambda s: s.execution_count),
+    ("nv_inference_request_duration_us", "Cumulative inference request duration in microseconds",
+     lambda s: (s.success.ns + s.fail.ns) // 1000),
+    ("nv_inference_queue_duration_us", "Cumulative inference queuing duration in microseconds",
+     lambda s: s.queue.ns // 1000),
+    ("nv_inference_compute_input_duration_us", "Cumulative compute input duration in microseconds",
+     lambda s: s.compute_input.ns // 1000),
+    ("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in microseconds",
+     lambda s: s.compute_infer.ns // 1000),
+    ("nv_inference_compute_output_duration_us", "Cumulative inference compute output duration in microseconds",
+     lambda s: s.compute_output.ns // 1000),
+]
+
+
+class TritonMetrics(Collector):
+    """Triton's counters, under its exact names.
+
+    Exposed untyped: prometheus_client names every counter's samples and TYPE line with a `_total`
+    suffix, which Triton's names lack (and PromQL's rate() needs no type).
+    """
+
+    def __init__(self, statistics: Callable[[], Iterable[VersionStatistics]]) -> None:
+        self._statistics = statistics
+
+    def collect(self):
+        served = list(self._statistics())
+        for name, documentation, value in _TRITON_COUNTERS:
+            family = Metric(name, documentation, "untyped")
+            for stats in served:
+                family.add_sample(name, {"model": stats.name, "version": stats.version}, float(value(stats)))
+            yield family
