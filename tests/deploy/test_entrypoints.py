@@ -175,13 +175,14 @@ def test_the_deployment_serves_a_configmap_volume_and_drains(rendered, lenet_onn
             running.process.kill()
 
 
-@pytest.mark.parametrize("file_name", ["lenet.onnx", "model"])
+@pytest.mark.parametrize("file_name", ["lenet.onnx", "model", f"{NAME}/1/model.onnx"])
 def test_the_serving_runtime_serves_kserves_storage_layout(rendered, lenet_onnx, tmp_path, file_name):
-    # KServe's storage initializer copies the storageUri's file under /mnt/models with the name it had.
+    # KServe's storage initializer copies the storageUri under /mnt/models as it was: one file with the
+    # name it had, or a whole model repository (NAME/VERSION/model.onnx).
     serving = _serving(rendered, "kserve/servingruntime.yaml")
     runtime = only(rendered, "kserve/servingruntime.yaml", "ServingRuntime")
     models = tmp_path / "mnt-models"
-    models.mkdir()
+    (models / file_name).parent.mkdir(parents=True)
     shutil.copy(lenet_onnx, models / file_name)
     running = _start(serving.argv, models, tmp_path / "server.log")
     try:
