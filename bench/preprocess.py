@@ -120,14 +120,22 @@ def stage_calls(pipeline: Pipeline, data: bytes) -> list[tuple[str, Callable[[],
     limits = decode.ImageLimits()
     gray = decode.decode_image(data, limits)
     calls: list[tuple[str, Callable[[], object]]] = [("decode", lambda: decode.decode_image(data, limits))]
-    checked = pre._as_gray(gray)
-    ink_bright, background = pre.fix_polarity(checked)
-    levels = pre.contrast_levels(ink_bright, background)
+    checked, low, high = pre._checked_gray(gray)
+
+    def levels_of():
+        background = pre.border_level(checked)
+        ink_is_dark = pre._ink_is_dark(background, low, high)
+        return pre._contrast_levels(checked, background, low if ink_is_dark else high, ink_is_dark)
+
+    levels = levels_of()
 
     def crop():
-        rough_box = pre.ink_bounding_box(ink_bright, levels.unstretched(levels.noise_floor))
-        ink = pre._stretch(ink_bright[rough_box], levels)
-        return ink[pre.ink_bounding_box(ink)]
+        inked = pre._inked(checked, levels)
+        rough_box = pre._box_of(inked)
+        inked = inked[rough_box]
+        inked &= pre._has_inked_neighbour(inked)
+        box = pre._box_of(inked)
+        return pre._stretch(checked[rough_box][box], levels, inked[box])
 
     cropped = crop()
     scaled = pre.scale_to_box(cropped)
@@ -135,9 +143,8 @@ def stage_calls(pipeline: Pipeline, data: bytes) -> list[tuple[str, Callable[[],
     if not np.array_equal(digit, pre.to_mnist_format(gray)):
         raise BenchError("the benchmark's stages no longer add up to to_mnist_format; update bench/preprocess.py")
     calls += [
-        ("check", lambda: pre._as_gray(gray)),
-        ("polarity", lambda: pre.fix_polarity(checked)),
-        ("contrast levels", lambda: pre.contrast_levels(ink_bright, background)),
+        ("check", lambda: pre._checked_gray(gray)),
+        ("polarity + levels", levels_of),
         ("stretch + crop", crop),
         ("scale to box", lambda: pre.scale_to_box(cropped)),
         ("centre", lambda: pre.centre_by_mass(scaled)),
