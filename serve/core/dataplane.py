@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -22,6 +22,8 @@ from serve.core.runner import ModelRunner
 from serve.core.tensors import InferInput, decode_inputs, requested_outputs
 from serve.core.errors import ModelNotFound
 from serve.images.digit_format import DIGIT_SHAPE
+
+_Result = TypeVar("_Result")
 
 SERVER_NAME = "digit-zoo"
 DEFAULT_TOP_K = 3
@@ -135,6 +137,11 @@ class DataPlane:
         """Most images one inference call of `model` takes (1 when requests cannot be stacked)."""
         return self.max_batch_size if model.batchable else 1
 
+    async def run_in_pool(self, function: Callable[..., _Result], *args) -> _Result:
+        """function(*args) in the image-decoding pool, off the event loop: request work that would
+        stall every other call (decoding images, parsing a large JSON body, encoding previews)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
     # Inference
     async def infer(self, request: InferRequest, deadline: float | None = None) -> InferResult:
         """A v2 request's outputs (those it named, in its order), from the model's batcher or alone."""
@@ -156,10 +163,7 @@ class DataPlane:
             pixels = digit_inputs.images_to_pixels(images, input_size, self.limits, bulk=True)
         else:
             digit_inputs.check_image_count(len(images), self.limits)
-            loop = asyncio.get_running_loop()
-            pixels = await loop.run_in_executor(
-                self._executor, digit_inputs.images_to_pixels, images, input_size, self.limits, False
-            )
+            pixels = await self.run_in_pool(digit_inputs.images_to_pixels, images, input_size, self.limits, False)
         outputs = await self.runners[model.name].infer({model.card.input_name: pixels}, deadline)
         probabilities = outputs[model.output_index(PROBABILITIES_OUTPUT)]
         labels = model_labels(model, probabilities.shape[1])
