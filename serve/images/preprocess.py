@@ -135,24 +135,29 @@ def _as_gray(gray: np.ndarray) -> np.ndarray:
     return _checked_gray(gray)[0]
 
 
-def _median(values: np.ndarray) -> float:
-    """np.median of a 1-D array, without its overhead (which is most of the cost on a small image)."""
+def _median_of_scratch(values: np.ndarray) -> float:
+    """np.median of a 1-D array the caller no longer needs (it is reordered in place), without
+    np.median's overhead, which is most of its cost on a small image."""
     count = values.size
     lower, upper = (count - 1) // 2, count // 2
-    middle = np.sort(values) if count < _SORT_BELOW else np.partition(values, (lower, upper))
-    return (float(middle[lower]) + float(middle[upper])) / 2.0
+    if count < _SORT_BELOW:
+        values.sort()
+    else:
+        values.partition((lower, upper))
+    return (float(values[lower]) + float(values[upper])) / 2.0
 
 
 def _border_ring(gray: np.ndarray) -> np.ndarray:
-    """The outermost ring of pixels (corners once per side they lie on); the whole image when it is that thin."""
+    """A copy of the outermost ring of pixels (corners once per side they lie on); of the whole
+    image when it is that thin."""
     if min(gray.shape) <= 2:
-        return gray.ravel()
+        return gray.flatten()
     return np.concatenate((gray[0], gray[-1], gray[:, 0], gray[:, -1]))
 
 
 def border_level(gray: np.ndarray) -> float:
     """The background's grey level: the median of the image's outermost ring of pixels."""
-    return _median(_border_ring(gray))
+    return _median_of_scratch(_border_ring(gray))
 
 
 def border_grain(gray: np.ndarray) -> float:
@@ -170,10 +175,10 @@ def border_grain(gray: np.ndarray) -> float:
         differences = line[1:] - line[:-1]
     else:
         rows, columns = gray[:: height - 1], gray[:, :: width - 1]  # the first and last of each
-        differences = np.concatenate(((rows[:, 1:] - rows[:, :-1]).ravel(), (columns[1:] - columns[:-1]).ravel()))
+        differences = np.concatenate((rows[:, 1:] - rows[:, :-1], columns[1:] - columns[:-1]), axis=None)
     if differences.size == 0:
         return 0.0
-    return _median(np.abs(differences)) / (0.6745 * math.sqrt(2.0))
+    return _median_of_scratch(np.abs(differences, out=differences)) / (0.6745 * math.sqrt(2.0))
 
 
 def _ink_is_dark(background: float, low: float, high: float) -> bool:
@@ -218,7 +223,7 @@ def _contrast_levels(gray: np.ndarray, background: float, ink_extreme: float, in
         clearly_inked = gray[gray <= background - span / 2]
     else:
         clearly_inked = gray[gray >= background + span / 2]
-    ink = _median(clearly_inked)
+    ink = _median_of_scratch(clearly_inked)
     # The floor rises above NOISE_FLOOR on grainy paper, so that grain far from the digit does not
     # count as ink and stretch its bounding box over the whole photo.
     noise_floor = max(NOISE_FLOOR, GRAIN_SIGMAS * border_grain(gray) / abs(ink - background))
@@ -436,6 +441,8 @@ def prepare_digit(
                 f"pixels marked as already in MNIST format must be {DIGIT_SIZE}x{DIGIT_SIZE}, got "
                 f"{digit.shape[0]}x{digit.shape[1]}; send them without that flag to have them converted"
             )
+    elif tuple(input_size) == DIGIT_SHAPE:
+        return to_mnist_format(gray)[None]  # a new array already: padding by nothing would copy it
     else:
         digit = to_mnist_format(gray)
     return pad_to_input_size(digit[None], input_size)
