@@ -38,7 +38,7 @@ from bench._machine import describe_machine, finish_machine_record, machine_summ
 from bench._report import RESULTS_DIR, format_table, ratio, result_document, write_json
 from bench._sample_images import KINDS, ImageKind
 from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
-from serve.images.digit_format import DIGIT_SHAPE
+from serve.images.digit_format import DIGIT_BOX, DIGIT_SHAPE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOTAL = "total"
@@ -138,16 +138,16 @@ def stage_calls(pipeline: Pipeline, data: bytes) -> list[tuple[str, Callable[[],
         return pre._stretch(checked[rough_box][box], levels, inked[box])
 
     cropped = crop()
-    scaled = pre.scale_to_box(cropped)
-    digit = pre.centre_by_mass(scaled)
+    scaled = pre._scale_to_box(cropped, DIGIT_BOX)
+    digit = pre._centre_by_mass(scaled)
     if not np.array_equal(digit, pre.to_mnist_format(gray)):
         raise BenchError("the benchmark's stages no longer add up to to_mnist_format; update bench/preprocess.py")
     calls += [
         ("check", lambda: pre._checked_gray(gray)),
         ("polarity + levels", levels_of),
         ("stretch + crop", crop),
-        ("scale to box", lambda: pre.scale_to_box(cropped)),
-        ("centre", lambda: pre.centre_by_mass(scaled)),
+        ("scale to box", lambda: pre._scale_to_box(cropped, DIGIT_BOX)),
+        ("centre", lambda: pre._centre_by_mass(scaled)),
         ("pad", lambda: pre.prepare_digit(digit, already_mnist=True)),
         (TOTAL, lambda: pipeline.total(data)),
     ]

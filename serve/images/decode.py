@@ -127,9 +127,9 @@ def _to_gray(image: Image.Image) -> np.ndarray:
 
 
 def _unit_floats(image_8bit: Image.Image) -> np.ndarray:
-    values = np.array(image_8bit, dtype=np.float32)
-    values /= _UINT8_MAX
-    return values
+    # Straight from the bytes: numpy's array-interface route builds the same bytes, and more besides.
+    pixels_uint8 = np.frombuffer(image_8bit.tobytes(), dtype=np.uint8).reshape(image_8bit.height, image_8bit.width)
+    return np.divide(pixels_uint8, np.float32(_UINT8_MAX), dtype=np.float32)
 
 
 def _luma_only(image: Image.Image) -> None:

@@ -358,7 +358,11 @@ def _resize(ink: np.ndarray, height: int, width: int, resample: Image.Resampling
 
 def scale_to_box(ink: np.ndarray, box_size: int = DIGIT_BOX) -> np.ndarray:
     """Cropped ink -> the same ink with its longer side box_size px, thin strokes kept visible."""
-    working = _clip_unit(np.array(ink, dtype=np.float32))
+    return _scale_to_box(_clip_unit(np.array(ink, dtype=np.float32)), box_size)
+
+
+def _scale_to_box(working: np.ndarray, box_size: int) -> np.ndarray:
+    """scale_to_box of float32 ink already in [0, 1] (returned itself when it has the box's size)."""
     working_min = WORKING_OVERSAMPLE * box_size
     if max(working.shape) >= 2 * working_min:
         working = _max_pool(working, max(working.shape) // working_min)
@@ -384,15 +388,18 @@ def scale_to_box(ink: np.ndarray, box_size: int = DIGIT_BOX) -> np.ndarray:
 
 def centre_by_mass(digit: np.ndarray) -> np.ndarray:
     """Paste digit (at most 28x28) into the 28x28 field, its centre of mass at the format's centre."""
+    check_fits(*digit.shape)
+    return _centre_by_mass(_clip_unit(np.array(digit, dtype=np.float32)))
+
+
+def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
+    """centre_by_mass of a float32 digit already in [0, 1] that fits the field."""
     height, width = digit.shape
-    check_fits(height, width)
     field = np.zeros(DIGIT_SHAPE, dtype=np.float32)
     if not digit.any():
         return field
     top, left = placement(*centre_of_mass(digit), height, width)
-    window = field[top : top + height, left : left + width]
-    window[...] = digit
-    _clip_unit(window)
+    field[top : top + height, left : left + width] = digit
     return field
 
 
@@ -422,7 +429,8 @@ def to_mnist_format(gray: np.ndarray) -> np.ndarray:
     box = _box_of(inked)
     if box is None:
         return blank
-    return centre_by_mass(scale_to_box(_stretch(gray[rough_box][box], levels, inked[box])))
+    # Stretched ink lies in [0, 1] already: the public steps' own clipping is skipped.
+    return _centre_by_mass(_scale_to_box(_stretch(gray[rough_box][box], levels, inked[box]), DIGIT_BOX))
 
 
 def prepare_digit(
