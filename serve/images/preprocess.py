@@ -108,8 +108,9 @@ WORKING_OVERSAMPLE = 8
 
 # numpy's dtype kinds of real numbers: floating, signed and unsigned integer, boolean.
 _NUMBER_KINDS = "fiub"
-# Below this many values a full sort is cheaper than numpy's partial one (measured on numpy 2.4).
-_SORT_BELOW = 2048
+# Below this many values a full sort is cheaper than numpy's two-element partition (numpy 2.4: at
+# 1,000 values 4.3 against 4.6 us, at 2,000 8.4 against 5.9).
+_SORT_BELOW = 1024
 
 
 def _checked_gray(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
