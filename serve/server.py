@@ -152,6 +152,7 @@ class Server:
         self._preprocess = ThreadPoolExecutor(config.worker_threads, thread_name_prefix="preprocess")
         dataplane = self.dataplane = DataPlane(
             repository, self.runners, config.limits, self._preprocess, config.batching.max_batch_size, package_version(),
+            preprocess_threads=config.worker_threads,
         )
         try:
             self._grpc = GrpcFrontDoor(dataplane, self.metrics, self.admission, tokens, config.max_message_bytes,

@@ -7,7 +7,6 @@ here and the results back into messages, and turn the ServeErrors raised here in
 """
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence, TypeVar
@@ -17,6 +16,7 @@ import numpy as np
 from serve.core import digit_inputs
 from serve.core.digit_inputs import EncodedImage, RawImage, RequestLimits
 from serve.core.model_card import PROBABILITIES_OUTPUT
+from serve.core.pool_queue import PoolQueue
 from serve.core.repository import Model, ModelRepository, TensorSpec
 from serve.core.runner import ModelRunner
 from serve.core.tensors import InferInput, decode_inputs, requested_outputs
@@ -96,13 +96,14 @@ class DataPlane:
         preprocess_executor: Executor,
         max_batch_size: int,
         version: str,
+        preprocess_threads: int = 1,
     ) -> None:
         self.repository = repository
         self.runners = runners
         self.limits = limits
         self.version = version
         self.max_batch_size = max_batch_size
-        self._executor = preprocess_executor
+        self._pool = PoolQueue(preprocess_executor, max_trips=preprocess_threads)
         self._ready = False
 
     # Health and metadata
@@ -139,8 +140,9 @@ class DataPlane:
 
     async def run_in_pool(self, function: Callable[..., _Result], *args) -> _Result:
         """function(*args) in the image-decoding pool, off the event loop: request work that would
-        stall every other call (decoding images, parsing a large JSON body, encoding previews)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        stall every other call (decoding images, parsing a large JSON body, encoding previews).
+        Calls queued while the pool is busy go there together (serve.core.pool_queue)."""
+        return await self._pool.run(function, *args)
 
     # Inference
     async def infer(self, request: InferRequest, deadline: float | None = None) -> InferResult:
