@@ -169,7 +169,8 @@ class Server:
         models = self.models = ModelManager(config.runtime, config.batching, self.metrics, config.model_repository,
                                             config.lifecycle, on_serving=self._model_serving)
         self._preprocess = ThreadPoolExecutor(config.worker_threads, thread_name_prefix="preprocess")
-        dataplane = self.dataplane = DataPlane(models, config.limits, self._preprocess, package_version())
+        dataplane = self.dataplane = DataPlane(models, config.limits, self._preprocess, package_version(),
+                                               preprocess_threads=config.worker_threads)
         try:
             # Loaded and warmed up before either door opens: the first real call is not the slow one.
             await models.start(list(self.repository) if self.repository is not None else ())

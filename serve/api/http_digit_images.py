@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 from aiohttp import BodyPartReader, web
@@ -38,6 +38,9 @@ _JSON_SHAPE = (
     '{"pixels": [0-255, ...], "height": H, "width": W, "already_mnist": false}], "model"?: "name", "top_k"?: 3}'
 )
 _READ_CHUNK_BYTES = 64 * 1024
+# JSON bodies up to this size parse on the event loop: in less time than a hop to the decoding pool
+# (about 5 us per KiB of base64, against 70 us or so for the hop, measured on a loaded 2-core machine).
+PARSE_INLINE_BYTES = 16 * 1024
 # How aiohttp's multipart reader signals a missing boundary, a broken part header or a truncated part.
 _MALFORMED = (ValueError, AssertionError, HttpProcessingError)
 
@@ -51,10 +54,15 @@ class DigitsBody:
     model_version: str | None = None
 
 
-async def read_digits_body(request: web.Request, limits: RequestLimits) -> DigitsBody:
+async def read_digits_body(request: web.Request, limits: RequestLimits,
+                           run_in_pool: Callable[..., Awaitable]) -> DigitsBody:
+    """The request's images; a large JSON body is parsed (and its base64 decoded) by run_in_pool."""
     content_type = request.content_type
     if content_type == JSON_TYPE or content_type.endswith("+json"):
-        return parse_json_body(await request.read())
+        body = await request.read()
+        if len(body) <= PARSE_INLINE_BYTES:
+            return parse_json_body(body)
+        return await run_in_pool(parse_json_body, body)
     if content_type == MULTIPART_TYPE:
         return DigitsBody(await read_multipart_images(request, limits))
     if content_type.startswith("image/") or content_type == OCTET_STREAM_TYPE:

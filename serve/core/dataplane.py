@@ -8,23 +8,25 @@ here and the results back into messages, and turn the ServeErrors raised here in
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
 from serve.core import digit_inputs
 from serve.core.digit_inputs import EncodedImage, RawImage, RequestLimits
 from serve.core.model_card import PROBABILITIES_OUTPUT
+from serve.core.pool_queue import PoolQueue
 from serve.core.errors import ModelNotFound
 from serve.core.lifecycle import IndexEntry, ModelManager, ServedVersion
 from serve.core.repository import Model, TensorSpec
 from serve.core.statistics import VersionStatistics
 from serve.core.tensors import InferInput, decode_inputs, requested_outputs
 from serve.images.digit_format import DIGIT_SHAPE
+
+_Result = TypeVar("_Result")
 
 SERVER_NAME = "digit-zoo"
 DEFAULT_TOP_K = 3
@@ -95,11 +97,12 @@ class DataPlane:
         limits: RequestLimits,
         preprocess_executor: Executor,
         version: str,
+        preprocess_threads: int = 1,
     ) -> None:
         self.manager = manager
         self.limits = limits
         self.version = version
-        self._executor = preprocess_executor
+        self._pool = PoolQueue(preprocess_executor, max_trips=preprocess_threads)
         self._ready = False
 
     # Health and metadata
@@ -153,6 +156,12 @@ class DataPlane:
     def statistics(self, name: str = "", version: str = "") -> list[VersionStatistics]:
         return self.manager.statistics(name, version)
 
+    async def run_in_pool(self, function: Callable[..., _Result], *args) -> _Result:
+        """function(*args) in the image-decoding pool, off the event loop: request work that would
+        stall every other call (decoding images, parsing a large JSON body, encoding previews).
+        Calls queued while the pool is busy go there together (serve.core.pool_queue)."""
+        return await self._pool.run(function, *args)
+
     # Inference
     async def infer(self, request: InferRequest, deadline: float | None = None) -> InferResult:
         """A v2 request's outputs (those it named, in its order), from the model's batcher or alone."""
@@ -199,9 +208,6 @@ class DataPlane:
             pixels = digit_inputs.images_to_pixels(images, input_size, self.limits, bulk=True)
         else:
             digit_inputs.check_image_count(len(images), self.limits)
-            loop = asyncio.get_running_loop()
-            pixels = await loop.run_in_executor(
-                self._executor, digit_inputs.images_to_pixels, images, input_size, self.limits, False
-            )
+            pixels = await self.run_in_pool(digit_inputs.images_to_pixels, images, input_size, self.limits, False)
         outputs = await served.runner.infer({model.card.input_name: pixels}, deadline)
         return pixels, outputs[model.output_index(PROBABILITIES_OUTPUT)]

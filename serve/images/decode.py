@@ -18,7 +18,8 @@ Hostile input is the normal case here, so every step is bounded before it costs 
 4. Only then are the pixels decoded (truncated files raise here), the EXIF orientation applied
    (phone photos), and the first frame or page (of an animated PNG, GIF or WebP, a multi-page
    TIFF; the others are never read) converted to grayscale with ITU-R 601-2 luma, as Pillow's
-   "L" mode does. 16-bit grayscale keeps its precision.
+   "L" mode does (a colour JPEG stores that luma apart: only it is decoded). 16-bit grayscale
+   keeps its precision.
 5. Transparency is composited onto the paper the image implies (see ``_implied_paper``).
 
 Every failure is an ``InvalidInput`` or ``TooLarge`` whose message says what to send instead;
@@ -110,12 +111,13 @@ def _to_gray(image: Image.Image) -> np.ndarray:
         scale = _UINT16_MAX if values.max(initial=0) <= _UINT16_MAX else float(np.iinfo(np.int32).max)
         return (values / scale).clip(0.0, 1.0).astype(np.float32)
     if not _has_transparency(image):
-        return _unit_floats(image.convert("L"))
-    rgba = image.convert("RGBA")
-    luma, alpha = _unit_floats(rgba.convert("L")), _unit_floats(rgba.getchannel("A"))
-    del rgba
-    if alpha.min() >= 1.0:
-        return luma
+        return _unit_floats(image if image.mode == "L" else image.convert("L"))
+    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+    alpha_channel = rgba.getchannel("A")
+    if alpha_channel.getextrema()[0] == 255:  # opaque throughout, as the drawing page's canvas is
+        return _unit_floats(rgba.convert("L"))
+    luma, alpha = _unit_floats(rgba.convert("L")), _unit_floats(alpha_channel)
+    del rgba, alpha_channel
     # luma * alpha + paper * (1 - alpha), in place: at 16 megapixels each temporary is 64 MiB.
     paper = np.float32(_implied_paper(luma, alpha))
     luma -= paper
@@ -125,9 +127,16 @@ def _to_gray(image: Image.Image) -> np.ndarray:
 
 
 def _unit_floats(image_8bit: Image.Image) -> np.ndarray:
-    values = np.array(image_8bit, dtype=np.float32)
-    values /= _UINT8_MAX
-    return values
+    # Straight from the bytes: numpy's array-interface route builds the same bytes, and more besides.
+    pixels_uint8 = np.frombuffer(image_8bit.tobytes(), dtype=np.uint8).reshape(image_8bit.height, image_8bit.width)
+    return np.divide(pixels_uint8, np.float32(_UINT8_MAX), dtype=np.float32)
+
+
+def _luma_only(image: Image.Image) -> None:
+    """Have a colour JPEG decode its luma alone (libjpeg's grayscale output): JPEG stores luma (ITU-R
+    601-2, as Pillow's "L") apart from colour, so the chroma and the colour conversion are skipped."""
+    if image.format == "JPEG":
+        image.draft("L", None)  # a mode only, no size: the scale stays 1; other modes are left alone
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -175,6 +184,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
                 _check_pixel_count(*block, limits, f"each tile of the {format_name} image",
                                    "save it in strips or with smaller tiles (256x256 is usual), or as PNG")
         try:
+            _luma_only(image)
             image.load()
             return _to_gray(_upright(image))
         except MemoryError as error:

@@ -223,6 +223,37 @@ def test_details_show_the_preprocessed_and_padded_picture(api, sample):
     assert "model_input" not in plain and "probabilities" not in plain
 
 
+def test_decoding_parsing_and_previews_run_in_the_decoding_pool(api, digits, sample, monkeypatch):
+    """Not on the event loop, where they would stall every other call: each runs in a thread of the
+    server's decoding pool (named "preprocess")."""
+    import serve.api.http_digit_images as http_digit_images
+    import serve.api.http_digits as http_digits
+    import serve.core.digit_inputs as digit_inputs
+    import threading
+
+    threads: dict[str, set[str]] = {}
+
+    def recorded(name, function):
+        def wrapper(*args, **kwargs):
+            threads.setdefault(name, set()).add(threading.current_thread().name)
+            return function(*args, **kwargs)
+        return wrapper
+
+    for module, name in ((http_digit_images, "parse_json_body"), (http_digits, "png_data_url"),
+                         (digit_inputs, "decode_image")):
+        monkeypatch.setattr(module, name, recorded(name, getattr(module, name)))
+    images, _ = sample
+    document = {"images": [{"encoded": b64(on_paper(image, scale=12))} for image in images]}
+    body = json.dumps(document).encode()
+    assert len(body) > http_digit_images.PARSE_INLINE_BYTES  # large enough to be worth the hop
+    status, answer = post(f"{api}/classify?details=1", body, "application/json")
+    assert status == 200 and len(answer["predictions"]) == len(images)
+    grpc_classify(digits, [encoded(on_paper(images[0]))])
+    assert set(threads) == {"parse_json_body", "png_data_url", "decode_image"}
+    for name, names in threads.items():
+        assert all(thread.startswith("preprocess") for thread in names), (name, names)
+
+
 # Metadata: the gRPC messages, as protobuf's JSON mapping
 
 def test_metadata_is_the_grpc_metadata(api, digits):
