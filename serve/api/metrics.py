@@ -9,15 +9,27 @@
     serve_queue_images{model}                          images waiting for inference
     serve_dropped_requests_total{model, reason}        requests not inferred: cancelled, deadline, queue_full
 
+and, with --workers N, from the supervisor (serve/workers.py):
+
+    serve_worker_restarts_total                        workers that died and were started again
+    serve_workers_ready                                workers answering calls now
+
 Each server owns its registry (tests run several servers in one process). Label children are
 cached: the hot path is a dict lookup and an atomic add.
+
+With --workers N every worker writes its figures to files in the folder PROMETHEUS_MULTIPROC_DIR
+names (prometheus_client's multiprocess mode, chosen when prometheus_client is imported) and the
+supervisor serves their sums: a scrape sees the whole server, whichever worker would have answered
+it, and counts of a worker that died stay in the totals.
 """
 from __future__ import annotations
 
 import logging
 import threading
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +60,14 @@ class Metrics:
             "serve_inference_duration_seconds", "Duration of one ONNX Runtime call", ["model"],
             buckets=_INFERENCE_BUCKETS, registry=self.registry,
         )
-        self._queue = Gauge("serve_queue_images", "Images waiting for inference", ["model"], registry=self.registry)
+        # livesum: with several workers, the images queued in the workers alive now (ignored in one process).
+        self._queue = Gauge("serve_queue_images", "Images waiting for inference", ["model"], registry=self.registry,
+                            multiprocess_mode="livesum")
         self._dropped = Counter(
             "serve_dropped_requests", "Requests dropped before inference", ["model", "reason"], registry=self.registry
         )
         self._children: dict[tuple, object] = {}
-        self._http = None
-        self._http_thread: threading.Thread | None = None
+        self._exposition = Exposition(self.registry)
 
     def _child(self, metric, *labels):
         key = (id(metric), *labels)
@@ -83,12 +96,57 @@ class Metrics:
     # Exposition
     def serve_http(self, host: str, port: int) -> int:
         """Expose /metrics on host:port (0 picks a free port); returns the bound port."""
+        return self._exposition.start(host, port)
+
+    def stop_http(self) -> None:
+        self._exposition.stop()
+
+
+class SupervisorMetrics:
+    """The metrics endpoint of a server of several workers: their figures summed, and the supervisor's own."""
+
+    def __init__(self, multiprocess_dir: Path) -> None:
+        self.multiprocess_dir = Path(multiprocess_dir)
+        self.registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(self.registry, path=str(self.multiprocess_dir))
+        self._restarts = Counter("serve_worker_restarts", "Workers that died and were started again",
+                                 registry=self.registry)
+        self._ready = Gauge("serve_workers_ready", "Workers answering calls now", registry=self.registry)
+        self._exposition = Exposition(self.registry)
+
+    def worker_restarted(self) -> None:
+        self._restarts.inc()
+
+    def workers_ready(self, count: int) -> None:
+        self._ready.set(count)
+
+    def worker_gone(self, pid: int) -> None:
+        """Drop a dead worker's live gauges (its counters stay in the totals)."""
+        multiprocess.mark_process_dead(pid, str(self.multiprocess_dir))
+
+    def serve_http(self, host: str, port: int) -> int:
+        return self._exposition.start(host, port)
+
+    def stop_http(self) -> None:
+        self._exposition.stop()
+
+
+class Exposition:
+    """A registry on its own HTTP port, on prometheus_client's server thread."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self._http = None
+        self._http_thread: threading.Thread | None = None
+
+    def start(self, host: str, port: int) -> int:
+        """Serve /metrics on host:port (0 picks a free port); returns the bound port."""
         self._http, self._http_thread = start_http_server(port, addr=host, registry=self.registry)
         bound = self._http.server_address[1]
         log.info("metrics on http://%s:%d/metrics", host if ":" not in host else f"[{host}]", bound)
         return bound
 
-    def stop_http(self) -> None:
+    def stop(self) -> None:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()

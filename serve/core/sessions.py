@@ -54,6 +54,8 @@ class RuntimeOptions:
     intra_op_threads: int = 0
     # Runs of one session that may happen at once (the batcher's instances); they share the cores.
     instances: int = 1
+    # Server processes sharing the machine's cores (--workers): each gets its share of them.
+    workers: int = 1
     # Idle ORT worker threads spin for a while before sleeping. That buys a little latency on an
     # idle many-core machine but steals the cores the gRPC event loop needs on a small one, so
     # spinning is off by default for serving.
@@ -69,18 +71,20 @@ class RuntimeOptions:
             raise ValueError(f"intra_op_threads must be >= 0 (0 = automatic), got {self.intra_op_threads}")
         if self.instances < 1:
             raise ValueError(f"instances must be >= 1, got {self.instances}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
     def threads_per_run(self) -> int:
         """intra_op_num_threads for the session (0: ONNX Runtime's default, one per physical core).
 
-        One instance gets ORT's default. Several instances split the usable cores between them, so
-        that concurrent runs neither oversubscribe the cores nor queue on one shared pool; on two
-        cores with two instances each run works on its own calling thread alone (no pool, no
-        hand-offs between threads inside a run).
+        One instance in one process gets ORT's default. Otherwise the usable cores are split between
+        every run that may happen at once (instances x workers), so that concurrent runs neither
+        oversubscribe the cores nor queue on one shared pool; on two cores with two instances each
+        run works on its own calling thread alone (no pool, no hand-offs between threads inside a run).
         """
-        if self.intra_op_threads or self.instances == 1:
+        if self.intra_op_threads or self.instances * self.workers == 1:
             return self.intra_op_threads
-        return max(1, usable_cpus() // self.instances)
+        return max(1, usable_cpus() // (self.instances * self.workers))
 
 
 def usable_cpus() -> int:
