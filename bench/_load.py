@@ -1,7 +1,9 @@
 """Load-generator processes for the serve benchmark: gRPC clients in their own interpreters.
 
-Each process holds one grpc.aio channel per server and keeps `concurrency` calls in flight
-(unary calls, or streams each with a window of messages in flight). Requests are serialised once,
+Each process holds `connections` grpc.aio channels per server, each its own HTTP/2 connection
+(a server of several workers gets a connection's calls in the worker that accepted it), and keeps
+`concurrency` calls in flight over them (unary calls, or streams each with a window of messages
+in flight). Requests are serialised once,
 by the parent, and sent as bytes: the clients spend their CPU on gRPC, as a tuned load generator
 (ghz, Triton's perf_analyzer) does, not on building protobuf messages. Every answer is still parsed
 and checked (right message, right number of predictions), and anything else counts as an error.
@@ -41,6 +43,7 @@ class LoadSpec:
     measure_from: float  # time.monotonic()
     measure_to: float
     timeout_s: float = 30.0
+    connections: int = 1  # channels the calls are spread over, each its own connection
 
 
 @dataclass
@@ -170,13 +173,18 @@ async def _streamer(channel, spec: LoadSpec, recorder: _Recorder, check, offset:
 async def _run_load(spec: LoadSpec, channels: dict) -> LoadResult:
     import grpc
 
-    channel = channels.get(spec.target)
-    if channel is None:
-        channel = channels[spec.target] = grpc.aio.insecure_channel(
-            spec.target,
-            options=[("grpc.max_send_message_length", 64 * MiB), ("grpc.max_receive_message_length", 64 * MiB)],
-        )
-    await asyncio.wait_for(channel.channel_ready(), timeout=30)
+    spread = []
+    for index in range(spec.connections):
+        channel = channels.get((spec.target, index))
+        if channel is None:
+            channel = channels[(spec.target, index)] = grpc.aio.insecure_channel(
+                spec.target,
+                options=[("grpc.max_send_message_length", 64 * MiB), ("grpc.max_receive_message_length", 64 * MiB),
+                         # Channels to one target share a connection unless each has its own pool.
+                         ("grpc.use_local_subchannel_pool", 1)],
+            )
+        await asyncio.wait_for(channel.channel_ready(), timeout=30)
+        spread.append(channel)
     recorder = _Recorder(spec)
     check = _checker(spec.check, spec.images_per_request)
 
@@ -188,10 +196,10 @@ async def _run_load(spec: LoadSpec, channels: dict) -> LoadResult:
 
     marks = asyncio.ensure_future(cpu_marks())
     if spec.kind == UNARY:
-        call = channel.unary_unary(spec.method)  # bytes in, bytes out: no (de)serialisers
-        workers = [_unary_caller(call, spec, recorder, check, i) for i in range(spec.concurrency)]
+        calls = [channel.unary_unary(spec.method) for channel in spread]  # bytes in, bytes out: no (de)serialisers
+        workers = [_unary_caller(calls[i % len(calls)], spec, recorder, check, i) for i in range(spec.concurrency)]
     else:
-        workers = [_streamer(channel, spec, recorder, check, i * 7919) for i in range(spec.concurrency)]
+        workers = [_streamer(spread[i % len(spread)], spec, recorder, check, i * 7919) for i in range(spec.concurrency)]
     await asyncio.gather(*workers)
     await marks
     wall = spec.measure_to - spec.measure_from

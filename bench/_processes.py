@@ -208,12 +208,19 @@ class ServerProcess:
 
     def metric_total(self, name: str, **labels: str) -> float:
         """The sum of a metric's samples (every label set matching `labels`) from the Prometheus endpoint."""
-        total = 0.0
-        for match in re.finditer(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$", self.metrics_text(), re.MULTILINE):
-            found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
-            if all(found.get(key) == value for key, value in labels.items()):
-                total += float(match.group(2))
-        return total
+        return self.metric_totals((name,), **labels)[name]
+
+    def metric_totals(self, names, **labels: str) -> dict[str, float]:
+        """metric_total of several metrics, from one scrape (so that they describe the same moment)."""
+        text = self.metrics_text()
+        totals = {}
+        for name in names:
+            totals[name] = 0.0
+            for match in re.finditer(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$", text, re.MULTILINE):
+                found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
+                if all(found.get(key) == value for key, value in labels.items()):
+                    totals[name] += float(match.group(2))
+        return totals
 
     # Signals and exit
 
