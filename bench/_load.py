@@ -1,11 +1,11 @@
-"""Load-generator processes for the serve benchmark: gRPC clients in their own interpreters.
+"""Load-generator processes for the serve benchmark: gRPC and HTTP clients in their own interpreters.
 
-Each process holds `connections` grpc.aio channels per server, each its own HTTP/2 connection
-(a server of several workers gets a connection's calls in the worker that accepted it), and keeps
-`concurrency` calls in flight over them (unary calls, or streams each with a window of messages
-in flight). Requests are serialised once,
-by the parent, and sent as bytes: the clients spend their CPU on gRPC, as a tuned load generator
-(ghz, Triton's perf_analyzer) does, not on building protobuf messages. Every answer is still parsed
+Each process holds `connections` grpc.aio channels per server, each its own HTTP/2 connection (a
+server of several workers gets a connection's calls in the worker that accepted it), or one aiohttp
+session for HTTP/1.1 calls, and keeps `concurrency` calls in flight (unary calls, or streams each with
+a window of messages in flight; HTTP calls each on their own keep-alive connection). Requests are
+serialised once, by the parent, and sent as bytes: the clients spend their CPU on the transport, as a
+tuned load generator (ghz, Triton's perf_analyzer) does, not on building messages. Every answer is still parsed
 and checked (right message, right number of predictions), and anything else counts as an error.
 
 Timing uses one clock for every process (time.monotonic is system-wide on Linux): all processes
@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-UNARY, STREAM = "unary", "stream"
-# What an answer must look like: our Classify, our stream, KServe v2 ModelInfer, or anything.
-CHECK_CLASSIFY, CHECK_STREAM, CHECK_V2, CHECK_NONE = "classify", "stream", "v2", "none"
+# HTTP: unary calls over HTTP/1.1 (POST `method`, a URL path), the rest gRPC.
+UNARY, STREAM, HTTP = "unary", "stream", "http"
+# What an answer must look like: our Classify, our stream, KServe v2 ModelInfer (over gRPC, or over
+# HTTP with binary outputs), or anything.
+CHECK_CLASSIFY, CHECK_STREAM, CHECK_V2, CHECK_V2_HTTP, CHECK_NONE = "classify", "stream", "v2", "v2 http", "none"
+INFER_HEADER_LENGTH = "Inference-Header-Content-Length"
 MiB = 1024 * 1024
 READY = "ready"
 STARTUP_TIMEOUT_S = 60
@@ -33,8 +36,8 @@ STARTUP_TIMEOUT_S = 60
 @dataclass(frozen=True)
 class LoadSpec:
     target: str  # host:port
-    method: str  # "/package.Service/Method"
-    kind: str  # UNARY | STREAM
+    method: str  # "/package.Service/Method"; for HTTP, the URL path
+    kind: str  # UNARY | STREAM | HTTP
     requests: tuple[bytes, ...]  # serialised requests, sent in turn
     images_per_request: int
     concurrency: int  # unary calls in flight, or streams
@@ -44,6 +47,8 @@ class LoadSpec:
     measure_to: float
     timeout_s: float = 30.0
     connections: int = 1  # channels the calls are spread over, each its own connection
+    # HTTP only: the headers of each request (in the order of `requests`).
+    request_headers: tuple[tuple[tuple[str, str], ...], ...] = ()
 
 
 @dataclass
@@ -94,6 +99,22 @@ def _checker(check: str, images: int):
             return None
 
         return check_v2
+    if check == CHECK_V2_HTTP:
+        import json
+
+        def check_v2_http(answer: tuple[bytes, str | None]):
+            body, header_length = answer
+            length = int(header_length) if header_length is not None else len(body)
+            outputs = json.loads(body[:length])["outputs"]
+            if not outputs or outputs[0]["shape"][0] != images:
+                return f"expected outputs for {images} images, got {[o['shape'] for o in outputs]}"
+            binary = sum(output.get("parameters", {}).get("binary_data_size", 0) for output in outputs)
+            if length + binary != len(body):
+                return f"the body holds {len(body)} bytes; the JSON part ({length}) and binary outputs ({binary}) differ"
+            return None
+
+        return check_v2_http
+
     from serve.generated.digits.v1.digits_pb2 import ClassifyResponse, ClassifyStreamResponse
 
     if check == CHECK_STREAM:
@@ -134,6 +155,35 @@ async def _unary_caller(call, spec: LoadSpec, recorder: _Recorder, check, offset
         index += 1
 
 
+async def _http_caller(session, spec: LoadSpec, recorder: _Recorder, check, offset: int) -> None:
+    import aiohttp
+
+    url = f"http://{spec.target}{spec.method}"
+    requests, count = spec.requests, len(spec.requests)
+    headers = spec.request_headers or ((),) * count
+    timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
+    index = offset
+    clock = time.monotonic
+    while True:
+        started = clock()
+        if started >= spec.measure_to:
+            return
+        try:
+            async with session.post(url, data=requests[index % count], headers=headers[index % count],
+                                    timeout=timeout) as response:
+                body = await response.read()
+                status, header_length = response.status, response.headers.get(INFER_HEADER_LENGTH)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            recorder.done(started, clock(), type(exc).__name__, str(exc))
+        else:
+            if status != 200:
+                recorder.done(started, clock(), f"HTTP {status}", body[:300].decode("utf-8", "replace"))
+            else:
+                problem = check((body, header_length))
+                recorder.done(started, clock(), "WRONG_ANSWER" if problem else None, problem or "")
+        index += 1
+
+
 async def _streamer(channel, spec: LoadSpec, recorder: _Recorder, check, offset: int) -> None:
     """One stream: keep `stream_window` messages in flight, answers come back in order."""
     import grpc
@@ -170,14 +220,24 @@ async def _streamer(channel, spec: LoadSpec, recorder: _Recorder, check, offset:
         writer.cancel()
 
 
-async def _run_load(spec: LoadSpec, channels: dict) -> LoadResult:
+async def _open(spec: LoadSpec, channels: dict) -> list:
+    """The process's channels to spec.target (one aiohttp session for HTTP), opened on first use."""
+    if spec.kind == HTTP:
+        session = channels.get((True, spec.target))
+        if session is None:
+            import aiohttp
+
+            # One keep-alive connection per call in flight, as an HTTP/1.1 client has to.
+            session = channels[(True, spec.target)] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+        return [session]
     import grpc
 
     spread = []
     for index in range(spec.connections):
-        channel = channels.get((spec.target, index))
+        channel = channels.get((False, spec.target, index))
         if channel is None:
-            channel = channels[(spec.target, index)] = grpc.aio.insecure_channel(
+            channel = channels[(False, spec.target, index)] = grpc.aio.insecure_channel(
                 spec.target,
                 options=[("grpc.max_send_message_length", 64 * MiB), ("grpc.max_receive_message_length", 64 * MiB),
                          # Channels to one target share a connection unless each has its own pool.
@@ -185,6 +245,11 @@ async def _run_load(spec: LoadSpec, channels: dict) -> LoadResult:
             )
         await asyncio.wait_for(channel.channel_ready(), timeout=30)
         spread.append(channel)
+    return spread
+
+
+async def _run_load(spec: LoadSpec, channels: dict) -> LoadResult:
+    spread = await _open(spec, channels)
     recorder = _Recorder(spec)
     check = _checker(spec.check, spec.images_per_request)
 
@@ -198,6 +263,8 @@ async def _run_load(spec: LoadSpec, channels: dict) -> LoadResult:
     if spec.kind == UNARY:
         calls = [channel.unary_unary(spec.method) for channel in spread]  # bytes in, bytes out: no (de)serialisers
         workers = [_unary_caller(calls[i % len(calls)], spec, recorder, check, i) for i in range(spec.concurrency)]
+    elif spec.kind == HTTP:
+        workers = [_http_caller(spread[0], spec, recorder, check, i) for i in range(spec.concurrency)]
     else:
         workers = [_streamer(spread[i % len(spread)], spec, recorder, check, i * 7919) for i in range(spec.concurrency)]
     await asyncio.gather(*workers)
@@ -216,9 +283,10 @@ async def _run_load(spec: LoadSpec, channels: dict) -> LoadResult:
 
 def worker_main(inbox: mp.Queue, outbox: mp.Queue) -> None:
     """A load-generator process: run each LoadSpec it is sent, answer a LoadResult; None ends it."""
-    import grpc  # noqa: F401  (imported before saying ready: the first scenario must not wait for it)
+    import aiohttp  # noqa: F401  (imported before saying ready: the first scenario must not wait for them)
+    import grpc  # noqa: F401
 
-    _checker(CHECK_CLASSIFY, 1), _checker(CHECK_V2, 1)
+    _checker(CHECK_CLASSIFY, 1), _checker(CHECK_V2, 1), _checker(CHECK_V2_HTTP, 1)
     outbox.put(READY)
     loop = asyncio.new_event_loop()
     channels: dict = {}
@@ -234,7 +302,7 @@ def worker_main(inbox: mp.Queue, outbox: mp.Queue) -> None:
             outbox.put(result)
     finally:
         for channel in channels.values():
-            loop.run_until_complete(channel.close())
+            loop.run_until_complete(channel.close())  # a grpc.aio channel or an aiohttp session
         loop.close()
 
 

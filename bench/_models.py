@@ -26,6 +26,7 @@ from export.onnx_export import DEFAULT_OPSET, export_onnx
 from export.optimize import save_optimized
 from export.quantize import quantize_int8
 from export.source import default_checkpoint_path, load_source
+from serve.images.digit_format import pixels_from_uint8
 from zoo.data import DataUnavailableError, load_split
 
 log = logging.getLogger(__name__)
@@ -59,16 +60,6 @@ def weights_source(name: str, runs_dir: Path) -> tuple[bool, Path]:
     return path.is_file(), path
 
 
-def digit_pixels(images_uint8: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
-    """uint8 N x 28 x 28 -> float32 N x 1 x H x W in [0, 1], centred in H x W (what the graphs take)."""
-    count = len(images_uint8)
-    height, width = input_size
-    pixels = np.zeros((count, 1, height, width), dtype=np.float32)
-    top, left = (height - 28) // 2, (width - 28) // 2
-    pixels[:, 0, top : top + 28, left : left + 28] = images_uint8.astype(np.float32) / 255.0
-    return pixels
-
-
 def calibration_pixels(data_dir: Path | None, count: int, input_size: tuple[int, int], seed: int = 0) -> np.ndarray:
     """`count` MNIST training digits chosen at random (never test digits), as graph inputs."""
     try:
@@ -80,7 +71,7 @@ def calibration_pixels(data_dir: Path | None, count: int, input_size: tuple[int,
         ) from None
     count = min(count, len(train))
     chosen = np.sort(np.random.default_rng(seed).choice(len(train), size=count, replace=False))
-    return digit_pixels(train.images.numpy()[chosen], input_size)
+    return pixels_from_uint8(train.images.numpy()[chosen], input_size)
 
 
 def prepare_model(

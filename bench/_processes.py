@@ -152,6 +152,11 @@ class ServerProcess:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def http_target(self) -> str | None:
+        """host:port of the HTTP front door (None for a server without one)."""
+        return f"127.0.0.1:{self.http_port}" if self.http_port is not None else None
+
     def launch(self) -> "ServerProcess":
         """Start the process without waiting for it to serve (several can start at once)."""
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -39,12 +39,13 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from bench.hostile_images import BOMB_BUILDERS, jpeg_declaring
+from bench.hostile_images import BOMB_BUILDERS
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.generated.inference import grpc_service_pb2 as v2_pb
 from serve.generated.inference import grpc_service_pb2_grpc as v2_grpc
 from serve.images.mnist_idx import load_mnist_test
-from serve.core.model_card import MNIST_DIGIT_SIZE, PROBABILITIES_OUTPUT, ModelCard
+from serve.core.model_card import PROBABILITIES_OUTPUT, ModelCard
+from serve.images.digit_format import DIGIT_SHAPE, pixels_from_uint8
 from serve.images.preprocess import ImageLimits, decode_image, prepare_digit
 
 MiB = 1024 * 1024
@@ -92,7 +93,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     _kind("v2_bad_shape", "invalid", ("INVALID_ARGUMENT",), "v2 tensor of the wrong rank or image size"),
     _kind("v2_wrong_byte_count", "invalid", ("INVALID_ARGUMENT",), "v2 raw bytes that do not fill the declared shape"),
     _kind("v2_nan", "invalid", ("INVALID_ARGUMENT",), "v2 tensor holding NaN or infinity"),
-    _kind("bomb", "invalid", ("RESOURCE_EXHAUSTED",), "PNG/JPEG/BMP header declaring up to 10^10 pixels in < 2 KB"),
+    _kind("bomb", "invalid", ("RESOURCE_EXHAUSTED",),
+          "PNG/JPEG/BMP/GIF/TIFF/WebP header declaring up to 10^10 pixels in < 2 KB"),
     _kind("too_many_images", "invalid", ("RESOURCE_EXHAUSTED",), "one more image than the per-request limit"),
     _kind("oversized_message", "invalid", ("RESOURCE_EXHAUSTED",), "a message larger than the server's limit"),
     _kind("fuzz_image", "fuzz", ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"),
@@ -157,11 +159,10 @@ class References:
             raise ValueError(f"{model_path} is not a digit classifier exported by `python -m export`")
         self.model_name = card.model_name
         self.input_name = card.input_name
-        self.input_size = tuple(card.input_size or (MNIST_DIGIT_SIZE, MNIST_DIGIT_SIZE))
+        self.input_size = tuple(card.input_size or DIGIT_SHAPE)
         images, _ = load_mnist_test(data_dir)
         self.images = np.ascontiguousarray(images[:count])
-        self.pixels = np.concatenate([prepare_digit(image, already_mnist=True, input_size=self.input_size)
-                                      for image in self.images.astype(np.float32) / 255.0])[:, None]
+        self.pixels = pixels_from_uint8(self.images, self.input_size)
         self.pngs = [encode_png(255 - image) for image in self.images]
         png_pixels = np.stack([prepare_digit(decode_image(data, ImageLimits()), already_mnist=False,
                                              input_size=self.input_size) for data in self.pngs])
@@ -480,10 +481,8 @@ class Traffic:
         return await self.unary(kind, self.v2.ModelInfer, self.v2_request(pixels), lambda r: False)
 
     async def _bomb(self, kind, rng):
-        side = rng.choice([20_000, 65_535, 100_000])
-        build = rng.choice(BOMB_BUILDERS)
-        if build is jpeg_declaring:
-            side = min(side, 65_535)  # JPEG's largest side
+        build = rng.choice(list(BOMB_BUILDERS))
+        side = min(rng.choice([20_000, 65_535, 100_000]), BOMB_BUILDERS[build])  # within what its header can say
         data = build(side, side)
         request = digits_pb2.ClassifyRequest(model=self.model, images=[digits_pb2.Image(encoded=data)])
         return await self.unary(kind, self.digits.Classify, request, lambda r: False)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ import numpy as np
 
 from bench._machine import describe_machine, finish_machine_record, machine_summary, usable_cores
 from bench._report import RESULTS_DIR, Latency, format_table, ratio, result_document, write_json
+from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
 
 log = logging.getLogger("bench.inference")
 
@@ -204,17 +204,17 @@ def time_backends(backends: list[Backend], pixels: np.ndarray, config: Inference
 
 def benchmark_digits(data_dir: Path | None, count: int, input_size: tuple[int, int]) -> tuple[np.ndarray, str]:
     """MNIST test digits as graph inputs (random pixels, said so, when the files are missing)."""
-    from bench._models import digit_pixels
+    from serve.images.digit_format import pixels_from_uint8
     from serve.images.mnist_idx import load_mnist_test
 
-    root = data_dir or Path(os.environ.get("ZOO_DATA_DIR", "data"))
+    root = resolve_data_dir(data_dir)
     try:
         images, _ = load_mnist_test(root)
     except (OSError, ValueError) as exc:
         rng = np.random.default_rng(0)
         return rng.random((count, 1, *input_size), dtype=np.float32), f"random pixels (no MNIST test digits: {exc})"
     reps = -(-count // len(images))
-    return digit_pixels(np.tile(images, (reps, 1, 1))[:count], input_size), f"MNIST test digits from {root}"
+    return pixels_from_uint8(np.tile(images, (reps, 1, 1))[:count], input_size), f"MNIST test digits from {root}"
 
 
 def run_benchmark(config: InferenceBenchConfig) -> dict:
@@ -328,8 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibration-images", type=int, default=defaults.calibration_images)
     parser.add_argument("--runs-dir", type=Path, default=defaults.runs_dir,
                         help="trained checkpoints are RUNS_DIR/NAME/checkpoint.pt (else random weights)")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="folder holding MNIST/raw (default: $ZOO_DATA_DIR, else ./data)")
+    parser.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     parser.add_argument("--output", type=Path, default=defaults.output, help="JSON result file (default: %(default)s)")
     parser.add_argument("--keep-models", type=Path, metavar="DIR",
                         help="keep the timed ONNX files in DIR/NAME/ (python -m bench.serve --model-file can serve them)")

@@ -56,16 +56,19 @@ from bench._processes import (
 from bench._reliability_traffic import (
     AIO_WRITE_RACE, FAILURES, KINDS, OUTCOMES, SOAK_MIX, VALID_MIX, LoadResult, LoadSpec, References, raw_image,
 )
-from bench.hostile_images import bmp_declaring, jpeg_declaring, png_declaring, real_png_bomb
+from bench.hostile_images import (
+    bmp_declaring, gif_declaring, jpeg_declaring, png_declaring, real_png_bomb, tiff_declaring, tiff_tile_bomb, webp_declaring,
+)
 from bench._report import RESULTS_DIR, format_table, result_document, write_json
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.generated.inference import grpc_service_pb2 as v2_pb
 from serve.generated.inference import grpc_service_pb2_grpc as v2_grpc
+from serve.images.data_dir import DATA_DIR_ENV, DATA_DIR_HELP, resolve_data_dir
+from serve.images.mnist_idx import mnist_raw_dir
 
 log = logging.getLogger("reliability")
 
 MiB = 1024 * 1024
-DEFAULT_DATA_DIR = Path(os.environ.get("ZOO_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 DEFAULT_MODEL = REPO_ROOT / "models" / "lenet.onnx"
 # Limits of the servers under test: low, so that crossing them is cheap for the load generators.
 SERVER_LIMIT_FLAGS = ("--max-message-mb", "1", "--max-images-per-request", "64")
@@ -85,7 +88,7 @@ ATTACK_PEAK_ALLOWANCE_MIB = 24.0
 @dataclass
 class ReliabilityConfig:
     model_path: Path = DEFAULT_MODEL
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: Path = field(default_factory=resolve_data_dir)
     workdir: Path = RESULTS_DIR / "reliability-work"
     output_path: Path = RESULTS_DIR / "reliability.json"
     quick: bool = False
@@ -271,6 +274,12 @@ def memory_attack(server: ServerProcess, model_name: str, bombs: int = 12, overs
         "PNG header declaring 100000x100000": png_declaring(100_000, 100_000),
         "JPEG header declaring 65535x65535": jpeg_declaring(65_535, 65_535),
         "BMP header declaring 100000x100000": bmp_declaring(100_000, 100_000),
+        "GIF header declaring 65535x65535": gif_declaring(65_535, 65_535),
+        "GIF frame of 8000x8000 beyond a 1x1 screen, disposed to the background (64 MB filled on opening)":
+            gif_declaring(8_000, 8_000, screen=(1, 1), dispose_to_background=True),
+        "TIFF header declaring 100000x100000": tiff_declaring(100_000, 100_000),
+        "TIFF 16x16 in one 8192x8192 tile of real zeros (64 MB decoded)": tiff_tile_bomb(8_192),
+        "WebP canvas of 8000x8000, one real 1x1 frame (two 256 MB canvases)": webp_declaring(8_000, 8_000),
     }
     huge = v2_pb.ModelInferRequest(
         model_name=model_name, raw_input_contents=[bytes(oversized_mib * MiB)],
@@ -849,8 +858,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
                         help="classifier .onnx exported by `python -m export` (default: models/lenet.onnx, or a "
                              "random-weights LeNet exported into the work folder when it does not exist)")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help=f"folder holding MNIST/raw (default: $ZOO_DATA_DIR, else {DEFAULT_DATA_DIR})")
+    parser.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     parser.add_argument("--soak-seconds", type=float, default=None,
                         help="soak length (default: 120, 10 with --quick); the first sixth, at most 20 s, is warm-up")
     parser.add_argument("--concurrency", type=int, default=64,
@@ -868,8 +876,9 @@ def config_from_args(args: argparse.Namespace) -> ReliabilityConfig:
     """The config the flags describe; ValueError when they are wrong."""
     if args.model != DEFAULT_MODEL and not args.model.is_file():
         raise ValueError(f"model file not found: {args.model}")
-    fields = dict(model_path=args.model, data_dir=args.data_dir, output_path=args.output, concurrency=args.concurrency,
-                  load_processes=args.load_processes, seed=args.seed, workers=args.workers)
+    fields = dict(model_path=args.model, data_dir=resolve_data_dir(args.data_dir), output_path=args.output,
+                  concurrency=args.concurrency, load_processes=args.load_processes, seed=args.seed,
+                  workers=args.workers)
     make = ReliabilityConfig.quick_mode if args.quick else ReliabilityConfig
     if args.soak_seconds is not None:
         if args.soak_seconds <= 0:
@@ -887,8 +896,8 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    if not (config.data_dir / "MNIST" / "raw").is_dir():
-        parser.error(f"MNIST not found under {config.data_dir / 'MNIST' / 'raw'}: pass --data-dir or set ZOO_DATA_DIR")
+    if not mnist_raw_dir(config.data_dir).is_dir():
+        parser.error(f"MNIST not found under {mnist_raw_dir(config.data_dir)}: pass --data-dir or set {DATA_DIR_ENV}")
     machine = describe_machine()
     try:
         report = run(config)

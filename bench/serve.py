@@ -6,16 +6,18 @@
 
 Scenarios: single-image unary Classify at concurrency 1, 8 and 64 with dynamic batching on, and
 the same against a second server started with --no-batching; 256-image Classify requests; the
-bidirectional stream; KServe v2 ModelInfer with raw tensors (1 and 256 images); PNG-encoded
-images (decoding and the MNIST-format preprocessing included); the v2 single-image load against
-servers of each --scaling-workers count (the load held fixed); a naive server (bench/_naive_server.py:
-grpc's thread-pool server, one ONNX Runtime run per call) under the same v2 loads; and a bare gRPC
-server that answers canned bytes (the transport's ceiling on this machine, measured in the same run).
+bidirectional stream; KServe v2 ModelInfer with raw tensors (1 and 256 images), and the same
+256-image requests over HTTP/REST with Triton's binary tensor data extension (binary outputs too),
+right after their gRPC twin in every round; PNG-encoded images (decoding and the MNIST-format
+preprocessing included); the v2 single-image load against servers of each --scaling-workers count
+(the load held fixed); a naive server (bench/_naive_server.py: grpc's thread-pool server, one ONNX
+Runtime run per call) under the same v2 loads; and a bare gRPC server that answers canned bytes (the
+transport's ceiling on this machine, measured in the same run).
 
-Unary calls are driven by h2load when it is installed (bench/_h2load.py; `apt-get install
-nghttp2-client`), else by Python grpc.aio clients (bench/_load.py), which also drive the stream.
-Either way a scenario's calls are spread over up to 16 connections, so that the kernel hands them
-to every worker of a server of several.
+Unary gRPC calls are driven by h2load when it is installed (bench/_h2load.py; `apt-get install
+nghttp2-client`), else by Python grpc.aio clients (bench/_load.py), which also drive the stream and
+the HTTP row. Either way a scenario's gRPC calls are spread over up to 16 connections, so that the
+kernel hands them to every worker of a server of several.
 
 Per scenario: images/s, latency p50/p95/p99 of each call (of each message for the stream),
 errors, the average batch the server formed, server and client CPU per request, and the ratio to
@@ -35,7 +37,6 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import os
 import re
 import sys
 import tempfile
@@ -46,10 +47,15 @@ from pathlib import Path
 import numpy as np
 
 from bench import _h2load
-from bench._load import CHECK_CLASSIFY, CHECK_STREAM, CHECK_V2, STREAM, UNARY, LoadGenerators, LoadResult, LoadSpec
+from bench._load import (
+    CHECK_CLASSIFY, CHECK_STREAM, CHECK_V2, CHECK_V2_HTTP, HTTP, INFER_HEADER_LENGTH, STREAM, UNARY, LoadGenerators,
+    LoadResult, LoadSpec,
+)
 from bench._machine import describe_machine, finish_machine_record, machine_summary, usable_cores
 from bench._processes import ServerProcess
 from bench._report import RESULTS_DIR, Latency, fmt, format_table, ratio, result_document, write_json
+from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
+from serve.images.digit_format import DIGIT_SIZE, pixels_from_uint8
 
 log = logging.getLogger("bench.serve")
 
@@ -57,6 +63,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CLASSIFY = "/digits.v1.DigitClassifier/Classify"
 CLASSIFY_STREAM = "/digits.v1.DigitClassifier/ClassifyStream"
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+V2_HTTP_INFER = "/v2/models/{model}/infer"
 DIGITS_API, V2_API, BARE, NAIVE = "digits", "v2", "bare grpc", "naive grpc"
 RAW, PNG, TENSOR = "raw 28x28", "png", "raw fp32 tensor"
 # Distinct requests each client cycles through (so that no answer can be cached by accident).
@@ -68,8 +75,9 @@ CLIENT_START_S = 0.2
 BATCHING_ON_SERVER, BATCHING_OFF_SERVER = "the server (batching on)", "the server (batching off)"
 BARE_SERVER, NAIVE_SERVER = "the bare gRPC server", "the naive gRPC server"
 H2LOAD, PYTHON_LOAD = "h2load", "python"
-SINGLE_V2, BULK_V2 = "v2 raw tensor 1 image, c64", "v2 raw tensor 256 images, c2"
-NAIVE_SINGLE_V2, NAIVE_BULK_V2 = f"naive: {SINGLE_V2}", f"naive: {BULK_V2}"
+SINGLE_V2 = "v2 raw tensor 1 image, c64"
+V2_GRPC_BULK, V2_HTTP_BULK = "v2 raw tensor 256 images, c2", "v2 http binary tensor 256 images, c2"
+NAIVE_SINGLE_V2, NAIVE_BULK_V2 = f"naive: {SINGLE_V2}", f"naive: {V2_GRPC_BULK}"
 
 
 def scaling_name(workers: int) -> str:
@@ -84,7 +92,7 @@ class BenchError(RuntimeError):
 class Scenario:
     name: str
     api: str  # DIGITS_API | V2_API | BARE
-    kind: str  # UNARY | STREAM
+    kind: str  # UNARY | STREAM | HTTP
     encoding: str  # RAW | PNG | TENSOR
     images_per_request: int
     concurrency: int  # calls in flight; for the stream: streams x window
@@ -116,7 +124,8 @@ def scenarios(quick: bool, scaling_workers: tuple[int, ...] = ()) -> list[Scenar
     ]
     chosen += [
         Scenario(SINGLE_V2, V2_API, UNARY, TENSOR, 1, 64),
-        Scenario(BULK_V2, V2_API, UNARY, TENSOR, 256, 2),
+        Scenario(V2_GRPC_BULK, V2_API, UNARY, TENSOR, 256, 2),
+        Scenario(V2_HTTP_BULK, V2_API, HTTP, TENSOR, 256, 2),
         Scenario("png 1 image, c64", DIGITS_API, UNARY, PNG, 1, 64),
     ]
     chosen += [Scenario(scaling_name(n), V2_API, UNARY, TENSOR, 1, 64, workers=n) for n in scaling_workers]
@@ -190,7 +199,7 @@ class ServeBenchConfig:
 def mnist_digits(data_dir: Path | None) -> np.ndarray:
     from serve.images.mnist_idx import load_mnist_test
 
-    root = data_dir or Path(os.environ.get("ZOO_DATA_DIR", "data"))
+    root = resolve_data_dir(data_dir)
     try:
         images, _ = load_mnist_test(root)
     except (OSError, ValueError) as exc:
@@ -215,7 +224,8 @@ def digits_request(images: np.ndarray, encoding: str, model: str) -> bytes:
         messages = [digits_pb2.Image(encoded=png_bytes(image)) for image in images]
     else:
         messages = [
-            digits_pb2.Image(raw=digits_pb2.RawPixels(pixels=image.tobytes(), height=28, width=28, already_mnist=True))
+            digits_pb2.Image(raw=digits_pb2.RawPixels(
+                pixels=image.tobytes(), height=DIGIT_SIZE, width=DIGIT_SIZE, already_mnist=True))
             for image in images
         ]
     return digits_pb2.ClassifyRequest(model=model, images=messages).SerializeToString()
@@ -224,8 +234,21 @@ def digits_request(images: np.ndarray, encoding: str, model: str) -> bytes:
 def stream_request(image: np.ndarray, model: str, index: int) -> bytes:
     from serve.generated.digits.v1 import digits_pb2
 
-    raw = digits_pb2.RawPixels(pixels=image.tobytes(), height=28, width=28, already_mnist=True)
+    raw = digits_pb2.RawPixels(pixels=image.tobytes(), height=DIGIT_SIZE, width=DIGIT_SIZE, already_mnist=True)
     return digits_pb2.ClassifyStreamRequest(id=str(index), model=model, image=digits_pb2.Image(raw=raw)).SerializeToString()
+
+
+def v2_http_request(pixels: np.ndarray, model: str) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+    """The v2 REST body tritonclient.http sends for these pixels (binary input, every output binary)."""
+    import json
+
+    header = json.dumps({
+        "inputs": [{"name": "pixels", "shape": list(pixels.shape), "datatype": "FP32",
+                    "parameters": {"binary_data_size": pixels.nbytes}}],
+        "parameters": {"binary_data_output": True},
+    }).encode()
+    body = header + np.ascontiguousarray(pixels, "<f4").tobytes()
+    return body, ((INFER_HEADER_LENGTH, str(len(header))), ("Content-Type", "application/octet-stream"))
 
 
 def v2_request(pixels: np.ndarray, model: str) -> bytes:
@@ -237,27 +260,24 @@ def v2_request(pixels: np.ndarray, model: str) -> bytes:
     ).SerializeToString()
 
 
-def model_pixels(images: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
-    """The model's input for MNIST-format digits: [0, 1], padded to the input size."""
-    height, width = input_size
-    top, left = (height - 28) // 2, (width - 28) // 2
-    pixels = np.zeros((len(images), 1, height, width), dtype=np.float32)
-    pixels[:, 0, top : top + 28, left : left + 28] = images / np.float32(255)
-    return pixels
-
-
 @dataclass
 class Payloads:
     """Serialised requests per scenario shape: (api, kind, encoding, images) -> list of bytes."""
 
+    model: str = ""
     by_shape: dict[tuple, tuple[bytes, ...]] = field(default_factory=dict)
+    # HTTP requests' headers, by the same keys.
+    headers_by_shape: dict[tuple, tuple[tuple[tuple[str, str], ...], ...]] = field(default_factory=dict)
 
     def get(self, scenario: Scenario) -> tuple[bytes, ...]:
         return self.by_shape[(scenario.peer_api, scenario.kind, scenario.encoding, scenario.images_per_request)]
 
+    def headers(self, scenario: Scenario) -> tuple[tuple[tuple[str, str], ...], ...]:
+        return self.headers_by_shape.get((scenario.api, scenario.kind, scenario.encoding, scenario.images_per_request), ())
+
 
 def build_payloads(chosen: list[Scenario], digits: np.ndarray, model: str, input_size: tuple[int, int]) -> Payloads:
-    payloads = Payloads()
+    payloads = Payloads(model=model)
     rng = np.random.default_rng(0)
     for scenario in chosen:
         api = scenario.peer_api
@@ -269,8 +289,11 @@ def build_payloads(chosen: list[Scenario], digits: np.ndarray, model: str, input
         batches = [digits[rng.choice(len(digits), size, replace=False)] for _ in range(count)]
         if scenario.kind == STREAM:
             requests = [stream_request(batch[0], model, i) for i, batch in enumerate(batches)]
+        elif scenario.kind == HTTP:
+            bodies, headers = zip(*(v2_http_request(pixels_from_uint8(batch, input_size), model) for batch in batches))
+            requests, payloads.headers_by_shape[key] = list(bodies), tuple(headers)
         elif api == V2_API:
-            requests = [v2_request(model_pixels(batch, input_size), model) for batch in batches]
+            requests = [v2_request(pixels_from_uint8(batch, input_size), model) for batch in batches]
         else:
             requests = [digits_request(batch, scenario.encoding, model) for batch in batches]
         payloads.by_shape[key] = tuple(requests)
@@ -314,27 +337,29 @@ class InProcessReferences:
             "server's session options": create_session(model_file, RuntimeOptions(device=config.device), "benchmark").session,
         }
         self._steps: dict[tuple, tuple[str, object]] = {}
-        digits = np.random.default_rng(1).integers(0, 256, (max(s.images_per_request for s in chosen), 28, 28), np.uint8)
+        largest = max(s.images_per_request for s in chosen)
+        digits = np.random.default_rng(1).integers(0, 256, (largest, DIGIT_SIZE, DIGIT_SIZE), np.uint8)
         for scenario in chosen:
             key = reference_key(scenario)
             if scenario.api == BARE or key in self._steps:
                 continue
             size = scenario.images_per_request
             if scenario.encoding == PNG:
+                from serve.api.grpc_digits import core_images
                 from serve.generated.digits.v1 import digits_pb2
 
                 request = digits_pb2.ClassifyRequest.FromString(payloads.get(scenario)[0])
-                self._steps[key] = (f"in-process decode + preprocess + ORT, batch {size}", (request, input_size))
+                images = core_images(request.images)  # the data plane's images, as the servicer makes them
+                self._steps[key] = (f"in-process decode + preprocess + ORT, batch {size}", (images, input_size))
             else:
-                self._steps[key] = (f"in-process ORT, batch {size}", model_pixels(digits[:size], input_size))
+                self._steps[key] = (f"in-process ORT, batch {size}", pixels_from_uint8(digits[:size], input_size))
 
     def _step(self, session, payload):
         if isinstance(payload, tuple):  # an encoded request: preprocess, then infer
-            from serve.api.grpc_digits import core_images
             from serve.core.digit_inputs import RequestLimits, images_to_pixels
 
-            request, input_size = payload
-            pixels = images_to_pixels(core_images(request.images), input_size, RequestLimits())
+            images, input_size = payload
+            pixels = images_to_pixels(images, input_size, RequestLimits())
         else:
             pixels = payload
         return session.run(None, {session.get_inputs()[0].name: pixels})
@@ -428,19 +453,23 @@ def start_servers(chosen: list[Scenario], model_file: Path, config: "ServeBenchC
 
 
 def load_specs(
-    scenario: Scenario, target: str, requests: tuple[bytes, ...], processes: int, window: tuple[float, float]
+    scenario: Scenario, target: str, requests: tuple[bytes, ...], processes: int, window: tuple[float, float],
+    model: str = "", request_headers: tuple = (),
 ) -> list[LoadSpec]:
     """The scenario's concurrency split over the load processes (streams, for the stream)."""
     units = scenario.streams if scenario.kind == STREAM else scenario.concurrency
     shares = [units // processes + (1 if i < units % processes else 0) for i in range(min(processes, units))]
     connections, _ = _h2load.connections_for(units)
+    method = load_method(scenario)
     check = CHECK_STREAM if scenario.kind == STREAM else CHECK_V2 if scenario.peer_api == V2_API else CHECK_CLASSIFY
+    if scenario.kind == HTTP:
+        method, check = V2_HTTP_INFER.format(model=model), CHECK_V2_HTTP
     return [
         LoadSpec(
-            target=target, method=load_method(scenario), kind=scenario.kind, requests=requests,
+            target=target, method=method, kind=scenario.kind, requests=requests,
             images_per_request=scenario.images_per_request, concurrency=share,
             stream_window=scenario.stream_window, check=check,
-            measure_from=window[0], measure_to=window[1],
+            measure_from=window[0], measure_to=window[1], request_headers=request_headers,
             connections=max(1, round(connections * share / units)),
         )
         for share in shares
@@ -462,7 +491,9 @@ def run_scenario(
     # The clients start at once, warm up, and all count the same window (one clock for every process).
     measure_from = time.monotonic() + CLIENT_START_S + config.warmup_seconds
     measure_to = measure_from + config.seconds
-    specs = load_specs(scenario, server.target, payloads.get(scenario), generators.count, (measure_from, measure_to))
+    target = server.http_target if scenario.kind == HTTP else server.target
+    specs = load_specs(scenario, target, payloads.get(scenario), generators.count, (measure_from, measure_to),
+                       payloads.model, payloads.headers(scenario))
     generators.start(specs)
     time.sleep(max(0.0, measure_from - time.monotonic()))
     cpu_before, batches_before = server.cpu_seconds(), batch_totals(server)
@@ -575,7 +606,7 @@ def evaluate_targets(rows: list[dict], cores: int, workers: int = 1) -> list[dic
     by_name = {row["scenario"]: row for row in rows}
     bare, bare_bulk = by_name.get("bare grpc, canned answer, c64"), by_name.get("bare grpc, 256-image canned answer, c2")
     targets = []
-    for name in ("unary 256 images, c2", "v2 raw tensor 256 images, c2"):
+    for name in ("unary 256 images, c2", V2_GRPC_BULK):
         row = by_name.get(name)
         if not row or row["vs_reference"] is None:
             continue
@@ -591,6 +622,11 @@ def evaluate_targets(rows: list[dict], cores: int, workers: int = 1) -> list[dic
                 "client CPU ms per request)"
             )
         targets.append(target)
+    over_http, over_grpc = by_name.get(V2_HTTP_BULK), by_name.get(V2_GRPC_BULK)
+    if over_http and over_grpc:
+        http_vs_grpc = ratio(over_http["images_per_s"], over_grpc["images_per_s"])
+        targets.append({"target": "v2 256 images: HTTP binary tensors >= 80% of gRPC raw tensors", "value": http_vs_grpc,
+                        "met": http_vs_grpc is not None and http_vs_grpc >= 0.8})
     on, off = by_name.get("unary 1 image, c64, batching on"), by_name.get("unary 1 image, c64, batching off")
     if on and off:
         speedup = ratio(on["images_per_s"], off["images_per_s"])
@@ -633,10 +669,10 @@ def peer_targets(by_name: dict[str, dict], workers: int) -> list[dict]:
                         "value": p99, "met": p99 is not None and p99 <= 0.5})
         targets.append({"target": f"{SINGLE_V2} (--workers {workers}): zero errors", "value": single["errors"],
                         "met": single["errors"] == 0})
-    bulk, naive_bulk = by_name.get(BULK_V2), by_name.get(NAIVE_BULK_V2)
+    bulk, naive_bulk = by_name.get(V2_GRPC_BULK), by_name.get(NAIVE_BULK_V2)
     if bulk and naive_bulk:
         value = ratio(bulk["images_per_s"], naive_bulk["images_per_s"])
-        targets.append({"target": f"{BULK_V2}: never below the naive server", "value": value,
+        targets.append({"target": f"{V2_GRPC_BULK}: never below the naive server", "value": value,
                         "met": value is not None and value >= 1})
     png = by_name.get("png 1 image, c64")
     if png and single:
@@ -727,8 +763,11 @@ def run_benchmark(config: ServeBenchConfig) -> dict:
         "vs ref: images/s over the in-process reference at the same images per request: the same .onnx run "
         "in the benchmark's process just before and just after the scenario (the faster of ONNX Runtime's "
         "default session options and the server's)",
-        f"load: unary calls from {unary_load}; the stream from {config.load_processes} Python client process(es); "
-        "on the same machine as the servers, up to 16 connections per scenario",
+        f"load: unary gRPC calls from {unary_load}; the stream from {config.load_processes} Python client "
+        "process(es) (grpc.aio), the HTTP row from as many (aiohttp over HTTP/1.1 with keep-alive); on the same "
+        "machine as the servers, up to 16 connections per gRPC scenario",
+        "v2 http: the 256-image v2 requests as tritonclient.http sends them (JSON header, binary input, every "
+        "output binary), against the same server as the gRPC row before it",
         f"servers: `python -m serve --workers {config.server_workers}` with its defaults ({server_defaults()})"
         + (f" and {' '.join(config.server_flags)}" if config.server_flags else "")
         + "; the batching-off server adds --no-batching; the --workers N rows each have their own server; the "
@@ -884,7 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what drives unary calls: h2load, Python grpc.aio clients, or auto (h2load when "
                              "installed; default)")
     parser.add_argument("--runs-dir", type=Path, default=defaults.runs_dir)
-    parser.add_argument("--data-dir", type=Path, default=None, help="folder holding MNIST/raw (default: $ZOO_DATA_DIR, else ./data)")
+    parser.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     parser.add_argument("--output", type=Path, default=defaults.output, help="JSON result file (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="one scenario of each kind, short windows (for CI)")
     return parser

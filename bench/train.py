@@ -1,7 +1,9 @@
 """Training throughput: zoo.train's in-memory pipeline against a plain torchvision DataLoader.
 
-    python bench/train.py --data-dir ../shared/data            # pipelines, then the full lenet recipe
-    python bench/train.py --data-dir ../shared/data --quick    # seconds: a few steps per pipeline
+    python -m bench.train            # pipelines, then the full lenet recipe
+    python -m bench.train --quick    # seconds: a few steps per pipeline
+
+MNIST is read from --data-dir, else $ZOO_DATA_DIR, else ./data.
 
 Part 1 trains the same LeNet (same seed, the default recipe's optimiser) for a fixed number of
 steps fed by each pipeline, in the same process, and prints images per second and the ratio to
@@ -27,7 +29,8 @@ sys.path.insert(0, str(REPO_ROOT))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from zoo.data import InMemoryLoader, load_split, resolve_data_dir  # noqa: E402
+from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir  # noqa: E402
+from zoo.data import InMemoryLoader, load_split  # noqa: E402
 from zoo.preprocessing import Preprocessing  # noqa: E402
 from zoo.recipes import recipe_for  # noqa: E402
 from zoo.train import DEFAULT_CPU_THREADS, build_model, make_optimizer, parse_args, train  # noqa: E402
@@ -139,7 +142,7 @@ def full_recipe(data_dir: Path, out: Path, threads: int) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, help="folder holding MNIST/raw (default $ZOO_DATA_DIR or ./data)")
+    parser.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     parser.add_argument("--quick", action="store_true", help="a few steps per pipeline and no full training: seconds")
     parser.add_argument("--steps", type=int, help="timed steps per pipeline (default 200, --quick 20)")
     parser.add_argument("--repeats", type=int, help="rounds over the pipelines, best kept (default 2, --quick 1)")

@@ -6,6 +6,10 @@ Files (named after -o FILE, default models/NAME.onnx):
   NAME.test_data/        test_data_set_0/input_0.pb, output_<i>.pb (the ONNX model zoo layout)
   NAME.opt.onnx          with --optimize: ONNX Runtime's offline-optimised graph
   NAME.int8.onnx         with --quantize int8: static INT8 (QDQ) model
+With --repository REPO, the next version of the model in a Triton-layout repository instead:
+  REPO/NAME/N/model.onnx, model.parity.json, model.test_data/   (N: one above the newest version)
+  REPO/NAME/config.pbtxt  Triton's config for the file (its version policy, instances and batching
+                          delay are kept when it exists), so the repository also loads in Triton
 A file that fails its checks is kept as FILE.rejected (with NAME.rejected.parity.json) instead,
 never under its real name. Variants carry their file name as model name (lenet.int8, lenet.opt),
 so one server can load a whole models folder.
@@ -28,6 +32,7 @@ from export.optimize import DEFAULT_LEVEL, LEVELS
 from export.parity import DEFAULT_ATOL, DEFAULT_MIN_TOP1_AGREEMENT
 from export.quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP
 from export.source import DEFAULT_RUNS_DIR, models_with_checkpoints
+from serve.images.data_dir import DATA_DIR_HELP
 from zoo.models import list_models
 
 log = logging.getLogger("export")
@@ -50,9 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     output = parser.add_argument_group("output")
     output.add_argument("-o", "--output", type=Path, help=f"model file (default: {DEFAULT_OUTPUT_DIR}/NAME.onnx)")
     output.add_argument("--output-dir", type=Path, default=Path(DEFAULT_OUTPUT_DIR), help="folder for NAME.onnx files (default: %(default)s)")
+    output.add_argument("--repository", type=Path, metavar="REPO",
+                        help="write the next version of the model into this model repository (Triton's layout)")
     output.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default: %(default)s)")
     checks = parser.add_argument_group("parity")
-    checks.add_argument("--data-dir", type=Path, help="folder holding MNIST/raw (default: $ZOO_DATA_DIR, else ./data)")
+    checks.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     checks.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="largest allowed absolute difference of any output (default: %(default)g)")
     checks.add_argument(
         "--min-top1-agreement", type=float, default=DEFAULT_MIN_TOP1_AGREEMENT,
@@ -83,6 +90,8 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         raise ExportError("name one model to export, or pass --all (not both)")
     if args.all and (args.output or args.checkpoint):
         raise ExportError("--all exports several models: use --output-dir and --runs-dir instead of -o and --checkpoint")
+    if args.repository is not None and args.output:
+        raise ExportError("--repository names the file (REPO/NAME/N/model.onnx): drop -o")
     if args.atol < 0:
         raise ExportError(f"--atol must be at least 0, got {args.atol:g}")
     if not 0 <= args.min_top1_agreement <= 100:
@@ -107,6 +116,7 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
         runs_dir=args.runs_dir,
         output_path=args.output,
         output_dir=args.output_dir,
+        repository=args.repository,
         opset=args.opset,
         random_weights=args.random_weights,
         seed=args.seed,

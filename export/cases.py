@@ -13,7 +13,8 @@ import numpy as np
 from export.graphs import reference_outputs
 from export.parity import InputCase
 from export.source import ExportSource
-from zoo.data import DataUnavailableError, DigitSplit, load_split, resolve_data_dir
+from serve.images.data_dir import resolve_data_dir
+from zoo.data import DataUnavailableError, DigitSplit, load_split
 
 log = logging.getLogger(__name__)
 

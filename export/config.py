@@ -21,6 +21,8 @@ class ExportConfig:
     runs_dir: Path = Path(DEFAULT_RUNS_DIR)
     output_path: Path | None = None  # default: OUTPUT_DIR/NAME.onnx
     output_dir: Path = Path(DEFAULT_OUTPUT_DIR)
+    # A model repository (Triton's layout): the export becomes REPO/NAME/<next version>/model.onnx.
+    repository: Path | None = None
     opset: int = DEFAULT_OPSET
     random_weights: bool = False
     seed: int = 0  # random weights and random parity inputs

@@ -1,5 +1,8 @@
 """One model's export, start to finish: weights -> ONNX file with card -> proven parity -> variants.
 
+With a repository (--repository REPO) the files become the model's next version there, beside a
+Triton config.pbtxt (export.repository).
+
 A file takes its real name only after its checks pass (until then it is staged under a hidden
 name), so a server watching the models folder never picks up an unproven graph. A file that fails
 is kept as NAME.onnx.rejected (a name no server loads), with its report, for inspection.
@@ -29,6 +32,7 @@ from export.parity import InputCase, ParityReport, check_parity
 from export.providers import CPU, open_session, parity_providers
 from export.quantize import compare_speed, quantize_int8
 from export.report import int8_table, parity_table
+from export.repository import RepositoryVersion
 from export.source import ExportSource, load_source, model_spec
 from export.test_data import validate_test_data, write_test_data
 from serve.core.model_card import LOGITS_OUTPUT, ModelCard
@@ -73,7 +77,41 @@ def export_model(model_name: str, config: ExportConfig) -> ExportResult:
             )
         log.info("%s is a feature-map model: exported without --quantize %s", model_name, config.quantize)
         config = dataclasses.replace(config, quantize=None)
-    paths = ArtifactPaths(config.output_for(model_name))
+    if config.repository is not None:
+        return _export_version(model_name, config)
+    return _export_file(model_name, config, ArtifactPaths(config.output_for(model_name)))
+
+
+def _export_version(model_name: str, config: ExportConfig) -> ExportResult:
+    """Export into the repository as the model's next version (and refresh its config.pbtxt)."""
+    if config.optimize or config.quantize:
+        raise ExportError(
+            "--optimize and --quantize write variant files beside the model; with --repository export the "
+            "model alone (a variant is a model of its own in a repository)"
+        )
+    version = RepositoryVersion.next(config.repository, model_name)
+    try:
+        result = _export_file(model_name, config, ArtifactPaths(version.staged_model))
+        if result.passed:
+            final_model = version.publish()
+            into = version.final_dir
+        else:
+            into = version.reject()
+            final_model = into / ArtifactPaths.rejected(version.staged_model).name
+    except BaseException:
+        version.discard()
+        raise
+    result.summary = version.relocate(result.summary, into)
+    result.failures = version.relocate(result.failures, into)
+    report = into / ArtifactPaths(version.staged_model).parity_report.name
+    if not result.passed:
+        report = into / ArtifactPaths(version.staged_model).rejected_report.name
+    report.write_text(json.dumps(result.summary, indent=2) + "\n")
+    result.paths = ArtifactPaths(final_model)
+    return result
+
+
+def _export_file(model_name: str, config: ExportConfig, paths: ArtifactPaths) -> ExportResult:
     if paths.model.suffix != ".onnx":
         raise ExportError(f"output file {paths.model} must end in .onnx (the other artifacts are named after it)")
     source = load_source(model_name, config.checkpoint_path, config.runs_dir, config.random_weights, config.seed)

@@ -1,4 +1,4 @@
-"""python -m serve --model PATH.onnx [--model ...] : the digit-classification server.
+"""python -m serve --model-repository REPO | --model PATH.onnx [--model ...] : the digit-classification server.
 
 Serves, on the gRPC port (50051): digits.v1.DigitClassifier (images in, digits out), the KServe v2
 inference.GRPCInferenceService (tensors in, tensors out: Triton's and KServe's clients work
@@ -14,6 +14,10 @@ answered for up to 1 s while clients move away, then new ones are refused with U
 in flight get the grace period to finish); 2 when it cannot start (bad flags, a missing or corrupt
 model file, --device cuda without a usable GPU, TLS files, port in use); 1 when a worker did not drain
 cleanly.
+
+SIGHUP re-reads the model repository: new and changed versions are loaded, warmed up and swapped
+in while serving, versions the policy no longer wants are drained and unloaded (in explicit mode,
+only the models loaded are re-read). With workers, the supervisor passes it on to every worker.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from pathlib import Path
 
 from serve.core.batching import BatchingOptions
 from serve.core.digit_inputs import RequestLimits
+from serve.core.lifecycle import CONTROL_MODES, LifecycleOptions
 from serve.images.preprocess import ImageLimits
 from serve.core.repository import ModelLoadError, ModelRepository
 from serve.core.sessions import DEVICES, DeviceUnavailable, RuntimeOptions
@@ -48,9 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     models = parser.add_argument_group("models")
-    models.add_argument("--model", dest="models", type=Path, action="append", required=True, metavar="PATH",
-                        help="an .onnx file, or a folder of them (repeatable); the name comes from the model card "
-                             "(the file stem for third-party models)")
+    models.add_argument("--model", dest="models", type=Path, action="append", default=[], metavar="PATH",
+                        help="an .onnx file, or a folder of them (repeatable), served as version 1; the name comes "
+                             "from the model card (the file stem for third-party models)")
+    models.add_argument("--model-repository", type=Path, metavar="REPO",
+                        help="a model repository in Triton's layout: REPO/NAME/VERSION/model.onnx, with an optional "
+                             "REPO/NAME/config.pbtxt (version policy, max_batch_size, dynamic_batching, instance_group)")
+    models.add_argument("--model-control-mode", choices=CONTROL_MODES, default="none",
+                        help="none: load the repository at start-up (SIGHUP re-reads it); poll: also re-read it every "
+                             "--repository-poll-secs; explicit: load only --load-model models, then what the repository "
+                             "extension's load and unload ask for")
+    models.add_argument("--repository-poll-secs", type=float, default=LifecycleOptions().poll_s,
+                        help="seconds between two reads of the repository in poll mode")
+    models.add_argument("--load-model", dest="load_models", action="append", default=[], metavar="NAME",
+                        help="in explicit mode, a model to load at start-up (repeatable; '*' for every model)")
     models.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: CUDA when it really runs, else CPU; cuda: fail unless CUDA runs; cpu: never try CUDA")
     models.add_argument("--instances", type=int, default=defaults.runtime.instances,
@@ -112,9 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "`authorization: Bearer <token>` (health checks are exempt)")
 
     operations = parser.add_argument_group("operations")
-    operations.add_argument("--workers", type=int, default=default_workers(),
+    operations.add_argument("--workers", type=int, default=argparse.SUPPRESS,
                             help="server processes sharing the ports (SO_REUSEPORT), each with its share of the cores, "
-                                 "under a supervisor that restarts them; 1: this process serves alone")
+                                 f"under a supervisor that restarts them; 1: this process serves alone (default: one "
+                                 f"per core, up to 8, here {default_workers()}; 1 with --model-control-mode explicit)")
     # Set by the supervisor on the workers it starts: which worker this is, and whose.
     operations.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     operations.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)
@@ -124,21 +141,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def worker_count(args: argparse.Namespace) -> int:
+    """--workers, or its default; ValueError when it cannot work with the other flags."""
+    explicit = args.model_control_mode == "explicit"
+    workers = getattr(args, "workers", None)  # absent unless given: its default depends on the other flags
+    if workers is None:
+        # A load or unload through the repository extension changes the models of the one process
+        # that answers it: with several workers they would disagree.
+        return 1 if explicit else default_workers()
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if workers > 1 and explicit:
+        raise ValueError("--model-control-mode explicit needs --workers 1: a load or unload would reach one worker "
+                         "only (poll and none re-read the repository in every worker; SIGHUP reaches them all)")
+    return workers
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The ServerConfig the flags describe (of one worker, with --workers); ValueError with the flag's problem."""
-    if args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    workers = worker_count(args)
     if args.no_batching:
         batching = BatchingOptions.disabled(max_queue_images=args.max_queue_images, inline_max_ms=args.inline_max_ms)
     else:
         batching = BatchingOptions(args.max_batch_size, args.max_delay_ms, args.max_queue_images, args.inline_max_ms)
+    if not args.models and args.model_repository is None:
+        raise ValueError("name the models to serve: --model-repository REPO, or --model PATH.onnx (repeatable)")
     return ServerConfig(
         model_paths=tuple(args.models),
+        model_repository=args.model_repository,
+        lifecycle=LifecycleOptions(args.model_control_mode, args.repository_poll_secs, tuple(args.load_models)),
         host=args.host,
         port=args.port,
         http_port=None if args.no_http else args.http_port,
         runtime=RuntimeOptions(device=args.device, intra_op_threads=args.intra_op_threads, instances=args.instances,
-                               workers=args.workers),
+                               workers=workers),
         batching=batching,
         limits=RequestLimits(
             max_images_per_request=args.max_images_per_request,
@@ -158,7 +194,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-async def serve(config: ServerConfig, repository: ModelRepository) -> int:
+async def serve(config: ServerConfig, repository: ModelRepository | None) -> int:
     server = Server(config, repository)
     await server.start()
     loop = asyncio.get_running_loop()
@@ -176,6 +212,15 @@ async def serve(config: ServerConfig, repository: ModelRepository) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    reloads: set[asyncio.Task] = set()
+
+    def on_reload_signal() -> None:
+        log.info("SIGHUP: re-reading the model repository")
+        task = loop.create_task(server.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_reload_signal)
     await stop_requested.wait()
     await server.stop(config.grace_s)
     # gRPC finishes an answered call's task a loop turn or two after the call ends; asyncio.run
@@ -199,12 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_of is not None:
         return run_worker(config, args.worker_of)
     try:
-        if args.workers > 1:
+        if config.runtime.workers > 1:
             return Supervisor(WorkersConfig(
-                count=args.workers, argv=tuple(argv), host=config.host, port=config.port, http_port=config.http_port,
+                count=config.runtime.workers, argv=tuple(argv), host=config.host, port=config.port, http_port=config.http_port,
                 metrics_port=config.metrics_port, port_file=config.port_file, grace_s=config.grace_s,
             )).run()
-        repository = ModelRepository.load(config.model_paths, config.runtime)
+        repository = ModelRepository.load(config.model_paths, config.runtime) if config.model_paths else None
         return asyncio.run(serve(config, repository))
     except (ModelLoadError, DeviceUnavailable, ServerStartError) as exc:
         print(f"python -m serve: error: {exc}", file=sys.stderr)
@@ -216,7 +261,7 @@ def run_worker(config: ServerConfig, supervisor_pid: int) -> int:
     if not bind_to_supervisor(supervisor_pid):
         return EXIT_OK  # the supervisor is gone already: nothing to serve for
     try:
-        repository = ModelRepository.load(config.model_paths, config.runtime)
+        repository = ModelRepository.load(config.model_paths, config.runtime) if config.model_paths else None
         return asyncio.run(serve(config, repository))
     except (ModelLoadError, DeviceUnavailable, ServerStartError) as exc:
         worker_error_file(config.port_file).write_text(str(exc))

@@ -12,7 +12,6 @@ something (unknown model, bad image, wrong token, ...); 2 bad arguments or unrea
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ import grpc
 import numpy as np
 
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 MiB = 1024 * 1024
@@ -44,15 +44,18 @@ class Prediction:
     probability: float
     top_k: list[Candidate]
     model: str = ""
+    # The version of the model that classified the image.
+    model_version: str = ""
 
     @classmethod
-    def from_proto(cls, prediction: digits_pb2.Prediction, model: str = "") -> "Prediction":
+    def from_proto(cls, prediction: digits_pb2.Prediction, model: str = "", model_version: str = "") -> "Prediction":
         return cls(
             prediction.digit,
             prediction.label,
             prediction.probability,
             [Candidate(c.digit, c.label, c.probability) for c in prediction.top_k],
             model,
+            model_version,
         )
 
 
@@ -146,14 +149,17 @@ class DigitClient:
 
     def classify(
         self, images: Sequence, *, model: str = "", top_k: int = 0, already_mnist: bool = False,
-        timeout: float | None = None,
+        timeout: float | None = None, model_version: str = "",
     ) -> list[Prediction]:
-        """One prediction per image: file paths, encoded bytes, or uint8 (H, W) arrays (raw pixels)."""
+        """One prediction per image: file paths, encoded bytes, or uint8 (H, W) arrays (raw pixels).
+
+        `model_version`: one of the versions the server serves ("" for the newest)."""
         request = digits_pb2.ClassifyRequest(
-            model=model, top_k=top_k, images=[_image_message(image, already_mnist) for image in images]
+            model=model, top_k=top_k, images=[_image_message(image, already_mnist) for image in images],
+            model_version=model_version,
         )
         response = self._call(self._stub.Classify, request, timeout)
-        return [Prediction.from_proto(p, response.model) for p in response.predictions]
+        return [Prediction.from_proto(p, response.model, response.model_version) for p in response.predictions]
 
     def classify_raw(
         self, pixels_uint8: np.ndarray, *, already_mnist: bool = True, model: str = "", top_k: int = 0,
@@ -220,7 +226,7 @@ def _format_top_k(prediction: Prediction) -> str:
     return "  ".join(f"{c.label}:{c.probability:.3f}" for c in prediction.top_k)
 
 
-def classify_files(client: DigitClient, paths: Sequence[str], model: str, top_k: int) -> int:
+def classify_files(client: DigitClient, paths: Sequence[str], model: str, top_k: int, model_version: str = "") -> int:
     """One request per file (so one bad file does not hide the others' answers); prints a table."""
     encoded = []
     for path in paths:
@@ -234,7 +240,7 @@ def classify_files(client: DigitClient, paths: Sequence[str], model: str, top_k:
     status = EXIT_OK
     for path, data in zip(paths, encoded):
         try:
-            (prediction,) = client.classify([data], model=model, top_k=top_k)
+            (prediction,) = client.classify([data], model=model, top_k=top_k, model_version=model_version)
         except ClientError as exc:
             if exc.code == grpc.StatusCode.UNAVAILABLE:
                 print(f"error: {exc}", file=sys.stderr)
@@ -254,12 +260,14 @@ def _progress(total: int):
     return tqdm(total=total, unit="img", desc="MNIST test", leave=False)
 
 
-def mnist_test(client: DigitClient, data_dir: Path, count: int, model: str, batch_size: int, concurrency: int) -> int:
+def mnist_test(
+    client: DigitClient, data_dir: Path | None, count: int, model: str, batch_size: int, concurrency: int
+) -> int:
     """Send `count` MNIST test digits (raw, already in MNIST format) and report accuracy and latency."""
     from serve.images.mnist_idx import load_mnist_test
 
     try:
-        images, labels = load_mnist_test(data_dir)
+        images, labels = load_mnist_test(resolve_data_dir(data_dir))
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -311,14 +319,14 @@ def list_models(client: DigitClient) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m serve.client", description="Classify digit images with a running server.")
-    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, BMP)")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, TIFF, WebP)")
     parser.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of the server")
     parser.add_argument("--model", default="", help="model name (default: the server's default classifier)")
+    parser.add_argument("--model-version", default="", help="model version (default: the newest the server serves)")
     parser.add_argument("--top-k", type=int, default=3, help="candidates to show per image")
     parser.add_argument("--list-models", action="store_true", help="list the server's models and exit")
     parser.add_argument("--mnist-test", type=int, metavar="N", help="send N MNIST test digits; report accuracy and latency")
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("ZOO_DATA_DIR", "data")),
-                        help="folder holding MNIST/raw (default: $ZOO_DATA_DIR or ./data)")
+    parser.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     parser.add_argument("--batch-size", type=int, default=1, help="digits per request with --mnist-test")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight with --mnist-test")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call, in seconds")
@@ -365,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                 return list_models(client)
             if args.mnist_test is not None:
                 return mnist_test(client, args.data_dir, args.mnist_test, args.model, args.batch_size, args.concurrency)
-            return classify_files(client, args.images, args.model, args.top_k)
+            return classify_files(client, args.images, args.model, args.top_k, args.model_version)
         except ClientError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE if exc.code == grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve.api import http_digits, http_kserve, http_page
+from serve.api import http_digits, http_extensions, http_kserve, http_page
 from serve.api.auth import BearerTokens, read_tokens
 from serve.api.grpc_server import GrpcFrontDoor
 from serve.api.http_server import DEFAULT_HTTP_PORT, HttpFrontDoor, build_app
@@ -28,6 +28,7 @@ from serve.core.admission import Admission
 from serve.core.batching import BatchingOptions
 from serve.core.dataplane import DataPlane
 from serve.core.digit_inputs import RequestLimits
+from serve.core.lifecycle import LifecycleOptions, ModelManager
 from serve.core.repository import ModelRepository
 from serve.core.runner import ModelRunner
 from serve.core.sessions import SERVING_INSTANCES, RuntimeOptions
@@ -56,6 +57,10 @@ def package_version() -> str:
 @dataclass(frozen=True)
 class ServerConfig:
     model_paths: tuple[Path, ...] = ()
+    # A model repository in Triton's layout (REPO/NAME/VERSION/model.onnx), instead of model_paths.
+    model_repository: Path | None = None
+    # What loads and unloads the repository's models while serving (control mode, polling).
+    lifecycle: LifecycleOptions = field(default_factory=LifecycleOptions)
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     # HTTP/REST (KServe v2, the digits API, the page): None turns it off, 0 picks a free port.
@@ -92,6 +97,10 @@ class ServerConfig:
             raise ValueError(f"max_message_bytes must be at least 1024, got {self.max_message_bytes}")
         if self.grace_s < 0:
             raise ValueError(f"grace period must be >= 0 seconds, got {self.grace_s}")
+        if self.model_repository is not None and self.model_paths:
+            raise ValueError("serve either a --model-repository or --model files, not both")
+        if self.model_repository is None and self.lifecycle.control_mode != "none":
+            raise ValueError("--model-control-mode poll and explicit need a --model-repository to load from")
 
     @property
     def uses_tls(self) -> bool:
@@ -121,7 +130,7 @@ class Server:
         self.repository = repository
         self.metrics = Metrics()
         self.admission = Admission()
-        self.runners: dict[str, ModelRunner] = {}
+        self.models: ModelManager | None = None
         self.dataplane: DataPlane | None = None
         self.port: int | None = None
         self.http_port: int | None = None
@@ -136,12 +145,21 @@ class Server:
     def ready(self) -> bool:
         return self.dataplane is not None and self.dataplane.ready()
 
+    @property
+    def runners(self) -> dict[str, ModelRunner]:
+        """The runner of each model's newest served version."""
+        return {served.model.name: served.runner for served in self.models.newest()} if self.models else {}
+
+    async def reload(self) -> None:
+        """Re-read the model repository (what SIGHUP does)."""
+        if self.models is not None:
+            await self.models.reload()
+
     async def start(self) -> int:
         """Load the models (unless given), open both front doors; returns the bound gRPC port."""
         config = self.config
-        if self.repository is None:
+        if self.repository is None and config.model_repository is None:
             self.repository = ModelRepository.load(config.model_paths, config.runtime)
-        repository = self.repository
         tokens = None
         if config.token_file is not None:
             try:
@@ -150,12 +168,14 @@ class Server:
                 raise ServerStartError(str(exc)) from exc
         tls = read_tls_files(config.tls_cert, config.tls_key, config.tls_client_ca) if config.uses_tls else None
 
-        self.runners = {model.name: ModelRunner(model, config.batching, self.metrics, config.runtime.instances) for model in repository}
+        models = self.models = ModelManager(config.runtime, config.batching, self.metrics, config.model_repository,
+                                            config.lifecycle, on_serving=self._model_serving)
         self._preprocess = ThreadPoolExecutor(config.worker_threads, thread_name_prefix="preprocess")
-        dataplane = self.dataplane = DataPlane(
-            repository, self.runners, config.limits, self._preprocess, config.batching.max_batch_size, package_version(),
-        )
+        dataplane = self.dataplane = DataPlane(models, config.limits, self._preprocess, package_version())
         try:
+            # Loaded and warmed up before either door opens: the first real call is not the slow one.
+            await models.start(list(self.repository) if self.repository is not None else ())
+            self.metrics.watch_statistics(models.all_statistics)
             self._grpc = GrpcFrontDoor(dataplane, self.metrics, self.admission, tokens, config.max_message_bytes,
                                        config.max_concurrent_rpcs, on_denied=self._count_denied,
                                        share_port=config.share_ports)
@@ -163,10 +183,10 @@ class Server:
             if config.http_port is not None:
                 self._http = HttpFrontDoor(build_app(
                     dataplane, self.metrics, self.admission, tokens, config.max_message_bytes,
-                    [http_kserve.add_routes, http_digits.add_routes, http_page.add_routes],
+                    [http_extensions.add_routes, http_kserve.add_routes, http_digits.add_routes, http_page.add_routes],
                 ), share_port=config.share_ports)
                 self.http_port = await self._http.start(config.host, config.http_port, tls)
-            await self._grpc.set_serving(repository.names())
+            await self._grpc.set_serving([model.name for model in dataplane.models()])
             if config.metrics_port is not None:
                 try:
                     self.metrics_port = self.metrics.serve_http(config.host, config.metrics_port)
@@ -182,14 +202,14 @@ class Server:
                 "serving without TLS on %s: requests, images and any bearer token travel in clear text; "
                 "pass --tls-cert and --tls-key", config.host,
             )
-        models = ", ".join(f"{m.name} ({m.provider})" for m in repository)
+        served = ", ".join(f"{m.name} v{m.version} ({m.provider})" for m in dataplane.models()) or "none yet"
         http = f", HTTP on {address(config.host, self.http_port)}" if self.http_port is not None else ""
         log.info(
             "serving gRPC on %s%s (TLS %s, token %s): models %s; batching max %d images / %.1f ms",
             address(config.host, self.port), http,
             "mutual" if config.tls_client_ca else ("on" if config.uses_tls else "off"),
             "required" if config.token_file else "off",
-            models, config.batching.max_batch_size, config.batching.max_delay_ms,
+            served, config.batching.max_batch_size, config.batching.max_delay_ms,
         )
         if config.port_file is not None:
             _write_port_file(config.port_file, [self.port] + ([self.http_port] if self.http_port is not None else []))
@@ -201,10 +221,14 @@ class Server:
             await self._grpc.stop(0)
         if self._http is not None:
             await self._http.stop()
-        for runner in self.runners.values():
-            await runner.close()
+        if self.models is not None:
+            await self.models.close()
         if self._preprocess is not None:
             self._preprocess.shutdown(wait=False, cancel_futures=True)
+
+    async def _model_serving(self, model_name: str, serving: bool) -> None:
+        if self._grpc is not None:
+            await self._grpc.set_model_serving(model_name, serving)
 
     def _count_denied(self, protocol: str, method: str, code: str) -> None:
         service, _, name = method.strip("/").partition("/")
@@ -225,8 +249,8 @@ class Server:
         try:
             if self._grpc is not None:
                 await self._grpc.enter_graceful_shutdown()
-            for runner in self.runners.values():
-                runner.drain()
+            if self.models is not None:
+                self.models.drain()
             # Drained by us first, so that gRPC core finds nothing unanswered to cancel (see Admission).
             lame_duck_s = min(LAME_DUCK_S, grace / 2)
             if grace > 0 and not await self.admission.drain(grace, lame_duck_s):
@@ -236,8 +260,8 @@ class Server:
                 await self._http.stop()
             if self._grpc is not None:
                 await self._grpc.stop(max(0.0, give_up - time.monotonic()))
-            for runner in self.runners.values():
-                await runner.close()
+            if self.models is not None:
+                await self.models.close()
             if self._preprocess is not None:
                 self._preprocess.shutdown(wait=False, cancel_futures=True)
             self.metrics.stop_http()

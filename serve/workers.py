@@ -17,7 +17,7 @@ The supervisor
 - starts a worker that dies again (logged, counted in serve_worker_restarts_total), backing off
   while it cannot start;
 - forwards SIGTERM and SIGINT to every worker, so each drains as a single server does, and exits 0
-  once they all exited 0;
+  once they all exited 0; passes SIGHUP on (each worker re-reads the model repository);
 - serves /metrics for the whole server: the workers' figures summed from prometheus_client's
   multiprocess files (in a folder it creates and removes), with its own restart counter. Any one
   worker could read those files too, but only the supervisor lives for the whole run and knows the
@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serve.api.metrics import SupervisorMetrics
+from serve.api.metrics import PROMETHEUS_MULTIPROC_DIR, SupervisorMetrics
 from serve.api.network import FrontDoorError, address
 from serve.core.sessions import usable_cpus
 
@@ -61,7 +61,6 @@ POLL_S = 0.05
 # Past the grace period, how long the workers get to close after SIGTERM before they are killed.
 EXIT_MARGIN_S = 5.0
 START_TIMEOUT_S = 300.0
-PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -214,6 +213,7 @@ class Supervisor:
         """
         config = self.config
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload_signal)
         try:
             port, held = reserve_port(config.host, config.port, "")
             self._held += held
@@ -247,6 +247,11 @@ class Supervisor:
     def _on_signal(self, signum: int, frame) -> None:
         self._signals.append(signum)
         self._wake.set()
+
+    def _on_reload_signal(self, signum: int, frame) -> None:
+        log.info("SIGHUP: passing it on to %d workers", len(self.workers))
+        for worker in self.workers:
+            worker.signal(signal.SIGHUP)
 
     @property
     def _stop_requested(self) -> bool:

@@ -1,7 +1,6 @@
-"""Shared fixtures: where the MNIST files are, and a fixed seed per test."""
+"""Shared by every test: bench/ on the import path, and where the MNIST files are."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -12,18 +11,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # `pytest` too, not only under `python -m pytest` from the root.
 if str(REPO_ROOT) not in sys.path:
     sys.path.append(str(REPO_ROOT))
-# CI and the README point ZOO_DATA_DIR at ../shared/data; the tests default to the same place.
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
-    """The folder holding MNIST/raw/*-ubyte (torchvision's layout). Missing files fail loudly."""
-    root = Path(os.environ.get("ZOO_DATA_DIR", DEFAULT_DATA_DIR))
-    raw = root / "MNIST" / "raw"
-    if not (raw / "t10k-images-idx3-ubyte").exists() and not (raw / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.fail(
-            f"MNIST not found under {raw}: set ZOO_DATA_DIR to the folder that contains MNIST/raw "
-            "(in this project's CI that is ../shared/data)"
-        )
-    return root
+    """The data folder holding MNIST/raw: $ZOO_DATA_DIR, else ./data, downloaded there when missing.
+
+    Without the files and without a network the whole run stops with one line, rather than every
+    test that reads MNIST failing with the same error.
+    """
+    from zoo.data import DataUnavailableError, ensure_mnist  # the download is training's own
+
+    try:
+        return ensure_mnist().resolve()
+    except DataUnavailableError as exc:
+        pytest.exit(f"the tests need MNIST ($ZOO_DATA_DIR, else ./data): {exc}", returncode=pytest.ExitCode.USAGE_ERROR)

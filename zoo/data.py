@@ -3,8 +3,8 @@
 MNIST and Fashion-MNIST come through torchvision's dataset classes (which read the IDX files
 straight into tensors), looked up in a data folder and downloaded when missing and a network is
 there. The UCI handwritten digits that ship inside scikit-learn (1,797 real 8x8 scans) are the
-offline fallback, rescaled to MNIST's format so that every model and the whole pipeline downstream
-see the same kind of picture whichever dataset trained them.
+offline fallback, brought to MNIST's format by the serving pipeline's own conversion, so that a
+model trained on them sees digits laid out exactly as the server will lay out its inputs.
 
 Training batches straight from these tensors (random permutation indexing); nothing here touches
 PIL or builds a per-image transform pipeline.
@@ -21,22 +21,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
 
+from serve.images.data_dir import DATA_DIR_ENV, resolve_data_dir
+from serve.images.mnist_idx import missing_mnist_files
+from serve.images.digit_format import to_uint8, to_unit_float
+from serve.images.preprocess import to_mnist_format
 from zoo.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 
-DATA_DIR_ENV = "ZOO_DATA_DIR"
-DEFAULT_DATA_DIR = "data"
 UCI_DIGITS = "uci-digits"  # the offline fallback: scikit-learn's 1,797 scans
 DATASETS = ("mnist", "fashion-mnist", UCI_DIGITS)
 AUTO = "auto"
 DIGIT_LABELS = [str(digit) for digit in range(10)]
 
-# MNIST's format: each digit scaled to fit a 20x20 box, then centred by its centre of mass in 28x28.
-DIGIT_SIZE = 28
-DIGIT_BOX = 20
+# Each pixel of a UCI scan counts the inked cells of a 4x4 block of the original 32x32 bitmap.
+UCI_INK_LEVELS = 16.0
 # Held-out part of the UCI digits (stratified, fixed seed): 360 of 1,797 images, 20%.
 UCI_TEST_IMAGES = 360
 UCI_SPLIT_SEED = 0
@@ -78,13 +80,6 @@ class DigitSplit:
         return DigitSplit(self.images[:limit], self.labels[:limit], self.dataset, self.classes)
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """The folder datasets live in: `data_dir`, else $ZOO_DATA_DIR, else ./data."""
-    if data_dir is None or str(data_dir) == "":
-        data_dir = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
-    return Path(data_dir).expanduser()
-
-
 def load_split(
     dataset: str, train: bool, data_dir: str | os.PathLike | None = None, download: bool = True
 ) -> DigitSplit:
@@ -113,6 +108,24 @@ def load_train_test(
             exc.reason,
         )
         return load_split("uci-digits", True), load_split("uci-digits", False)
+
+
+def ensure_mnist(data_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The data folder once MNIST's four IDX files are in it, downloaded there the way training does.
+
+    For callers that read the files themselves (the tests, the benchmarks) rather than through
+    load_split. Raises DataUnavailableError, whose one line says where it looked and how to
+    provide the files.
+    """
+    root = resolve_data_dir(data_dir)
+    if not missing_mnist_files(root):
+        return root
+    cls = _torchvision_class("mnist")
+    reason = _download(cls, "mnist", root) if download else "downloading is disabled"
+    still_missing = missing_mnist_files(root)
+    if still_missing:
+        raise _unavailable("mnist", root, cls, reason or f"after the download, {', '.join(still_missing)} still missing")
+    return root
 
 
 # --- MNIST and Fashion-MNIST through torchvision ---------------------------------------------
@@ -203,8 +216,8 @@ def _unavailable(dataset: str, root: Path, cls, reason: str) -> DataUnavailableE
     return DataUnavailableError(
         f"{dataset} not found in {raw.resolve()} ({reason}). Provide the files: either run once with a "
         f"network so they download there, or copy the four uncompressed IDX files ({names}) into "
-        f"{raw}, or point --data-dir "
-        f"(or ${DATA_DIR_ENV}) at the folder that contains {_TORCHVISION_CLASSES[dataset]}/raw.",
+        f"{raw}, or set ${DATA_DIR_ENV} (or --data-dir) to the folder that contains "
+        f"{_TORCHVISION_CLASSES[dataset]}/raw.",
         reason,
     )
 
@@ -220,7 +233,7 @@ def _load_uci_digits(train: bool) -> DigitSplit:
         from sklearn.model_selection import train_test_split
 
         digits = load_digits()
-        images = to_mnist_format(torch.as_tensor(digits.images, dtype=torch.float32) / 16.0)
+        images = uci_scans_to_mnist_format(digits.images)
         labels = torch.as_tensor(digits.target, dtype=torch.int64)
         train_idx, test_idx = train_test_split(
             torch.arange(len(labels)).numpy(),
@@ -236,33 +249,16 @@ def _load_uci_digits(train: bool) -> DigitSplit:
     return DigitSplit(split.images.clone(), split.labels.clone(), split.dataset, list(split.classes))
 
 
-def to_mnist_format(ink: torch.Tensor) -> torch.Tensor:
-    """(N, h, w) ink intensities in [0, 1] -> (N, 28, 28) uint8 laid out the way MNIST is.
+def uci_scans_to_mnist_format(scans: np.ndarray) -> torch.Tensor:
+    """(N, 8, 8) UCI scans, ink counts 0-16 -> (N, 28, 28) uint8 in MNIST's format, as the server makes it.
 
-    MNIST's recipe: crop to the digit's bounding box, scale it (keeping its aspect ratio) to fit a
-    20x20 box with anti-aliasing, then place it so that its centre of mass is the centre of 28x28.
+    Each scan becomes the 8-bit grayscale picture a client would send, then goes through the
+    serving pipeline's own conversion (serve.images.preprocess), so a model trained on these
+    digits sees exactly what the server feeds it for such a picture.
     """
-    out = torch.zeros(ink.shape[0], DIGIT_SIZE, DIGIT_SIZE)
-    for index, image in enumerate(ink):
-        rows = torch.nonzero(image.sum(1) > 0).flatten()
-        cols = torch.nonzero(image.sum(0) > 0).flatten()
-        if rows.numel() == 0:
-            continue  # a blank scan stays blank
-        digit = image[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-        scale = DIGIT_BOX / max(digit.shape)
-        size = (max(1, round(digit.shape[0] * scale)), max(1, round(digit.shape[1] * scale)))
-        digit = torch.nn.functional.interpolate(digit[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-        digit = digit.clamp_(0.0, 1.0)
-        # Offset that puts the centre of mass at the centre, kept inside the frame.
-        total = digit.sum()
-        ys = torch.arange(size[0], dtype=torch.float32)
-        xs = torch.arange(size[1], dtype=torch.float32)
-        centre_y = float((digit.sum(1) * ys).sum() / total)
-        centre_x = float((digit.sum(0) * xs).sum() / total)
-        top = min(max(round((DIGIT_SIZE - 1) / 2 - centre_y), 0), DIGIT_SIZE - size[0])
-        left = min(max(round((DIGIT_SIZE - 1) / 2 - centre_x), 0), DIGIT_SIZE - size[1])
-        out[index, top : top + size[0], left : left + size[1]] = digit
-    return out.mul_(255.0).round_().to(torch.uint8)
+    pixels_uint8 = to_uint8(np.asarray(scans, dtype=np.float32) / UCI_INK_LEVELS)
+    digits = np.stack([to_mnist_format(to_unit_float(scan)) for scan in pixels_uint8])
+    return torch.from_numpy(to_uint8(digits))
 
 
 # --- Batches straight from memory ---------------------------------------------------------------

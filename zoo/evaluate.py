@@ -14,8 +14,9 @@ from typing import Sequence
 
 import torch
 
+from serve.images.data_dir import DATA_DIR_ENV, DATA_DIR_HELP
 from zoo.checkpoint import CheckpointError, load_checkpoint
-from zoo.data import DATA_DIR_ENV, DATASETS, DataUnavailableError, InMemoryLoader, load_split
+from zoo.data import DATASETS, DataUnavailableError, InMemoryLoader, load_split
 from zoo.models import get_model_spec
 from zoo.preprocessing import Preprocessing
 from zoo.layers import VERTICAL_EDGE_KERNEL
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="path of a checkpoint.pt")
     parser.add_argument("--dataset", choices=DATASETS, help="test set to measure on (default: the one the checkpoint records)")
-    parser.add_argument("--data-dir", type=Path, help=f"folder holding MNIST/raw (default ${DATA_DIR_ENV} or ./data)")
+    parser.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     parser.add_argument("--no-download", dest="download", action="store_false", help="never download datasets")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default auto)")
     parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help=f"images per batch (default {EVAL_BATCH_SIZE})")

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from serve.images.digit_format import DIGIT_SIZE, UINT8_MAX, VALUE_RANGE, padding_for
+
 # Per-pixel mean and standard deviation of each training set, with pixels scaled to [0, 1].
 NORMALISATION = {
     "mnist": (0.1307, 0.3081),
@@ -17,7 +19,6 @@ NORMALISATION = {
     # The UCI digits (scikit-learn), after rescaling to MNIST's 28x28 format.
     "uci-digits": (0.1307, 0.3081),
 }
-DIGIT_SIZE = 28
 
 
 @dataclass(frozen=True)
@@ -32,16 +33,16 @@ class Preprocessing:
         mean, std = NORMALISATION[dataset]
         return cls(tuple(input_size), mean, std)
 
-    @property
-    def padding(self) -> int:
-        """Pixels added on each side of the 28x28 digit (2 for the 32x32 LeNet-5, as LeCun fed it)."""
-        return (self.input_size[0] - self.digit_size) // 2
-
     def pixels(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        """(N, 28, 28) uint8 -> (N, 1, H, W) float32 in [0, 1], padded with background to H x W."""
-        pixels = images_uint8.to(torch.float32).div_(255.0).unsqueeze(1)
-        if self.padding:
-            pixels = torch.nn.functional.pad(pixels, (self.padding,) * 4)
+        """(N, 28, 28) uint8 -> (N, 1, H, W) float32 in [0, 1], padded with background as the server pads.
+
+        The digit format's own functions are numpy; this is their torch twin for whole batches on the
+        training device, taking its sizes and scale from the format so the two cannot drift apart.
+        """
+        pixels = images_uint8.to(torch.float32).div_(float(UINT8_MAX)).unsqueeze(1)
+        top, bottom, left, right = padding_for(self.input_size, self.digit_size)
+        if top or bottom or left or right:
+            pixels = torch.nn.functional.pad(pixels, (left, right, top, bottom))
         return pixels
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -51,7 +52,7 @@ class Preprocessing:
         return {
             "input_size": list(self.input_size),
             "digit_size": self.digit_size,
-            "value_range": [0.0, 1.0],
+            "value_range": list(VALUE_RANGE),
             "mean": [self.mean],
             "std": [self.std],
         }

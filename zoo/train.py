@@ -5,6 +5,10 @@ Reads top to bottom like pytorch/examples' mnist/main.py: a `Config` filled from
 decoded once into a uint8 tensor and each batch is one indexing operation plus batched
 preprocessing (`zoo.data.InMemoryLoader`), never per-image PIL work.
 
+Under `torchrun --nproc-per-node N` the same command trains with DistributedDataParallel
+(zoo.distributed): each process on its shard of the data, `--batch-size` the global batch, rank 0
+alone evaluating and writing files.
+
 The edge models (`edge`, `conv2d`) reproduce the documents' "Learning a Kernel" run instead:
 plain gradient steps on the summed squared error between conv(X) and Y = corr2d(X, [1, -1]).
 """
@@ -17,7 +21,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -25,11 +29,10 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from zoo import plots
+from zoo import distributed, plots
 from zoo.checkpoint import CHECKPOINT_FILENAME, Checkpoint, save_checkpoint
 from zoo.data import (
     AUTO,
-    DATA_DIR_ENV,
     DATASETS,
     DataUnavailableError,
     DigitSplit,
@@ -37,6 +40,7 @@ from zoo.data import (
     InMemoryLoader,
     load_train_test,
 )
+from serve.images.data_dir import DATA_DIR_ENV, DATA_DIR_HELP
 from zoo.layers import VERTICAL_EDGE_KERNEL, EdgeDetector
 from zoo.models import ModelSpec, UnknownModelError, get_model, get_model_spec, list_models
 from zoo.preprocessing import Preprocessing
@@ -76,6 +80,8 @@ class Config:
     max_steps: int | None = None
     # True when --epochs was given: the recipe's epochs are then never adjusted to the dataset.
     epochs_given: bool = False
+    # This process among those torchrun started (one process unless torchrun set RANK and WORLD_SIZE).
+    topology: distributed.Topology = field(default_factory=distributed.Topology)
 
 
 @dataclass
@@ -119,12 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"models: {', '.join(list_models())}\n\ndefault recipes:\n{recipes}\n\n"
         f"environment:\n  {DATA_DIR_ENV}  folder holding MNIST/raw (and FashionMNIST/raw); used when --data-dir "
-        "is not given\n\nexit status: 0 trained, 1 dataset unavailable, 2 bad arguments, 130 interrupted (Ctrl-C)",
+        "is not given\n\ndistributed: torchrun --nproc-per-node N -m zoo.train NAME trains with DDP (gloo on CPU, "
+        "NCCL on CUDA, one GPU per process); --batch-size is the global batch, split evenly over the processes"
+        "\n\nexit status: 0 trained, 1 dataset unavailable, 2 bad arguments, 130 interrupted (Ctrl-C)",
     )
     parser.add_argument("model", metavar="NAME", help=f"model to train: {', '.join(list_models())}")
     recipe = parser.add_argument_group("recipe (defaults: the model's recipe, listed below)")
     recipe.add_argument("--epochs", type=int, help="passes over the training set (edge/conv2d: gradient steps)")
-    recipe.add_argument("--batch-size", type=int, help="images per optimiser step")
+    recipe.add_argument("--batch-size", type=int, help="images per optimiser step (under torchrun: over all processes)")
     recipe.add_argument("--lr", type=float, help="peak learning rate")
     recipe.add_argument("--optimizer", choices=OPTIMIZERS, help="optimiser")
     recipe.add_argument("--momentum", type=float, help="SGD momentum")
@@ -148,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="digit classifiers' data. auto: MNIST, downloaded if missing; offline without a local copy, "
         "the UCI digits from scikit-learn. mnist: MNIST or fail (default auto)",
     )
-    run.add_argument("--data-dir", type=Path, help=f"folder holding MNIST/raw (default ${DATA_DIR_ENV} or ./data)")
+    run.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     run.add_argument("--no-download", dest="download", action="store_false", help="never download datasets")
     run.add_argument("--out", type=Path, help="output folder (default runs/NAME)")
     run.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG pictures")
@@ -193,13 +201,23 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         parser.error("--device cuda: torch sees no CUDA device on this machine; use --device cpu (or auto)")
     if not spec.is_classifier and args.dataset not in (AUTO,):
         parser.error(f"{spec.name} learns from the documents' edge example; --dataset applies to digit classifiers only")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        topology = distributed.topology_from_env()
+        if topology.distributed:
+            if not spec.is_classifier:
+                raise ValueError(f"{spec.name} learns from one 6x8 example: train it in one process, without torchrun")
+            distributed.per_process_batch_size(recipe.batch_size, topology)
+            distributed.device_for(device, topology, torch.cuda.device_count())
+    except (distributed.DistributedSetupError, ValueError) as exc:
+        parser.error(str(exc))
     return Config(
         model=spec.name,
         recipe=recipe,
         epochs_given=args.epochs is not None,
         out=args.out if args.out is not None else DEFAULT_RUNS_DIR / spec.name,
         seed=args.seed,
-        device=("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device,
+        device=device,
         dataset=args.dataset,
         data_dir=args.data_dir,
         download=args.download,
@@ -209,6 +227,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         train_limit=args.train_limit,
         test_limit=args.test_limit,
         max_steps=args.max_steps,
+        topology=topology,
     )
 
 
@@ -315,16 +334,19 @@ def first_convolution(model: nn.Module) -> torch.Tensor | None:
     return None
 
 
-def train_classifier(config: Config, spec: ModelSpec, run: RunState) -> dict[str, Any]:
+def train_classifier(config: Config, spec: ModelSpec, run: RunState, device: torch.device) -> dict[str, Any]:
+    """Train and evaluate; returns the metrics (under torchrun, only rank 0's hold more than the header)."""
     recipe = config.recipe
-    device = torch.device(config.device)
+    topology = config.topology
     train_split, test_split = load_train_test(config.dataset, config.data_dir, config.download)
     train_split, test_split = train_split.head(config.train_limit), test_split.head(config.test_limit)
     preprocessing = Preprocessing.for_model(spec.input_size, train_split.dataset)
 
-    generator = torch.Generator().manual_seed(config.seed)
+    # Every process shuffles and shifts its own shard from its own stream; rank 0's is the one-process seed.
+    generator = torch.Generator().manual_seed(config.seed + topology.rank)
     train_batches = InMemoryLoader(
-        train_split, preprocessing, recipe.batch_size, shuffle=True, max_shift=recipe.max_shift,
+        distributed.shard(train_split, topology), preprocessing,
+        distributed.per_process_batch_size(recipe.batch_size, topology), shuffle=True, max_shift=recipe.max_shift,
         generator=generator, device=device,
     )
     test_batches = InMemoryLoader(test_split, preprocessing, EVAL_BATCH_SIZE, device=device)
@@ -337,11 +359,14 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState) -> dict[str
             )
             recipe = config.recipe = scaled
     log.info(
-        "%s on %s: %d training and %d test images, %s, device %s, %d threads",
+        "%s on %s: %d training and %d test images, %s, device %s, %d threads%s",
         spec.name, train_split.dataset, len(train_split), len(test_split),
         _describe_recipe(recipe), device, torch.get_num_threads(),
+        f"; {topology.world_size} processes (DDP), {len(train_batches.images)} images and batch "
+        f"{train_batches.batch_size} each" if topology.distributed else "",
     )
     model = build_model(spec.name, device)
+    trained = distributed.data_parallel(model, device, topology)
     optimizer = make_optimizer(model, recipe)
     total_steps = recipe.epochs * len(train_batches)
     if config.max_steps is not None:
@@ -352,16 +377,23 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState) -> dict[str
     metrics = _metrics_header(config, spec, train_split, test_split)
     started = time.perf_counter()
     evaluation = None
-    progress = _progress_bar(total_steps, config.progress, unit="step")
+    epochs_trained = 0
+    progress = _progress_bar(total_steps, config.progress and topology.is_main, unit="step")
     try:
         for epoch in range(1, recipe.epochs + 1):
             if progress is not None:
                 progress.set_description(f"epoch {epoch}/{recipe.epochs}")
             stats = train_epoch(
-                model, train_batches, optimizer, scheduler, criterion, run, config.max_steps, recipe.log_every, progress
+                trained, train_batches, optimizer, scheduler, criterion, run, config.max_steps, recipe.log_every, progress
             )
             if stats.images == 0:
                 break  # --max-steps reached at an epoch boundary
+            epochs_trained += 1
+            stats = _over_processes(stats, device, topology)
+            if not topology.is_main:
+                if _steps_exhausted(config, run):
+                    break
+                continue  # rank 0 evaluates and writes; the others go on to the next epoch's gradients
             eval_started = time.perf_counter()
             evaluation = evaluate(model, test_batches)
             entry = {
@@ -388,13 +420,21 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState) -> dict[str
                 epoch, recipe.epochs, stats.loss, 100 * stats.accuracy, 100 * evaluation.accuracy,
                 evaluation.loss, entry["seconds"], f"{entry['images_per_second']:,.0f}",
             )
-            if config.max_steps is not None and run.steps >= config.max_steps:
+            if _steps_exhausted(config, run):
                 break
     finally:
         if progress is not None:
             progress.close()
-    if evaluation is None:
+    if epochs_trained == 0:
         raise ValueError("no training step ran: raise --max-steps or --train-limit")
+    if not distributed.replicas_identical(model, topology):
+        raise distributed.DistributedSetupError(
+            f"the {topology.world_size} replicas ended with different parameters; the checkpoint holds rank 0's"
+        )
+    if not topology.is_main:
+        return metrics
+    if topology.distributed:
+        log.info("%d processes: parameters identical on every rank after %d steps", topology.world_size, run.steps)
 
     pictures = []
     if config.plots:
@@ -418,6 +458,10 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState) -> dict[str
     return metrics
 
 
+def _steps_exhausted(config: Config, run: RunState) -> bool:
+    return config.max_steps is not None and run.steps >= config.max_steps
+
+
 def _metrics_header(config: Config, spec: ModelSpec, train_split: DigitSplit, test_split: DigitSplit) -> dict[str, Any]:
     return {
         "model": spec.name,
@@ -428,6 +472,7 @@ def _metrics_header(config: Config, spec: ModelSpec, train_split: DigitSplit, te
         "seed": config.seed,
         "device": config.device,
         "threads": torch.get_num_threads(),
+        "processes": config.topology.world_size,
         "epochs": [],
     }
 
@@ -459,6 +504,8 @@ def _meta(config: Config, labels: list[str], preprocessing: dict | None, metrics
     recipe = {**config.recipe.to_meta(), "seed": config.seed}
     if config.train_limit or config.max_steps:
         recipe.update(train_limit=config.train_limit, max_steps=config.max_steps)
+    if config.topology.distributed:
+        recipe.update(processes=config.topology.world_size)
     return {
         "labels": labels,
         "preprocessing": preprocessing,
@@ -593,11 +640,24 @@ def train(config: Config, run: RunState | None = None) -> dict[str, Any]:
     """Train as configured and write the run's files; returns the metrics (as in metrics.json)."""
     run = run or RunState(config.out / CHECKPOINT_FILENAME)
     spec = get_model_spec(config.model)
-    config.out.mkdir(parents=True, exist_ok=True)
-    with _torch_settings(config):
+    topology = config.topology
+    device = distributed.device_for(config.device, topology, torch.cuda.device_count())
+    if topology.is_main:
+        config.out.mkdir(parents=True, exist_ok=True)
+    with _torch_settings(config), distributed.process_group(topology, device):
         if spec.is_classifier:
-            return train_classifier(config, spec, run)
+            return train_classifier(config, spec, run, device)
         return learn_kernel(config, spec, run)
+
+
+def _over_processes(stats: EpochStats, device: torch.device, topology: distributed.Topology) -> EpochStats:
+    """An epoch over every process's shard: loss, accuracy, images and CPU time of all; this one's wall time."""
+    if not topology.distributed:
+        return stats
+    local = torch.tensor([stats.loss * stats.images, stats.accuracy * stats.images, stats.images, stats.cpu_seconds],
+                         dtype=torch.float64, device=device)
+    loss_sum, correct, images, cpu_seconds = distributed.sum_over_processes(local, topology).tolist()
+    return EpochStats(loss_sum / images, correct / images, int(images), stats.seconds, cpu_seconds)
 
 
 @contextlib.contextmanager
@@ -622,7 +682,12 @@ def _torch_settings(config: Config):
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if config.topology.is_main:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    else:
+        # Rank 0 reports the run; the others speak only of trouble, each naming its rank.
+        logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s [rank {config.topology.rank}] %(message)s",
+                            datefmt="%H:%M:%S")
     run = RunState(config.out / CHECKPOINT_FILENAME)
     try:
         if config.progress:

@@ -97,9 +97,10 @@ class DigitsServicer(digits_pb2_grpc.DigitClassifierServicer):
     @unary(SERVICE)
     async def Classify(self, request: digits_pb2.ClassifyRequest, context) -> digits_pb2.ClassifyResponse:
         classification = await self.dataplane.classify(
-            request.model, core_images(request.images), request.top_k, deadline_from(context)
+            request.model, core_images(request.images), request.top_k, deadline_from(context), request.model_version,
         )
-        response = digits_pb2.ClassifyResponse(model=classification.model.name)
+        response = digits_pb2.ClassifyResponse(model=classification.model.name,
+                                                model_version=classification.model.version)
         write_predictions(response.predictions, classification)
         return response
 
@@ -108,8 +109,10 @@ class DigitsServicer(digits_pb2_grpc.DigitClassifierServicer):
         try:
             if not request.HasField("image"):
                 raise InvalidInput("the stream message carries no image; set `image`")
-            classification = await self.dataplane.classify(request.model, core_images([request.image]), request.top_k, deadline)
-            response = digits_pb2.ClassifyStreamResponse(id=request.id, model=classification.model.name)
+            classification = await self.dataplane.classify(request.model, core_images([request.image]), request.top_k,
+                                                           deadline, request.model_version)
+            response = digits_pb2.ClassifyStreamResponse(id=request.id, model=classification.model.name,
+                                                         model_version=classification.model.version)
             write_prediction(response.prediction, classification.classes[0], classification.top_probabilities[0],
                              classification.labels)
             return response

@@ -3,7 +3,8 @@
 Inputs arrive as raw little-endian bytes (`raw_input_contents`, what Triton's clients send) or as
 typed lists (`contents`); answers come back the same way the request came (raw bytes for raw
 requests, typed lists otherwise). Every model is served here, third-party ones included, under its
-own input and output names. The provider that runs a model is sent as the response metadata
+own input and output names; the repository and statistics extensions come from
+serve.api.grpc_extensions. The provider that runs a model is sent as the response metadata
 `x-execution-provider` of ModelMetadata (the v2 message has no field for it).
 """
 from __future__ import annotations
@@ -13,12 +14,14 @@ import logging
 import numpy as np
 
 from serve.api.grpc_calls import deadline_from, unary
+from serve.api.grpc_extensions import TritonExtensionRpcs
 from serve.api.metrics import Metrics
 from serve.core import tensors
 from serve.core.admission import Admission
 from serve.core.dataplane import SERVER_NAME, DataPlane, InferRequest
 from serve.core.errors import InvalidInput
-from serve.core.repository import PLATFORM, Model
+from serve.core.model_config import PLATFORM
+from serve.core.repository import Model
 from serve.core.tensors import InferInput
 from serve.generated.inference import grpc_service_pb2 as pb
 from serve.generated.inference import grpc_service_pb2_grpc as pb_grpc
@@ -101,7 +104,11 @@ def fill_contents(contents, array: np.ndarray, datatype: str) -> None:
     getattr(contents, field_name).extend(array.ravel().tolist())
 
 
-class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
+# Triton's protocol extensions this server implements (ServerMetadata lists them).
+EXTENSIONS = ["model_repository", "statistics"]
+
+
+class KServeServicer(TritonExtensionRpcs, pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane, metrics: Metrics | None = None, admission: Admission | None = None) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
@@ -121,7 +128,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @unary(SERVICE)
     async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self.dataplane.version, extensions=[])
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self.dataplane.version, extensions=EXTENSIONS)
 
     @unary(SERVICE)
     async def ModelMetadata(self, request, context) -> pb.ModelMetadataResponse:
@@ -129,7 +136,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         await context.send_initial_metadata(((PROVIDER_METADATA_KEY, model.provider),))
         return pb.ModelMetadataResponse(
             name=model.name,
-            versions=[model.version],
+            versions=self.dataplane.model_versions(model.name),
             platform=PLATFORM,
             inputs=[_tensor_metadata(spec) for spec in model.inputs],
             outputs=[_tensor_metadata(spec) for spec in model.outputs],

@@ -107,6 +107,11 @@ class GrpcFrontDoor:
         for name in ("", *SERVICE_NAMES[:2], *model_names):
             await self._health.set(name, serving)
 
+    async def set_model_serving(self, model_name: str, serving: bool) -> None:
+        """A model loaded or unloaded while serving: its health check follows."""
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self._health.set(model_name, status)
+
     async def enter_graceful_shutdown(self) -> None:
         await self._health.enter_graceful_shutdown()
 

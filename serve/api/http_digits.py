@@ -1,6 +1,121 @@
-"""Placeholder while the module is being written: registers no routes yet."""
+"""digits.v1.DigitClassifier over HTTP: the gRPC API's Classify, ListModels and GetModelMetadata as JSON.
+
+    POST /digits/v1/classify                  the default model
+    POST /digits/v1/models/{model}/classify   a named model
+         ?top_k=K (0 or absent: 3)  &details=1 (adds every class's probability and the picture the model got)
+    GET  /digits/v1/models                    {"models": [ModelMetadata, ...]}
+    GET  /digits/v1/models/{model}            ModelMetadata
+
+A prediction has the fields of gRPC's Prediction with the same values (probabilities are the model's
+float32 values, written exactly); metadata is protobuf's JSON mapping of the gRPC ModelMetadata message
+(so int64 shapes are strings), built by the same function. Metrics count these calls under the gRPC
+service and method names.
+"""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
 from aiohttp import web
+from google.protobuf import json_format
+from PIL import Image
+
+from serve.api.grpc_digits import SERVICE, model_metadata
+from serve.api.http_digit_images import DigitsBody, non_negative_int, read_digits_body
+from serve.api.http_server import DATAPLANE, DEADLINE, route
+from serve.core.dataplane import Classification, DataPlane
+from serve.core.errors import InvalidInput
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def query_top_k(request: web.Request) -> int | None:
+    value = request.query.get("top_k")
+    if value is None:
+        return None
+    try:
+        return non_negative_int(int(value), "the `top_k` query parameter")
+    except ValueError:
+        raise InvalidInput(f"the `top_k` query parameter must be a whole number >= 0 (0: the default), got {value!r}") from None
+
+
+def query_details(request: web.Request) -> bool:
+    value = request.query.get("details", "").lower()
+    if value not in _TRUE + _FALSE:
+        raise InvalidInput(f"the `details` query parameter must be 1 or 0, got {value!r}")
+    return value in _TRUE
+
+
+def _agreed(from_url, from_body, what: str):
+    """An option given in the URL and in the JSON body must be the same; either alone is fine."""
+    if from_url is not None and from_body is not None and from_url != from_body:
+        raise InvalidInput(f"the URL asks for {what} {from_url!r} but the JSON body for {from_body!r}; give it once")
+    return from_url if from_url is not None else from_body
+
+
+def png_data_url(pixels: np.ndarray) -> str:
+    """A H x W picture with values in [0, 1] -> an 8-bit grayscale PNG as a data: URL (an <img> shows it)."""
+    gray = np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def predictions_json(classification: Classification, details: bool) -> list[dict]:
+    """One dict per image, with gRPC's Prediction fields (see grpc_digits.write_prediction)."""
+    labels = classification.labels
+    predictions = []
+    for index, (classes, probabilities) in enumerate(zip(classification.classes, classification.top_probabilities)):
+        best = classes[0]
+        prediction = {
+            "digit": best,
+            "label": labels[best],
+            "probability": probabilities[0],
+            "top_k": [{"digit": c, "label": labels[c], "probability": p} for c, p in zip(classes, probabilities)],
+        }
+        if details:
+            prediction["probabilities"] = classification.probabilities[index].tolist()
+            # Channel 0: the picture exactly as the model received it, after the server's preprocessing.
+            prediction["model_input"] = png_data_url(classification.pixels[index, 0])
+        predictions.append(prediction)
+    return predictions
+
+
+@route(SERVICE, "Classify")
+async def classify(request: web.Request) -> web.Response:
+    dataplane: DataPlane = request.app[DATAPLANE]
+    top_k, details = query_top_k(request), query_details(request)  # checked before the body is read
+    body: DigitsBody = await read_digits_body(request, dataplane.limits)
+    model = _agreed(request.match_info.get("model"), body.model or None, "model")
+    top_k = _agreed(top_k, body.top_k, "top_k")
+    url_version = request.match_info.get("version") or request.query.get("model_version") or None
+    version = _agreed(url_version, body.model_version, "model_version")
+    classification = await dataplane.classify(model or "", body.images, top_k or 0, request[DEADLINE], version or "")
+    return web.json_response({"model": classification.model.name, "model_version": classification.model.version,
+                              "predictions": predictions_json(classification, details)})
+
+
+def metadata_json(dataplane: DataPlane, model) -> dict:
+    message = model_metadata(model, dataplane.model_max_batch_size(model))
+    return json_format.MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+@route(SERVICE, "ListModels")
+async def list_models(request: web.Request) -> web.Response:
+    dataplane: DataPlane = request.app[DATAPLANE]
+    return web.json_response({"models": [metadata_json(dataplane, model) for model in dataplane.models()]})
+
+
+@route(SERVICE, "GetModelMetadata")
+async def get_model_metadata(request: web.Request) -> web.Response:
+    dataplane: DataPlane = request.app[DATAPLANE]
+    return web.json_response(metadata_json(dataplane, dataplane.model(request.match_info["model"])))
 
 
 def add_routes(app: web.Application) -> None:
-    pass
+    app.router.add_post("/digits/v1/classify", classify)
+    app.router.add_post("/digits/v1/models/{model}/classify", classify)
+    app.router.add_post("/digits/v1/models/{model}/versions/{version}/classify", classify)
+    app.router.add_get("/digits/v1/models", list_models)
+    app.router.add_get("/digits/v1/models/{model}", get_model_metadata)

@@ -2,26 +2,36 @@
 
 The same data plane as the gRPC servicer, under the same service and method names in the metrics.
 Health answers 200 when true and 503 when not, so that Kubernetes' HTTP probes and Triton's
-`tritonclient.http` read it as they expect.
+`tritonclient.http` read it as they expect. Inference takes JSON tensors and Triton's binary tensor
+data extension (serve.api.http_tensors reads and writes the bodies); its deadline is the earlier of
+the `x-request-timeout-ms` header and Triton's `parameters.timeout`.
 """
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
+from serve.api import http_tensors
+from serve.api import grpc_kserve
 from serve.api.grpc_kserve import SERVICE
-from serve.api.http_server import DATAPLANE, PROVIDER_HEADER, route
+from serve.api.http_server import DATAPLANE, DEADLINE, PROVIDER_HEADER, earliest_deadline, route, until_deadline
 from serve.core.dataplane import SERVER_NAME
 from serve.core.repository import PLATFORM, Model
+
+# The protocol extensions served over HTTP (Triton's names, as its server metadata reports them): the
+# data plane's (repository, statistics) and this front door's own binary tensor data.
+EXTENSIONS = [*grpc_kserve.EXTENSIONS, "binary_tensor_data"]
 
 
 def _tensors(specs) -> list[dict]:
     return [{"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)} for spec in specs]
 
 
-def model_metadata(model: Model) -> dict:
+def model_metadata(model: Model, versions: list[str]) -> dict:
     return {
         "name": model.name,
-        "versions": [model.version],
+        "versions": versions,
         "platform": PLATFORM,
         "inputs": _tensors(model.inputs),
         "outputs": _tensors(model.outputs),
@@ -43,7 +53,7 @@ async def server_ready(request: web.Request) -> web.Response:
 @route(SERVICE, "ServerMetadata")
 async def server_metadata(request: web.Request) -> web.Response:
     dataplane = request.app[DATAPLANE]
-    return web.json_response({"name": SERVER_NAME, "version": dataplane.version, "extensions": []})
+    return web.json_response({"name": SERVER_NAME, "version": dataplane.version, "extensions": EXTENSIONS})
 
 
 @route(SERVICE, "ModelReady", exempt=True)
@@ -57,8 +67,29 @@ async def model_ready(request: web.Request) -> web.Response:
 
 @route(SERVICE, "ModelMetadata")
 async def model_metadata_handler(request: web.Request) -> web.Response:
-    model = request.app[DATAPLANE].model(request.match_info["model"], request.match_info.get("version", ""))
-    return web.json_response(model_metadata(model), headers={PROVIDER_HEADER: model.provider})
+    dataplane = request.app[DATAPLANE]
+    model = dataplane.model(request.match_info["model"], request.match_info.get("version", ""))
+    return web.json_response(model_metadata(model, dataplane.model_versions(model.name)),
+                             headers={PROVIDER_HEADER: model.provider})
+
+
+@route(SERVICE, "ModelInfer")
+async def model_infer(request: web.Request) -> web.Response:
+    dataplane = request.app[DATAPLANE]
+    name, version = request.match_info["model"], request.match_info.get("version", "")
+    model = dataplane.model(name, version)  # an unknown model is 404 before its body is read
+    body = await request.read()
+    parsed = http_tensors.parse_infer_request(body, request.headers.get(http_tensors.INFER_HEADER_LENGTH), name, version)
+    deadline = request[DEADLINE]
+    if parsed.timeout_s is not None:
+        deadline = earliest_deadline(deadline, asyncio.get_running_loop().time() + parsed.timeout_s)
+    result = await until_deadline(dataplane.infer(parsed.request, deadline), deadline)
+    answer, header_length = http_tensors.infer_response_body(result, parsed)
+    headers = {PROVIDER_HEADER: model.provider}
+    if header_length is None:
+        return web.Response(body=answer, content_type=http_tensors.JSON_CONTENT_TYPE, headers=headers)
+    headers[http_tensors.INFER_HEADER_LENGTH] = str(header_length)
+    return web.Response(body=answer, content_type=http_tensors.BINARY_CONTENT_TYPE, headers=headers)
 
 
 def add_routes(app: web.Application) -> None:
@@ -68,3 +99,4 @@ def add_routes(app: web.Application) -> None:
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         app.router.add_get(prefix, model_metadata_handler)
         app.router.add_get(prefix + "/ready", model_ready)
+        app.router.add_post(prefix + "/infer", model_infer)

@@ -27,7 +27,7 @@ from serve.api.metrics import Metrics
 from serve.api.network import FrontDoorError
 from serve.core.admission import Admission
 from serve.core.dataplane import DataPlane
-from serve.core.errors import InvalidInput, ServeError
+from serve.core.errors import DeadlineExceeded, InvalidInput, ServeError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ HTTP_STATUS = {
     "INVALID_ARGUMENT": 400,
     "UNAUTHENTICATED": 401,
     "NOT_FOUND": 404,
+    "FAILED_PRECONDITION": 409,
     "RESOURCE_EXHAUSTED": 413,
     "CANCELLED": 499,
     "INTERNAL": 500,
@@ -49,7 +50,10 @@ HTTP_STATUS = {
 # Keys of the request the handlers read: which (service, method) a route is, for the metrics.
 ROUTE_NAME = web.AppKey("route_name", dict)
 DATAPLANE = web.AppKey("dataplane", DataPlane)
-DEADLINE = "deadline"
+# The body-size limit (client_max_size), for handlers that stream a body instead of reading it whole.
+MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
+# The call's deadline on the event loop's clock (None: none), set by the middleware.
+DEADLINE = web.RequestKey("deadline", float)
 
 
 def error_response(status: int, detail: str) -> web.Response:
@@ -78,6 +82,26 @@ def _deadline(request: web.Request) -> float | None:
     if not math.isfinite(milliseconds) or milliseconds <= 0:
         raise InvalidInput(f"the {TIMEOUT_HEADER} header must be a positive number of milliseconds, got {value!r}")
     return asyncio.get_running_loop().time() + milliseconds / 1000.0
+
+
+def earliest_deadline(*deadlines: float | None) -> float | None:
+    present = [deadline for deadline in deadlines if deadline is not None]
+    return min(present) if present else None
+
+
+async def until_deadline(awaitable, deadline: float | None):
+    """`awaitable`'s result, or DeadlineExceeded once `deadline` (event-loop time) passes.
+
+    gRPC cancels a handler at its caller's deadline; over HTTP only the server knows the deadline, so
+    the handler is cancelled here (a request waiting in a batcher's queue leaves it on cancellation).
+    """
+    if deadline is None:
+        return await awaitable
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await awaitable
+    except TimeoutError:
+        raise DeadlineExceeded("the request's deadline passed before its answer was ready; allow a longer deadline") from None
 
 
 def build_app(
@@ -134,6 +158,7 @@ def build_app(
 
     app = web.Application(middlewares=[serve_call], client_max_size=max_body_bytes)
     app[DATAPLANE] = dataplane
+    app[MAX_BODY_BYTES] = max_body_bytes
     for add in add_routes:
         add(app)
     return app

@@ -132,7 +132,10 @@ class BatchExecutor:
         self._inference_s[images] = seconds if recent is None else recent + _RECENT_WEIGHT * (seconds - recent)
 
     async def _infer(self, batch: list[Pending]) -> None:
+        started = asyncio.get_running_loop().time()
+        stacking_started = time.perf_counter()
         inputs, buffer = self._stack(batch)
+        input_s = time.perf_counter() - stacking_started
         images = int(inputs.shape[0])
         inline = self.runs_inline(images)
         try:
@@ -160,12 +163,18 @@ class BatchExecutor:
         stats.recent_batch_sizes.append(images)
         if self._observer:
             self._observer.batch_done(self.name, images, len(batch), seconds)
+        answering_started = time.perf_counter()
         offset = 0
         for pending in batch:
             if not pending.future.done():
                 end = offset + pending.images
                 pending.future.set_result([output[offset:end] for output in outputs])
             offset += pending.images
+        if self._observer:
+            self._observer.execution_timed(
+                self.name, images, [started - pending.enqueued_at for pending in batch], input_s, seconds,
+                time.perf_counter() - answering_started,
+            )
 
 
 def fail(batch: list[Pending], error: Exception) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -20,6 +20,11 @@ class BatchObserver(Protocol):
     """Where the batcher reports what it does (the Prometheus metrics implement this)."""
 
     def batch_done(self, model: str, images: int, requests: int, seconds: float) -> None: ...
+
+    def execution_timed(
+        self, model: str, images: int, queue_seconds: Sequence[float], input_s: float, infer_s: float, output_s: float,
+    ) -> None:
+        """Where a batch's time went: each request's wait in the queue, then stacking, the run, the answers."""
 
     def queue_depth(self, model: str, images: int) -> None: ...
 

@@ -1,26 +1,30 @@
 """The data plane: what the server does, whichever protocol asked.
 
-Health, metadata, v2 inference (tensors in, tensors out) and digit classification (images in,
-ranked digits out) over the loaded models, their batchers and the image-decoding pool. It knows
+Health, metadata, v2 inference (tensors in, tensors out), digit classification (images in,
+ranked digits out), the model repository and the statistics, over the served model versions
+(serve.core.lifecycle: each call holds the version it started on) and the image-decoding pool. It knows
 nothing of gRPC or HTTP: the front doors in serve/api turn their messages into the plain requests
 here and the results back into messages, and turn the ServeErrors raised here into status codes.
 """
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from serve.core import digit_inputs
 from serve.core.digit_inputs import EncodedImage, RawImage, RequestLimits
-from serve.core.model_card import MNIST_DIGIT_SIZE, PROBABILITIES_OUTPUT
-from serve.core.repository import Model, ModelRepository, TensorSpec
-from serve.core.runner import ModelRunner
-from serve.core.tensors import InferInput, decode_inputs, requested_outputs
+from serve.core.model_card import PROBABILITIES_OUTPUT
 from serve.core.errors import ModelNotFound
+from serve.core.lifecycle import IndexEntry, ModelManager, ServedVersion
+from serve.core.repository import Model, TensorSpec
+from serve.core.statistics import VersionStatistics
+from serve.core.tensors import InferInput, decode_inputs, requested_outputs
+from serve.images.digit_format import DIGIT_SHAPE
 
 SERVER_NAME = "digit-zoo"
 DEFAULT_TOP_K = 3
@@ -87,18 +91,14 @@ def top_k(probabilities: np.ndarray, k: int) -> tuple[list[list[int]], list[list
 class DataPlane:
     def __init__(
         self,
-        repository: ModelRepository,
-        runners: Mapping[str, ModelRunner],
+        manager: ModelManager,
         limits: RequestLimits,
         preprocess_executor: Executor,
-        max_batch_size: int,
         version: str,
     ) -> None:
-        self.repository = repository
-        self.runners = runners
+        self.manager = manager
         self.limits = limits
         self.version = version
-        self.max_batch_size = max_batch_size
         self._executor = preprocess_executor
         self._ready = False
 
@@ -115,41 +115,85 @@ class DataPlane:
     def model_ready(self, name: str, version: str = "") -> bool:
         """As Triton answers: an unknown model (or version) is simply not ready."""
         try:
-            self.repository.get(name, version)
+            self.manager.served(name, version)
         except ModelNotFound:
             return False
         return self._ready
 
     def model(self, name: str, version: str = "") -> Model:
-        return self.repository.get(name, version)
+        """The model named (the version named, or the newest served); NOT_FOUND when it is not served."""
+        return self.manager.served(name, version).model
 
-    def classifier(self, name: str) -> Model:
+    def model_versions(self, name: str) -> list[str]:
+        """The versions of the model being served, oldest first (what v2 metadata lists)."""
+        return self.manager.versions(name)
+
+    def classifier(self, name: str, version: str = "") -> Model:
         """The digits API's model: `name`, or the default classifier when empty."""
-        return self.repository.classifier(name)
+        return self.manager.classifier(name, version).model
 
     def models(self) -> list[Model]:
-        return list(self.repository)
+        """The newest served version of every model."""
+        return [served.model for served in self.manager.newest()]
 
     def model_max_batch_size(self, model: Model) -> int:
         """Most images one inference call of `model` takes (1 when requests cannot be stacked)."""
-        return self.max_batch_size if model.batchable else 1
+        return self.manager.served(model.name, model.version).max_batch_size
+
+    # The model repository and statistics extensions
+    def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
+        return self.manager.index(ready_only)
+
+    async def load_model(self, name: str) -> None:
+        await self.manager.request_load(name)
+
+    async def unload_model(self, name: str) -> None:
+        await self.manager.request_unload(name)
+
+    def statistics(self, name: str = "", version: str = "") -> list[VersionStatistics]:
+        return self.manager.statistics(name, version)
 
     # Inference
     async def infer(self, request: InferRequest, deadline: float | None = None) -> InferResult:
         """A v2 request's outputs (those it named, in its order), from the model's batcher or alone."""
-        model = self.repository.get(request.model_name, request.model_version)
-        feeds = decode_inputs(model, request.inputs, self.limits.max_images_per_request)
-        wanted = requested_outputs(model, request.outputs)
-        outputs = await self.runners[model.name].infer(feeds, deadline)
+        with self.manager.lease(request.model_name, request.model_version) as served:
+            model = served.model
+            started = time.perf_counter()
+            succeeded = False
+            try:
+                feeds = decode_inputs(model, request.inputs, self.limits.max_images_per_request)
+                wanted = requested_outputs(model, request.outputs)
+                outputs = await served.runner.infer(feeds, deadline)
+                succeeded = True
+            finally:
+                served.statistics.request_done(succeeded, time.perf_counter() - started)
         return InferResult(model, request.id, [(model.outputs[i], outputs[i]) for i in wanted])
 
     async def classify(
         self, model_name: str, images: Sequence[EncodedImage | RawImage], requested_top_k: int = 0,
-        deadline: float | None = None,
+        deadline: float | None = None, model_version: str = "",
     ) -> Classification:
-        """Each image brought to the model's digit format, classified, and ranked."""
-        model = self.repository.classifier(model_name)
-        input_size = model.card.input_size or [MNIST_DIGIT_SIZE, MNIST_DIGIT_SIZE]
+        """Each image brought to the model's digit format, classified, and ranked.
+
+        `model_version` empty: the newest version served (of the default classifier, when
+        `model_name` is empty too); else that version, NOT_FOUND when it is not served.
+        """
+        with self.manager.lease(self.manager.classifier(model_name, model_version).model.name, model_version) as served:
+            model = served.model
+            started = time.perf_counter()
+            succeeded = False
+            try:
+                pixels, probabilities = await self._classify(served, images, deadline)
+                succeeded = True
+            finally:
+                served.statistics.request_done(succeeded, time.perf_counter() - started)
+        labels = model_labels(model, probabilities.shape[1])
+        classes, top_probabilities = top_k(probabilities, resolve_top_k(requested_top_k, len(labels)))
+        return Classification(model, labels, probabilities, classes, top_probabilities, pixels)
+
+    async def _classify(self, served: ServedVersion, images, deadline: float | None) -> tuple[np.ndarray, np.ndarray]:
+        model = served.model
+        input_size = model.card.input_size or DIGIT_SHAPE
         if digit_inputs.is_bulk_mnist(images):
             # Already in the digit format: a few numpy calls for the whole request, no thread hop.
             pixels = digit_inputs.images_to_pixels(images, input_size, self.limits, bulk=True)
@@ -159,8 +203,5 @@ class DataPlane:
             pixels = await loop.run_in_executor(
                 self._executor, digit_inputs.images_to_pixels, images, input_size, self.limits, False
             )
-        outputs = await self.runners[model.name].infer({model.card.input_name: pixels}, deadline)
-        probabilities = outputs[model.output_index(PROBABILITIES_OUTPUT)]
-        labels = model_labels(model, probabilities.shape[1])
-        classes, top_probabilities = top_k(probabilities, resolve_top_k(requested_top_k, len(labels)))
-        return Classification(model, labels, probabilities, classes, top_probabilities, pixels)
+        outputs = await served.runner.infer({model.card.input_name: pixels}, deadline)
+        return pixels, outputs[model.output_index(PROBABILITIES_OUTPUT)]

@@ -14,10 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from serve.core.errors import InvalidInput, ServeError, TooLarge
+from serve.images.digit_format import DIGIT_SIZE, pixels_from_uint8
 from serve.images.preprocess import ImageLimits, decode_image, prepare_digit, raw_pixels_to_array
-
-MNIST_SIZE = 28
-_UINT8_MAX = np.float32(255.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +59,9 @@ def check_image_count(count: int, limits: RequestLimits) -> None:
 def is_bulk_mnist(images: Sequence) -> bool:
     """All raw 28 x 28 pixels flagged already_mnist: the whole request converts in one go."""
     for image in images:
-        if type(image) is not RawImage or not image.already_mnist or image.height != MNIST_SIZE or image.width != MNIST_SIZE:
+        if type(image) is not RawImage or not image.already_mnist or image.height != DIGIT_SIZE or image.width != DIGIT_SIZE:
             return False
     return True
-
-
-def _padding(input_size: Sequence[int]) -> tuple[int, int]:
-    height, width = int(input_size[0]), int(input_size[1])
-    return (height - MNIST_SIZE) // 2, (width - MNIST_SIZE) // 2
 
 
 def bulk_mnist_pixels(images: Sequence, input_size: Sequence[int]) -> np.ndarray | None:
@@ -78,18 +71,9 @@ def bulk_mnist_pixels(images: Sequence, input_size: Sequence[int]) -> np.ndarray
     """
     count = len(images)
     joined = b"".join(image.pixels for image in images)
-    if len(joined) != count * MNIST_SIZE * MNIST_SIZE:
+    if len(joined) != count * DIGIT_SIZE * DIGIT_SIZE:
         return None
-    digits = np.frombuffer(joined, dtype=np.uint8).reshape(count, MNIST_SIZE, MNIST_SIZE)
-    height, width = int(input_size[0]), int(input_size[1])
-    if (height, width) == (MNIST_SIZE, MNIST_SIZE):
-        pixels = digits.astype(np.float32)
-        pixels /= _UINT8_MAX
-        return pixels.reshape(count, 1, MNIST_SIZE, MNIST_SIZE)
-    top, left = _padding(input_size)
-    pixels = np.zeros((count, 1, height, width), dtype=np.float32)
-    np.divide(digits, _UINT8_MAX, out=pixels[:, 0, top : top + MNIST_SIZE, left : left + MNIST_SIZE], dtype=np.float32)
-    return pixels
+    return pixels_from_uint8(np.frombuffer(joined, dtype=np.uint8).reshape(count, DIGIT_SIZE, DIGIT_SIZE), input_size)
 
 
 def image_to_pixels(image: EncodedImage | RawImage, input_size: Sequence[int], limits: ImageLimits) -> np.ndarray:

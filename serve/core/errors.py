@@ -39,3 +39,15 @@ class DeadlineExceeded(ServeError):
 
 class Cancelled(ServeError):
     status = "CANCELLED"
+
+
+class NotAllowed(ServeError):
+    """A request the server's configuration forbids (loading a model when models are fixed)."""
+
+    status = "FAILED_PRECONDITION"
+
+
+class LoadFailed(ServeError):
+    """A model (or one of its versions) could not be loaded; whatever served before still serves."""
+
+    status = "INVALID_ARGUMENT"

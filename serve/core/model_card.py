@@ -11,6 +11,8 @@ import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Mapping
 
+from serve.images.digit_format import DIGIT_SIZE, VALUE_RANGE, padding_for
+
 FORMAT_KEY = "digit_zoo.format"
 FORMAT_VERSION = "1"
 
@@ -23,8 +25,6 @@ LOGITS_OUTPUT = "logits"
 PROBABILITIES_OUTPUT = "probabilities"
 IMAGE_INPUT = "image"  # feature-map models: float32 N x 1 x H x W, any H and W
 FEATURE_MAP_OUTPUT = "feature_map"
-
-MNIST_DIGIT_SIZE = 28
 
 
 class ModelCardError(ValueError):
@@ -40,12 +40,12 @@ class ModelCard:
     # Fixed (height, width) of the input, or None when height and width are dynamic.
     input_size: list[int] | None
     labels: list[str] = field(default_factory=list)
-    value_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    value_range: list[float] = field(default_factory=lambda: list(VALUE_RANGE))
     # Normalisation applied inside the graph: (pixels - mean) / std. Recorded for people and tools.
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
     # Size of the MNIST-format digit before it is padded to input_size (28 padded by 2 gives 32).
-    digit_size: int = MNIST_DIGIT_SIZE
+    digit_size: int = DIGIT_SIZE
     test_accuracy: float | None = None
     dataset: str | None = None
     checkpoint_sha256: str | None = None
@@ -62,7 +62,7 @@ class ModelCard:
         """Background pixels added on each side of the 28x28 digit to reach the model's input size."""
         if not self.input_size:
             return 0
-        return max(0, (self.input_size[0] - self.digit_size) // 2)
+        return padding_for(self.input_size, self.digit_size)[0]
 
     def to_metadata_props(self) -> dict[str, str]:
         props = {FORMAT_KEY: FORMAT_VERSION}

@@ -1,10 +1,12 @@
-"""The models a server serves: ONNX files loaded into sessions, by name, validated at start-up.
+"""Loading models: ONNX files into sessions, by name, validated before they serve.
 
 A model's name, labels and input format come from the model card `export` writes into the file's
 metadata (serve.core.model_card); a third-party ONNX file without a card is served under its file stem,
 through the KServe v2 API only, with its own input and output names and datatypes. Every problem
 with a file (missing, truncated, not ONNX, a broken card, two models with one name) is found here,
-before the server accepts a request, and reported as a ModelLoadError naming the file and the fix.
+before the file serves a request, and reported as a ModelLoadError naming the file and the fix.
+Which versions serve, and when they are swapped, is serve.core.lifecycle's business; the
+repository's folders are read by serve.core.repository_layout.
 """
 from __future__ import annotations
 
@@ -19,15 +21,16 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from serve.core.errors import InvalidInput, ModelNotFound
+from serve.core.errors import ModelNotFound
 from serve.core.model_card import ModelCard, ModelCardError
+from serve.core.model_config import PLATFORM  # noqa: F401  (the front doors read it from here)
 from serve.core.sessions import RuntimeOptions, SessionInfo, create_session, log_provider
 
 log = logging.getLogger(__name__)
 
 MODEL_SUFFIX = ".onnx"
+# The version of a model given as a file (--model PATH.onnx) rather than in a repository.
 MODEL_VERSION = "1"
-PLATFORM = "onnxruntime_onnx"  # the platform name Triton reports for ONNX models
 UNKNOWN_TASK = "unknown"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -100,10 +103,8 @@ class Model:
     # Every output's leading dimension is the input's batch dimension (the same symbol, when the
     # graph names it): only then can a batch's outputs be cut back into each request's rows.
     outputs_follow_batch: bool = True
-
-    @property
-    def version(self) -> str:
-        return MODEL_VERSION
+    # The repository's version folder the file came from (MODEL_VERSION for a file given alone).
+    version: str = MODEL_VERSION
 
     @property
     def task(self) -> str:
@@ -186,7 +187,8 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def load_model(path: Path, options: RuntimeOptions) -> Model:
+def load_model(path: Path, options: RuntimeOptions, name: str | None = None, version: str = MODEL_VERSION) -> Model:
+    """The model in `path`. `name`: the repository folder it is served from, which its card must name."""
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}")
@@ -206,7 +208,12 @@ def load_model(path: Path, options: RuntimeOptions) -> Model:
     input_nodes, output_nodes = session.get_inputs(), session.get_outputs()
     inputs = [TensorSpec.from_node(node, path) for node in input_nodes]
     outputs = [TensorSpec.from_node(node, path) for node in output_nodes]
-    name = card.model_name if card else path.stem
+    if name is not None and card is not None and card.model_name != name:
+        raise ModelLoadError(
+            f"model file {path}: its card names the model {card.model_name!r}, but it is in the repository folder "
+            f"{name!r}; put it under {card.model_name}/<version>/ or re-export it as {name!r}"
+        )
+    name = name or (card.model_name if card else path.stem)
     if not _NAME.match(name):
         raise ModelLoadError(
             f"model file {path}: model name {name!r} is not usable (letters, digits, '.', '_' and '-' only); rename the file"
@@ -225,6 +232,7 @@ def load_model(path: Path, options: RuntimeOptions) -> Model:
         inputs=inputs,
         outputs=outputs,
         outputs_follow_batch=_outputs_follow_batch(input_nodes, output_nodes),
+        version=version,
     )
 
 
@@ -266,7 +274,7 @@ def _check_card(card: ModelCard, inputs: list[TensorSpec], outputs: list[TensorS
 
 
 class ModelRepository:
-    """The loaded models by name; the first classifier that is not a variant is the digits API's default."""
+    """Model files given alone (--model), loaded, by name: served as version 1 (serve.core.lifecycle)."""
 
     def __init__(self, models: Sequence[Model]) -> None:
         self._models: dict[str, Model] = {}
@@ -278,11 +286,6 @@ class ModelRepository:
                     "or rename a third-party file"
                 )
             self._models[model.name] = model
-        classifiers = [m for m in self._models.values() if m.classifies_images]
-        # A folder lists "lenet.int8.onnx" before "lenet.onnx": prefer a model over its variants
-        # (export names those NAME.opt and NAME.int8), then the order the models were given in.
-        classifiers.sort(key=lambda m: "." in m.name)
-        self.default_classifier: Model | None = classifiers[0] if classifiers else None
 
     @classmethod
     def load(cls, paths: Iterable[Path], options: RuntimeOptions) -> "ModelRepository":
@@ -305,21 +308,4 @@ class ModelRepository:
             raise ModelNotFound(f"unknown model {name!r}; this server has: {', '.join(self._models) or 'no models'}")
         if version and version != model.version:
             raise ModelNotFound(f"model {name!r} has no version {version!r}; it has version {model.version!r}")
-        return model
-
-    def classifier(self, name: str) -> Model:
-        """The model for the digits API: `name`, or the default classifier when name is empty."""
-        if not name:
-            if self.default_classifier is None:
-                raise ModelNotFound(
-                    "this server has no digit classifier with a model card; use the KServe v2 API for its models: "
-                    + ", ".join(self._models)
-                )
-            return self.default_classifier
-        model = self.get(name)
-        if not model.classifies_images:
-            kind = "a third-party model without a model card" if model.card is None else f"a {model.task} model"
-            raise InvalidInput(
-                f"model {name!r} is {kind}, not a digit classifier: use it through the KServe v2 API (ModelInfer)"
-            )
         return model

@@ -74,8 +74,10 @@ class ModelRunner:
             log.exception("model %s: inference failed", self.model.name)
             raise InferenceFailed(f"model {self.model.name}: inference failed: {exc}") from exc
         if self._observer:
-            items = next(iter(feeds.values())).shape[0] if feeds else 1
-            self._observer.batch_done(self.model.name, int(items), 1, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            items = int(next(iter(feeds.values())).shape[0]) if feeds else 1
+            self._observer.batch_done(self.model.name, items, 1, seconds)
+            self._observer.execution_timed(self.model.name, items, [0.0], 0.0, seconds, 0.0)
         return outputs
 
     def drain(self) -> None:

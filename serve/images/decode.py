@@ -1,74 +1,39 @@
-"""What a client sends -> a float32 grayscale image in [0, 1]: encoded PNG/JPEG/BMP, or raw pixels.
+"""What a client sends -> a float32 grayscale image in [0, 1]: an encoded image file, or raw pixels.
 
 Hostile input is the normal case here, so every step is bounded before it costs memory:
 
 1. The encoded size is checked against ``ImageLimits.max_image_bytes``.
-2. The format is sniffed from the magic bytes; only PNG, JPEG and BMP reach a decoder (the
-   formats the API documents; every extra decoder is extra attack surface). Anything else is
-   refused with a message naming what it looks like (GIF, WebP, base64 text, ...).
-3. The width and height are read from the header (Pillow's plugin classes parse headers lazily)
-   and checked against ``ImageLimits.max_image_pixels`` *before* the pixels are decoded. The
-   plugin class is constructed directly rather than through ``Image.open`` so that Pillow's own
-   global decompression-bomb check (a process-wide setting that warns through the non-thread-safe
-   ``warnings`` machinery) never runs: our per-call limit replaces it.
+2. The format is sniffed from the magic bytes (serve.images.formats); only PNG, JPEG, BMP, GIF,
+   TIFF and WebP reach a decoder, the formats the API documents. Anything else is refused with a
+   message naming what it looks like (HEIC, AVIF, base64 text, ...).
+3. The width and height are read from the header and checked against
+   ``ImageLimits.max_image_pixels`` *before* the pixels are decoded: Pillow's plugin classes parse
+   headers lazily, and for the plugins that allocate while opening (GIF, WebP) the size is read
+   from the bytes before the plugin runs. A TIFF's tiles are checked the same way. The plugin
+   class is constructed directly rather than through ``Image.open`` so that Pillow's own global
+   decompression-bomb check (a process-wide setting that warns through the non-thread-safe
+   ``warnings`` machinery) does not decide: our per-call limit does. (The GIF, TIFF and WebP
+   plugins also call that check themselves; with ``max_image_pixels`` below Pillow's default of
+   89 million pixels it never fires, since ours refuses such images first.)
 4. Only then are the pixels decoded (truncated files raise here), the EXIF orientation applied
-   (phone photos), and the first frame (of an animated PNG) converted to grayscale with ITU-R 601-2 luma, as Pillow's
+   (phone photos), and the first frame or page (of an animated PNG, GIF or WebP, a multi-page
+   TIFF; the others are never read) converted to grayscale with ITU-R 601-2 luma, as Pillow's
    "L" mode does. 16-bit grayscale keeps its precision.
 5. Transparency is composited onto the paper the image implies (see ``_implied_paper``).
 
 Every failure is an ``InvalidInput`` or ``TooLarge`` whose message says what to send instead;
-no Pillow exception or warning type escapes.
+no Pillow exception type escapes.
 """
 from __future__ import annotations
 
-import binascii
-import io
 import operator
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import BmpImagePlugin, ExifTags, Image, ImageFile, JpegImagePlugin, PngImagePlugin
+from PIL import ExifTags, Image
 
 from serve.core.errors import InvalidInput, TooLarge
-
-SUPPORTED_FORMATS = "PNG, JPEG or BMP"
-
-# Magic bytes of the formats we decode, and the plugin class that parses each one's header.
-_DECODERS: tuple[tuple[bytes, str, type[ImageFile.ImageFile]], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "PNG", PngImagePlugin.PngImageFile),
-    (b"\xff\xd8\xff", "JPEG", JpegImagePlugin.JpegImageFile),
-    (b"BM", "BMP", BmpImagePlugin.BmpImageFile),
-)
-
-# Formats people send by mistake, recognised only to name them in the refusal.
-_REFUSED_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
-    (0, b"GIF87a", "GIF"),
-    (0, b"GIF89a", "GIF"),
-    (0, b"II*\x00", "TIFF"),
-    (0, b"MM\x00*", "TIFF"),
-    (8, b"WEBP", "WebP"),
-    (4, b"ftypheic", "HEIC"),
-    (4, b"ftypheix", "HEIC"),
-    (4, b"ftypmif1", "HEIF"),
-    (4, b"ftypavif", "AVIF"),
-    (0, b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
-    (0, b"\xff\x4f\xff\x51", "JPEG 2000"),
-    (0, b"\xff\x0a", "JPEG XL"),
-    (0, b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
-    (0, b"\x00\x00\x01\x00", "ICO"),
-    (0, b"8BPS", "Photoshop PSD"),
-    (0, b"%PDF", "PDF"),
-    (0, b"qoif", "QOI"),
-    (0, b"P1", "Netpbm"),
-    (0, b"P2", "Netpbm"),
-    (0, b"P3", "Netpbm"),
-    (0, b"P4", "Netpbm"),
-    (0, b"P5", "Netpbm"),
-    (0, b"P6", "Netpbm"),
-)
-# base64 of each supported format's magic bytes: a client that sent the text, not the bytes.
-_BASE64_PREFIXES = (b"iVBORw0KGgo", b"/9j/", b"Qk")
-_DATA_URL_PREFIX = b"data:image/"
+from serve.images.formats import SUPPORTED_FORMATS, identify
 
 # EXIF orientation tag value -> the transpose that shows the image upright (1 = already upright).
 _EXIF_TRANSPOSES = {
@@ -103,46 +68,13 @@ class ImageLimits:
             )
 
 
-def _check_pixel_count(width: int, height: int, limits: ImageLimits, what: str) -> None:
+_DOWNSCALE = "downscale it before sending (a digit needs no more than a few hundred pixels a side)"
+
+
+def _check_pixel_count(width: int, height: int, limits: ImageLimits, what: str, advice: str = _DOWNSCALE) -> None:
     pixel_count = width * height
     if pixel_count > limits.max_image_pixels:
-        raise TooLarge(
-            f"{what} is {width}x{height} = {pixel_count} pixels; the limit is {limits.max_image_pixels}; "
-            "downscale it before sending (a digit needs no more than a few hundred pixels a side)"
-        )
-
-
-def _describe_unsupported(data: bytes) -> str:
-    head = data[:16]
-    for offset, signature, name in _REFUSED_SIGNATURES:
-        if data[offset : offset + len(signature)] == signature:
-            return f"{name} images are not supported; convert it to {SUPPORTED_FORMATS} before sending"
-    stripped = head.lstrip()
-    if stripped.startswith(_DATA_URL_PREFIX) or any(stripped.startswith(p) for p in _BASE64_PREFIXES):
-        return (
-            "the image bytes look like base64 text (or a data: URL); send the decoded bytes of the "
-            f"{SUPPORTED_FORMATS} file itself"
-        )
-    if stripped.startswith((b"<svg", b"<?xml")):
-        return f"SVG images are not supported; rasterise it to {SUPPORTED_FORMATS} before sending"
-    return (
-        f"the bytes are not a {SUPPORTED_FORMATS} image (they begin with {binascii.hexlify(head, ' ').decode()}); "
-        "send the contents of an image file, unchanged"
-    )
-
-
-def _open_header(data: bytes) -> tuple[str, ImageFile.ImageFile]:
-    """Parse the header only: the pixels stay undecoded until .load()."""
-    for magic, format_name, plugin_class in _DECODERS:
-        if data.startswith(magic):
-            try:
-                return format_name, plugin_class(io.BytesIO(data))
-            except Exception as error:  # Pillow signals bad headers with many exception types
-                raise InvalidInput(
-                    f"corrupt {format_name} image: its header could not be read ({error}); "
-                    f"send a complete, valid {SUPPORTED_FORMATS} file"
-                ) from error
-    raise InvalidInput(_describe_unsupported(data))
+        raise TooLarge(f"{what} is {width}x{height} = {pixel_count} pixels; the limit is {limits.max_image_pixels}; {advice}")
 
 
 def _implied_paper(luma: np.ndarray, alpha: np.ndarray) -> float:
@@ -212,11 +144,12 @@ def _upright(image: Image.Image) -> Image.Image:
 
 
 def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
-    """Encoded PNG/JPEG/BMP bytes -> float32 grayscale (H, W) in [0, 1].
+    """Encoded PNG/JPEG/BMP/GIF/TIFF/WebP bytes -> float32 grayscale (H, W) in [0, 1].
 
     Raises TooLarge when the bytes or the declared pixel count exceed ``limits`` (the pixel count
     is read from the header, before any pixel is decoded) and InvalidInput for empty, corrupt,
-    truncated or unsupported data. A blank image is a valid image.
+    truncated or unsupported data. A blank image is a valid image. Of an animation or a multi-page
+    file, only the first frame or page is decoded.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"decode_image takes the encoded bytes, got {type(data).__name__}")
@@ -228,10 +161,19 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
             f"the encoded image is {len(data)} bytes; the limit is {limits.max_image_bytes}; "
             "downscale or compress it before sending"
         )
-    format_name, image = _open_header(data)
+    image_format = identify(data)
+    format_name = image_format.name
+    if image_format.size_before_opening is not None:
+        _check_pixel_count(*image_format.size_before_opening(data), limits, f"the {format_name} image")
+    image = image_format.open(data)
     with image:
         width, height = image.size
         _check_pixel_count(width, height, limits, f"the {format_name} image")
+        if image_format.decoding_block is not None:
+            block = image_format.decoding_block(image)
+            if block is not None:
+                _check_pixel_count(*block, limits, f"each tile of the {format_name} image",
+                                   "save it in strips or with smaller tiles (256x256 is usual), or as PNG")
         try:
             image.load()
             return _to_gray(_upright(image))
@@ -239,6 +181,9 @@ def decode_image(data: bytes, limits: ImageLimits) -> np.ndarray:
             raise TooLarge(
                 f"decoding the {width}x{height} {format_name} image ran out of memory; send a smaller image"
             ) from error
+        except Image.DecompressionBombError as error:  # Pillow's own limit, when ours is set above it
+            raise TooLarge(f"the {width}x{height} {format_name} image is too large to decode ({error}); "
+                           "send a smaller image") from error
         except Exception as error:  # truncated data, bad compressed streams, odd modes: all the sender's
             raise InvalidInput(
                 f"corrupt or truncated {format_name} image ({width}x{height}, mode {image.mode}): {error}; "

@@ -13,8 +13,11 @@ import numpy as np
 
 UBYTE_TYPE_CODE = 0x08
 HEADER_MAGIC_PREFIX = b"\x00\x00"
+TRAIN_IMAGES_FILE = "train-images-idx3-ubyte"
+TRAIN_LABELS_FILE = "train-labels-idx1-ubyte"
 TEST_IMAGES_FILE = "t10k-images-idx3-ubyte"
 TEST_LABELS_FILE = "t10k-labels-idx1-ubyte"
+MNIST_FILES = (TRAIN_IMAGES_FILE, TRAIN_LABELS_FILE, TEST_IMAGES_FILE, TEST_LABELS_FILE)
 MNIST_CLASSES = 10
 
 
@@ -65,6 +68,17 @@ def read_idx_labels(path: str | Path) -> np.ndarray:
     return _read_idx(Path(path), expected_ndim=1)
 
 
+def mnist_raw_dir(root: str | Path) -> Path:
+    """Where MNIST's IDX files sit under a data folder (torchvision's layout)."""
+    return Path(root) / "MNIST" / "raw"
+
+
+def missing_mnist_files(root: str | Path) -> list[str]:
+    """The four uncompressed IDX files (the form torchvision reads) that are not in ROOT/MNIST/raw."""
+    raw = mnist_raw_dir(root)
+    return [name for name in MNIST_FILES if not (raw / name).is_file()]
+
+
 def _find(raw: Path, name: str) -> Path:
     for candidate in (raw / name, raw / f"{name}.gz"):
         if candidate.is_file():
@@ -77,7 +91,7 @@ def _find(raw: Path, name: str) -> Path:
 
 def load_mnist_test(root: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """MNIST's 10,000 test images (N, 28, 28) uint8 and labels (N,) uint8 from ROOT/MNIST/raw."""
-    raw = Path(root) / "MNIST" / "raw"
+    raw = mnist_raw_dir(root)
     images_path, labels_path = _find(raw, TEST_IMAGES_FILE), _find(raw, TEST_LABELS_FILE)
     images, labels = read_idx_images(images_path), read_idx_labels(labels_path)
     if len(images) != len(labels):

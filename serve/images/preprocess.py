@@ -1,9 +1,7 @@
 """Any picture of a digit -> the 28x28 format MNIST classifiers were trained on.
 
-MNIST digits are light ink (1.0) on a dark background (0.0), the ink's bounding box scaled so its
-longer side is 20 px (aspect ratio kept), then placed in a 28x28 field so that the ink's centre of
-mass sits at the centre. Measured on the 10,000 test digits the centre of mass is at
-(row 13.99, column 14.01) in pixel-index coordinates, so the centre used here is (14, 14).
+The format itself (28x28, light ink on dark, the longer side of the ink 20 px, its centre of mass
+at (14, 14), padding to a model's input size) is defined in serve.images.digit_format.
 A user's image (a phone photo of ink on paper, a canvas export, a scan) is brought there in steps,
 each a function below that is tested on its own:
 
@@ -47,8 +45,18 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from serve.images.decode import ImageLimits, decode_image, raw_pixels_to_array
 from serve.core.errors import InvalidInput
+from serve.images.decode import ImageLimits, decode_image, raw_pixels_to_array
+from serve.images.digit_format import (
+    DIGIT_BOX,
+    DIGIT_SHAPE,
+    DIGIT_SIZE,
+    centre_of_mass,
+    check_fits,
+    fit_longer_side,
+    pad_to_input_size,
+    placement,
+)
 
 __all__ = [
     "ImageLimits",
@@ -69,11 +77,6 @@ __all__ = [
     "scale_to_box",
     "centre_by_mass",
 ]
-
-MNIST_SIZE = 28
-MNIST_BOX = 20
-# Centre of mass of the MNIST test digits, (13.99, 14.01) measured, in pixel-index coordinates.
-MNIST_CENTRE = 14.0
 
 # An image whose brightest pixel is less than this above the background (about 20 grey levels)
 # holds no ink: paper grain and sensor noise, not a digit.
@@ -267,20 +270,14 @@ def _resize(ink: np.ndarray, height: int, width: int, resample: Image.Resampling
     return np.asarray(resized, dtype=np.float32)
 
 
-def _fit(height: int, width: int, longer_side: int) -> tuple[int, int]:
-    """(height, width) scaled so the longer side is `longer_side`, aspect kept, no side below 1."""
-    scale = longer_side / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def scale_to_box(ink: np.ndarray, box_size: int = MNIST_BOX) -> np.ndarray:
+def scale_to_box(ink: np.ndarray, box_size: int = DIGIT_BOX) -> np.ndarray:
     """Cropped ink -> the same ink with its longer side box_size px, thin strokes kept visible."""
     height, width = ink.shape
     longer = max(height, width)
     working = ink.astype(np.float32, copy=False)
     working_min = WORKING_OVERSAMPLE * box_size
     if longer < working_min:
-        working = _resize(working, *_fit(height, width, working_min), Image.Resampling.BILINEAR)
+        working = _resize(working, *fit_longer_side(height, width, working_min), Image.Resampling.BILINEAR)
     elif longer >= 2 * working_min:
         working = _max_pool(working, longer // working_min)
     working = np.clip(working, 0.0, 1.0)
@@ -288,30 +285,18 @@ def scale_to_box(ink: np.ndarray, box_size: int = MNIST_BOX) -> np.ndarray:
     stroke = stroke_width(working)
     if 0.0 < stroke * scale < THIN_STROKE_PX:
         working = dilate(working, math.ceil((TYPICAL_STROKE_PX / scale - stroke) / 2))
-    boxed = _resize(working, *_fit(*working.shape, box_size), Image.Resampling.BOX)
+    boxed = _resize(working, *fit_longer_side(*working.shape, box_size), Image.Resampling.BOX)
     return np.clip(boxed, 0.0, 1.0)
 
 
-def _centre_of_mass(ink: np.ndarray) -> tuple[float, float]:
-    mass = float(ink.sum())
-    rows = np.arange(ink.shape[0], dtype=np.float64)
-    columns = np.arange(ink.shape[1], dtype=np.float64)
-    return float(ink.sum(axis=1) @ rows) / mass, float(ink.sum(axis=0) @ columns) / mass
-
-
-def centre_by_mass(digit: np.ndarray, size: int = MNIST_SIZE, centre: float = MNIST_CENTRE) -> np.ndarray:
-    """Paste digit (at most size x size) into a size x size field, its centre of mass at (centre, centre)."""
+def centre_by_mass(digit: np.ndarray) -> np.ndarray:
+    """Paste digit (at most 28x28) into the 28x28 field, its centre of mass at the format's centre."""
     height, width = digit.shape
-    if height > size or width > size:
-        raise ValueError(f"a {height}x{width} digit does not fit a {size}x{size} field; scale it first")
-    field = np.zeros((size, size), dtype=np.float32)
+    check_fits(height, width)
+    field = np.zeros(DIGIT_SHAPE, dtype=np.float32)
     if not digit.any():
         return field
-    row_centre, column_centre = _centre_of_mass(digit)
-    # Round half up (not Python's round-half-even) so equal inputs shift the same way everywhere;
-    # clamp so that a lopsided digit stays whole inside the field rather than being cut.
-    top = min(max(math.floor(centre - row_centre + 0.5), 0), size - height)
-    left = min(max(math.floor(centre - column_centre + 0.5), 0), size - width)
+    top, left = placement(*centre_of_mass(digit), height, width)
     field[top : top + height, left : left + width] = digit
     return np.clip(field, 0.0, 1.0)
 
@@ -322,7 +307,7 @@ def to_mnist_format(gray: np.ndarray) -> np.ndarray:
     Ink bright (1) on a dark (0) background, longer side 20 px, centre of mass at (14, 14).
     A blank image gives all zeros. Raises InvalidInput for arrays that are not finite 2-D [0, 1].
     """
-    blank = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
+    blank = np.zeros(DIGIT_SHAPE, dtype=np.float32)
     ink_bright, background = fix_polarity(_as_gray(gray))
     levels = contrast_levels(ink_bright, background)
     if levels is None:
@@ -342,31 +327,21 @@ def to_mnist_format(gray: np.ndarray) -> np.ndarray:
 
 
 def prepare_digit(
-    gray: np.ndarray, *, already_mnist: bool, input_size: tuple[int, int] = (MNIST_SIZE, MNIST_SIZE)
+    gray: np.ndarray, *, already_mnist: bool, input_size: tuple[int, int] = DIGIT_SHAPE
 ) -> np.ndarray:
     """-> float32 (1, H, W) for a classifier's "pixels" input: MNIST format, padded to input_size.
 
     With already_mnist the image must be 28x28, light ink on dark, and is used as it is (values
-    checked); otherwise it goes through `to_mnist_format`. Padding is background (0), split evenly
-    with any odd pixel at the bottom/right (2 on each side for 32x32).
+    checked); otherwise it goes through `to_mnist_format`. Padding is the format's
+    (``digit_format.padding_for``: 2 background pixels on each side for 32x32).
     """
-    target_height, target_width = (int(side) for side in input_size)
-    if target_height < MNIST_SIZE or target_width < MNIST_SIZE:
-        raise ValueError(
-            f"model input size {target_height}x{target_width} is smaller than the {MNIST_SIZE}x{MNIST_SIZE} "
-            "MNIST digit; this preprocessing serves MNIST-format classifiers only"
-        )
     if already_mnist:
         digit = _as_gray(gray)
-        if digit.shape != (MNIST_SIZE, MNIST_SIZE):
+        if digit.shape != DIGIT_SHAPE:
             raise InvalidInput(
-                f"pixels marked as already in MNIST format must be {MNIST_SIZE}x{MNIST_SIZE}, got "
+                f"pixels marked as already in MNIST format must be {DIGIT_SIZE}x{DIGIT_SIZE}, got "
                 f"{digit.shape[0]}x{digit.shape[1]}; send them without that flag to have them converted"
             )
     else:
         digit = to_mnist_format(gray)
-    top = (target_height - MNIST_SIZE) // 2
-    left = (target_width - MNIST_SIZE) // 2
-    pixels = np.zeros((1, target_height, target_width), dtype=np.float32)
-    pixels[0, top : top + MNIST_SIZE, left : left + MNIST_SIZE] = digit
-    return pixels
+    return pad_to_input_size(digit[None], input_size)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.serve import targets_over_rounds
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFERENCE_BACKENDS = {"pytorch eager", "onnxruntime fp32", "onnxruntime optimized", "onnxruntime int8"}
 QUICK_SERVE_SCENARIOS = [
@@ -23,6 +25,7 @@ QUICK_SERVE_SCENARIOS = [
     "stream 1 image/msg, 4 streams x 16",
     "v2 raw tensor 1 image, c64",
     "v2 raw tensor 256 images, c2",
+    "v2 http binary tensor 256 images, c2",
     "png 1 image, c64",
     "v2 raw tensor 1 image, c64, --workers 1",
     "v2 raw tensor 1 image, c64, --workers 2",
@@ -124,10 +127,17 @@ def test_serve_quick_writes_every_scenario_without_errors(serve_run):
     assert len(document["servers"]) == 5 and all(server["exit_status"] == 0 for server in document["servers"])
     for server in document["servers"]:
         assert server["memory_before"]["rss_mib"] > 0 and server["memory_after"]["peak_rss_mib"] > 0
+    assert batched["v2 http binary tensor 256 images, c2"] == pytest.approx(256)
+    # The verdicts written are the ones the written figures give (the thresholds are tested in
+    # test_serve_rounds.py).
+    assert document["targets"] == targets_over_rounds(document["rounds"], document["machine"]["usable_cores"], 2)
     targets = {target["target"]: target for target in document["targets"]}
     assert "scaling: --workers 2 over --workers 1 (v2 raw tensor 1 image, c64)" in targets
     assert "v2 raw tensor 256 images, c2: never below the naive server" in targets
     assert all(target["value"] is not None and "met" in target for target in targets.values())
+    on = next(row for row in document["rounds"][0] if row["scenario"] == "unary 1 image, c64, batching on")
+    p99 = next(t for t in document["targets"] if t["target"] == "c64 single image, batching on: p99 < 20 ms")
+    assert p99["rounds"][0] == on["latency_ms"]["p99_ms"]
 
 
 def test_serve_benchmark_refuses_a_missing_model_file_with_a_clear_error(tmp_path, mnist_root):

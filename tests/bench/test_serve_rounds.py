@@ -1,7 +1,9 @@
 """How the serve benchmark summarises interleaved rounds: per-round comparisons, median rounds."""
 from __future__ import annotations
 
-from bench.serve import median_rows, targets_over_rounds
+import pytest
+
+from bench.serve import evaluate_targets, median_rows, targets_over_rounds
 
 
 def row(name: str, images_per_s: float, p99_ms: float = 10.0, errors: int = 0) -> dict:
@@ -11,6 +13,31 @@ def row(name: str, images_per_s: float, p99_ms: float = 10.0, errors: int = 0) -
 
 
 ON, OFF, BARE = "unary 1 image, c64, batching on", "unary 1 image, c64, batching off", "bare grpc, canned answer, c64"
+BULK = "unary 256 images, c2"
+
+
+def one_round(bulk_vs_ref: float = 0.9, on_images_per_s: float = 3000, p99_ms: float = 15,
+              errors: int = 0) -> list[dict]:
+    """A round whose figures meet every target unless told otherwise (batching off at 1,000 images/s)."""
+    bulk = dict(row(BULK, 20000), vs_reference=bulk_vs_ref)
+    return [bulk, row(ON, on_images_per_s, p99_ms=p99_ms, errors=errors), row(OFF, 1000)]
+
+
+@pytest.mark.parametrize("figures, target, met", [
+    ({}, "unary 256 images, c2: >= 85% of in-process ORT at batch 256", True),
+    ({"bulk_vs_ref": 0.84}, "unary 256 images, c2: >= 85% of in-process ORT at batch 256", False),
+    ({"bulk_vs_ref": 0.85}, "unary 256 images, c2: >= 85% of in-process ORT at batch 256", True),
+    ({"on_images_per_s": 2990}, "c64 single image: batching on >= 3x batching off", False),
+    ({"on_images_per_s": 3000}, "c64 single image: batching on >= 3x batching off", True),
+    ({"p99_ms": 20}, "c64 single image, batching on: p99 < 20 ms", False),
+    ({"p99_ms": 19.9}, "c64 single image, batching on: p99 < 20 ms", True),
+    ({"errors": 1}, "c64 single image, batching on: zero errors", False),
+])
+def test_each_verdict_follows_the_measured_figure_across_its_threshold(figures, target, met):
+    verdicts = {t["target"]: t for t in evaluate_targets(one_round(**figures), cores=2)}
+    assert verdicts[target]["met"] is met, verdicts[target]
+    others = [t["met"] for name, t in verdicts.items() if name != target]
+    assert others == [True] * len(others), "a figure moves its own target only"
 
 
 def test_each_scenario_shows_its_median_round_and_every_round_beside_it():
@@ -47,3 +74,13 @@ def test_an_error_in_any_round_fails_the_zero_errors_target():
     targets = {t["target"]: t for t in targets_over_rounds(rounds, cores=2)}
     zero = targets["c64 single image, batching on: zero errors"]
     assert zero["value"] == 2 and not zero["met"]
+
+
+def test_http_against_grpc_is_compared_within_each_round():
+    grpc_row, http_row = "v2 raw tensor 256 images, c2", "v2 http binary tensor 256 images, c2"
+    # The machine halves its speed in the second round; HTTP keeps 90%, then 70%, then 85% of gRPC.
+    rounds = [[row(grpc_row, 10000), row(http_row, 9000)], [row(grpc_row, 5000), row(http_row, 3500)],
+              [row(grpc_row, 8000), row(http_row, 6800)]]
+    (target,) = targets_over_rounds(rounds, cores=2)
+    assert target["target"] == "v2 256 images: HTTP binary tensors >= 80% of gRPC raw tensors"
+    assert target["rounds"] == [0.9, 0.7, 0.85] and target["value"] == 0.85 and target["met"], "met in two rounds of three"

@@ -7,9 +7,9 @@ import grpc
 import numpy as np
 import pytest
 
-from onnx_models import centroid_classifier, random_linear_classifier, third_party_classifier, two_input_model
+from onnx_models import mnist_centroid_classifier, random_linear_classifier, third_party_classifier, two_input_model
 from serve.core.batching import BatchingOptions
-from serve.images.mnist_idx import load_mnist_test, read_idx_images, read_idx_labels
+from serve.images.mnist_idx import load_mnist_test
 from serve.core.sessions import RuntimeOptions
 from serve.server import BackgroundServer, ServerConfig
 from serve_testing import AGREEMENT_IMAGES, MiB, TEST_LIMITS, TEST_MAX_MESSAGE_BYTES
@@ -24,10 +24,7 @@ def mnist_test_set(mnist_root) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory, mnist_root) -> Path:
     folder = tmp_path_factory.mktemp("models")
-    raw = Path(mnist_root) / "MNIST" / "raw"
-    train_images = read_idx_images(raw / "train-images-idx3-ubyte")[:20000]
-    train_labels = read_idx_labels(raw / "train-labels-idx1-ubyte")[:20000]
-    centroid_classifier(folder / "centroid.onnx", train_images, train_labels, name="centroid")
+    mnist_centroid_classifier(folder / "centroid.onnx", mnist_root, name="centroid")
     random_linear_classifier(folder / "padded32.onnx", name="padded32", input_size=32)
     third_party_classifier(folder / "thirdparty.onnx")
     two_input_model(folder / "adder.onnx")

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from serve.core.digit_inputs import RequestLimits
+from serve.images.digit_format import pixels_from_uint8
 from serve.images.preprocess import ImageLimits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -29,8 +30,5 @@ def free_port() -> int:
 def offline_probabilities(model_path: Path, images_uint8: np.ndarray, input_size: int = 28) -> np.ndarray:
     """The same ONNX file run directly with ONNX Runtime: what the service must agree with."""
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    pixels = images_uint8.astype(np.float32)[:, None] / np.float32(255)
-    pad = (input_size - 28) // 2
-    if pad:
-        pixels = np.pad(pixels, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    pixels = pixels_from_uint8(images_uint8, (input_size, input_size))
     return session.run(["probabilities"], {"pixels": pixels})[0]

@@ -9,6 +9,8 @@ from PIL import Image
 
 from serve import client as client_cli
 from serve.client import ClientError, DigitClient, Prediction
+from serve.images.data_dir import DATA_DIR_ENV
+from serve.images.mnist_idx import mnist_raw_dir
 from serve_testing import free_port, offline_probabilities
 
 
@@ -107,6 +109,12 @@ def test_cli_mnist_test_reports_the_offline_accuracy_and_latency(server, mnist_r
     accuracy = float((offline == labels[:300]).mean())
     assert f"accuracy    {accuracy:.4f}" in out
     assert "latency ms  p50" in out and "p99" in out and "images/s" in out
+
+
+def test_cli_mnist_test_reads_the_data_folder_from_the_environment_by_default(server, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    assert client_cli.main(["--mnist-test", "10", "--server", server.target]) == 2
+    assert str(mnist_raw_dir(tmp_path)) in capsys.readouterr().err
 
 
 def test_cli_lists_models(server, capsys):

@@ -12,6 +12,7 @@ from serve.core.errors import InvalidInput, TooLarge
 from serve.api.grpc_digits import core_images
 from serve.core.digit_inputs import EncodedImage, RawImage
 from serve.generated.digits.v1 import digits_pb2
+from serve.images.digit_format import to_unit_float
 from serve.images.preprocess import ImageLimits, prepare_digit
 
 
@@ -37,7 +38,7 @@ def test_bulk_mnist_path_gives_exactly_what_prepare_digit_gives(digits_uint8, in
     assert digit_inputs.is_bulk_mnist(images)
     bulk = digit_inputs.images_to_pixels(images, input_size, digit_inputs.RequestLimits())
     expected = np.stack(
-        [prepare_digit(d.astype(np.float32) / np.float32(255), already_mnist=True, input_size=input_size) for d in digits_uint8]
+        [prepare_digit(to_unit_float(d), already_mnist=True, input_size=input_size) for d in digits_uint8]
     )
     assert bulk.shape == (5, 1, *input_size) and bulk.dtype == np.float32
     np.testing.assert_array_equal(bulk, expected)
@@ -55,7 +56,7 @@ def test_mixed_requests_go_image_by_image(digits_uint8):
 
 def test_errors_name_the_image_that_caused_them(digits_uint8):
     images = [raw_image(digits_uint8[0]), raw_image(digits_uint8[1]), EncodedImage(b"not an image")]
-    with pytest.raises(InvalidInput, match=r"^image 2: the bytes are not a PNG, JPEG or BMP image"):
+    with pytest.raises(InvalidInput, match=r"^image 2: the bytes are not a PNG, JPEG, BMP, GIF, TIFF or WebP image"):
         digit_inputs.images_to_pixels(images, (28, 28), digit_inputs.RequestLimits())
 
 

@@ -102,5 +102,6 @@ def test_our_v2_proto_is_wire_compatible_with_tritons():
             theirs_method.input_type.full_name, theirs_method.output_type.full_name
         )
     assert {m.name for m in our_service.methods} == {
-        "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"
+        "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
+        "ModelStatistics", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload",
     }

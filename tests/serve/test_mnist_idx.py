@@ -7,7 +7,9 @@ import struct
 import numpy as np
 import pytest
 
-from serve.images.mnist_idx import IdxFormatError, load_mnist_test, read_idx_images, read_idx_labels
+from serve.images.mnist_idx import (
+    MNIST_FILES, IdxFormatError, load_mnist_test, missing_mnist_files, mnist_raw_dir, read_idx_images, read_idx_labels,
+)
 
 
 def _idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
@@ -86,3 +88,15 @@ def test_images_and_labels_of_different_lengths_are_refused(tmp_path):
     (raw / "t10k-labels-idx1-ubyte").write_bytes(_idx_bytes(np.zeros(2)))
     with pytest.raises(IdxFormatError, match="3 images but .* 2 labels"):
         load_mnist_test(tmp_path)
+
+
+def test_missing_mnist_files_lists_the_uncompressed_files_torchvision_would_not_find(tmp_path):
+    assert missing_mnist_files(tmp_path) == list(MNIST_FILES)
+    raw = mnist_raw_dir(tmp_path)
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte").write_bytes(_idx_bytes(np.zeros((1, 28, 28))))
+    (raw / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(np.zeros((1, 28, 28)))))
+    # A gzipped file is not enough: torchvision reads the uncompressed ones.
+    assert missing_mnist_files(tmp_path) == [
+        "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
+    ]

@@ -4,6 +4,7 @@ is a finite float32 28x28 digit in [0, 1]. Limits are kept small so no example c
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from serve.core.errors import InvalidInput, TooLarge
+from serve.images.formats import identify
 from serve.images.preprocess import ImageLimits, decode_image, prepare_digit, raw_pixels_to_array, to_mnist_format
 
 # No warning may escape either (a numpy overflow, a Pillow DecompressionBombWarning): each is an error.
@@ -23,12 +25,18 @@ pytestmark = pytest.mark.filterwarnings("error")
 FUZZ_LIMITS = ImageLimits(max_image_bytes=512 * 1024, max_image_pixels=1024 * 1024)
 FUZZ = settings(max_examples=150, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
 DOCUMENTED_ERRORS = (InvalidInput, TooLarge)
-MAGIC_PREFIXES = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"\xff\xd8\xff\xe0", b"BM"]
+MAGIC_PREFIXES = [
+    b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"\xff\xd8\xff\xe0", b"BM", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*",
+    b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"RIFF\x00\x00\x00\x00WEBPVP8L", b"RIFF\x00\x00\x00\x00WEBPVP8X",
+]
 # (mode, formats that can write it)
 WRITABLE = {
-    "1": ["PNG", "BMP"], "L": ["PNG", "JPEG", "BMP"], "P": ["PNG", "BMP"], "RGB": ["PNG", "JPEG", "BMP"],
-    "RGBA": ["PNG"], "LA": ["PNG"], "I;16": ["PNG"], "CMYK": ["JPEG"],
+    "1": ["PNG", "BMP", "TIFF"], "L": ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"], "P": ["PNG", "BMP", "GIF", "TIFF"],
+    "RGB": ["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"], "RGBA": ["PNG", "TIFF", "WEBP"], "LA": ["PNG", "TIFF"],
+    "I;16": ["PNG", "TIFF"], "CMYK": ["JPEG", "TIFF"],
 }
+# TIFF compressions Pillow can write, tried on every mode that takes them (the rest fall back to none).
+TIFF_COMPRESSIONS = [None, "tiff_lzw", "tiff_adobe_deflate", "packbits"]
 
 
 def assert_is_digit(digit: np.ndarray) -> None:
@@ -53,9 +61,9 @@ def decode_then_format(data: bytes) -> None:
     assert_is_digit(to_mnist_format(gray))
 
 
-def encode(image: Image.Image, image_format: str) -> bytes:
+def encode(image: Image.Image, image_format: str, **options) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, image_format)
+    image.save(buffer, image_format, **options)
     return buffer.getvalue()
 
 
@@ -88,11 +96,24 @@ def synthetic_image(mode: str, width: int, height: int, pattern: str, seed: int)
     return image.convert(mode)
 
 
-# A pool of small valid encodings to mutate: every writable mode in every format.
+# A pool of small valid encodings to mutate: every writable mode in every format, and the
+# multi-frame and compressed variants of the formats that have them.
 VALID_POOL = [
     encode(synthetic_image(mode, 24 + 7 * index, 20 + 5 * index, "strokes", index), image_format)
     for index, (mode, formats) in enumerate(WRITABLE.items())
     for image_format in formats
+]
+EXTRA_POOL = [
+    encode(synthetic_image("L", 30, 26, "strokes", 1), "GIF", save_all=True,
+           append_images=[synthetic_image("L", 30, 26, "noise", 2)]),
+    encode(synthetic_image("L", 30, 26, "strokes", 3), "WEBP", save_all=True,
+           append_images=[synthetic_image("L", 30, 26, "noise", 4)], lossless=True),
+    encode(synthetic_image("L", 30, 26, "strokes", 5), "TIFF", save_all=True,
+           append_images=[synthetic_image("L", 30, 26, "noise", 6)]),
+    encode(synthetic_image("RGB", 33, 21, "strokes", 7), "TIFF", compression="jpeg"),
+    encode(synthetic_image("1", 40, 24, "strokes", 8), "TIFF", compression="group4"),
+    encode(synthetic_image("L", 40, 24, "strokes", 9), "TIFF", compression="tiff_lzw", tile=(16, 16)),
+    encode(synthetic_image("RGB", 30, 20, "strokes", 10), "WEBP", quality=50),
 ]
 
 
@@ -110,7 +131,7 @@ def test_random_bytes_behind_a_supported_signature(prefix, data):
 
 @FUZZ
 @given(
-    st.sampled_from(VALID_POOL),
+    st.sampled_from(VALID_POOL + EXTRA_POOL),
     st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=8),
     st.one_of(st.none(), st.integers(0, 10**6)),
 )
@@ -124,19 +145,26 @@ def test_mutated_and_truncated_images(data, mutations, cut):
 
 
 @st.composite
-def valid_images(draw) -> tuple[Image.Image, str]:
+def valid_images(draw) -> tuple[Image.Image, str, dict]:
     mode = draw(st.sampled_from(sorted(WRITABLE)))
     image_format = draw(st.sampled_from(WRITABLE[mode]))
     width, height = draw(st.integers(1, 300)), draw(st.integers(1, 300))
     pattern = draw(st.sampled_from(["noise", "blank", "gradient", "strokes"]))
-    return synthetic_image(mode, width, height, pattern, draw(st.integers(0, 2**32 - 1))), image_format
+    options = {}
+    if image_format == "TIFF":
+        compression = draw(st.sampled_from(TIFF_COMPRESSIONS))
+        if compression is not None and mode not in ("1", "P"):  # Pillow writes those raw only
+            options["compression"] = compression
+    if image_format == "WEBP":
+        options = draw(st.sampled_from([{"lossless": True}, {"quality": 30}, {"quality": 95}]))
+    return synthetic_image(mode, width, height, pattern, draw(st.integers(0, 2**32 - 1))), image_format, options
 
 
 @FUZZ
 @given(valid_images())
-def test_valid_images_of_any_size_and_mode_always_become_digits(image_and_format):
-    image, image_format = image_and_format
-    gray = decode_image(encode(image, image_format), FUZZ_LIMITS)  # valid: no error allowed
+def test_valid_images_of_any_size_and_mode_always_become_digits(image_format_and_options):
+    image, image_format, options = image_format_and_options
+    gray = decode_image(encode(image, image_format, **options), FUZZ_LIMITS)  # valid: no error allowed
     assert_is_gray(gray)
     assert gray.shape == (image.height, image.width)
     assert_is_digit(to_mnist_format(gray))
@@ -198,8 +226,66 @@ def test_raw_pixels_of_any_shape_and_length(request, already_mnist, input_size):
     assert np.isfinite(model_input).all() and 0.0 <= model_input.min() and model_input.max() <= 1.0
 
 
+# TIFF tags a decoder acts on, and the type codes they may carry: hostile directories combine them.
+TIFF_TAGS = [256, 257, 258, 259, 262, 266, 273, 274, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325, 338, 339, 530]
+TIFF_TYPES = [1, 3, 4, 5, 16]  # BYTE, SHORT, LONG, RATIONAL, LONG8
+TIFF_VALUES = st.one_of(st.integers(0, 4), st.integers(0, 70_000), st.sampled_from([2**16 - 1, 2**31, 2**32 - 1]))
+
+
+@st.composite
+def tiff_directories(draw) -> bytes:
+    """A little-endian TIFF whose one directory holds random entries (tags, types, counts, values)
+    followed by a random payload that offsets may point into."""
+    payload = draw(st.binary(max_size=2048))
+    entries = draw(st.lists(st.tuples(st.sampled_from(TIFF_TAGS), st.sampled_from(TIFF_TYPES),
+                                      st.sampled_from([1, 1, 1, 2, 3, 4, 1000, 2**31]), TIFF_VALUES),
+                            min_size=1, max_size=14))
+    directory_offset = 8 + len(payload) + len(payload) % 2
+    packed = b"".join(struct.pack("<HHII", tag, kind, count, value % 2**32) for tag, kind, count, value in sorted(entries))
+    next_offset = draw(st.sampled_from([0, 0, 8, directory_offset]))
+    directory = struct.pack("<H", len(entries)) + packed + struct.pack("<I", next_offset)
+    return b"II*\x00" + struct.pack("<I", directory_offset) + payload + bytes(len(payload) % 2) + directory
+
+
+@FUZZ
+@given(tiff_directories())
+def test_hostile_tiff_directories(data):
+    decode_then_format(data)
+
+
+@st.composite
+def gif_block_streams(draw) -> bytes:
+    """A GIF header, then random extension blocks, image descriptors and sub-blocks: the block walk
+    that finds the first frame's extent, and Pillow's own, on every shape of stream."""
+    screen = draw(st.tuples(st.integers(0, 70), st.integers(0, 70)))
+    flags = draw(st.sampled_from([0, 0x80, 0x87, 0xF7]))
+    parts = [b"GIF89a", struct.pack("<HHBBB", *screen, flags, 0, 0)]
+    if flags & 0x80:
+        parts.append(draw(st.binary(min_size=3 << ((flags & 7) + 1), max_size=3 << ((flags & 7) + 1))))
+    for _ in range(draw(st.integers(0, 5))):
+        kind = draw(st.sampled_from(["extension", "image", "junk"]))
+        if kind == "extension":
+            parts.append(b"!" + bytes([draw(st.sampled_from([0xF9, 0xFE, 0xFF, 0x01]))]))
+            parts += [bytes([len(block)]) + block for block in draw(st.lists(st.binary(min_size=1, max_size=12), max_size=3))]
+            parts.append(b"\x00")
+        elif kind == "image":
+            extent = draw(st.tuples(*[st.integers(0, 1100)] * 4))
+            parts.append(b"," + struct.pack("<HHHHB", *extent, draw(st.sampled_from([0, 0x40, 0x80, 0x87]))))
+            parts.append(bytes([draw(st.integers(0, 12))]) + draw(st.binary(max_size=64)))
+        else:
+            parts.append(draw(st.binary(max_size=8)))
+    parts.append(draw(st.sampled_from([b";", b""])))
+    return b"".join(parts)
+
+
+@FUZZ
+@given(gif_block_streams())
+def test_hostile_gif_block_streams(data):
+    decode_then_format(data)
+
+
 def test_the_mutation_pool_covers_every_format_and_mode():
     assert len(VALID_POOL) == sum(len(formats) for formats in WRITABLE.values())
-    for data in VALID_POOL:
+    assert {identify(data).name for data in VALID_POOL + EXTRA_POOL} == {"PNG", "JPEG", "BMP", "GIF", "TIFF", "WebP"}
+    for data in VALID_POOL + EXTRA_POOL:
         assert_is_gray(decode_image(data, FUZZ_LIMITS))
-

@@ -197,8 +197,10 @@ def test_mutual_tls_and_a_token_together_guard_both_apis(model_dir, pki, tmp_pat
 
 def test_bombs_and_oversized_messages_are_refused_before_they_cost_the_server_memory(model_dir, tmp_path):
     """A real server process, its peak RSS (VmHWM) reset just before: 4 of each decompression bomb
-    (a real 12000x12000 PNG of zeros, 144 MB decoded; PNG, JPEG and BMP headers declaring up to
-    10^10 pixels) and 2 messages of 64 MiB against its 1 MiB limit."""
+    (a real 12000x12000 PNG of zeros, 144 MB decoded; a TIFF tile of 64 MB of real zeros; a GIF
+    frame Pillow would fill while opening; a valid WebP on an 8000x8000 canvas; PNG, JPEG, BMP,
+    GIF and TIFF headers declaring up to 10^10 pixels) and 2 messages of 64 MiB against its 1 MiB
+    limit."""
     with ServerProcess([model_dir / "centroid.onnx"], tmp_path, "attacked", reliability.SERVER_LIMIT_FLAGS) as server:
         attack = reliability.memory_attack(server, "centroid", bombs=4, oversized=2)
         for payload, codes in attack.codes.items():

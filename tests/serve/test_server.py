@@ -250,7 +250,7 @@ BIG_PNG = png(NOISE)  # incompressible: over the 256 KiB test limit
 
 BAD_INPUTS = [
     ("corrupt image", _digits_call(images=[digits_pb2.Image(encoded=b"\x89PNG\r\n\x1a\nnot really")]), "INVALID_ARGUMENT", "PNG"),
-    ("garbage bytes", _digits_call(images=[digits_pb2.Image(encoded=b"hello")]), "INVALID_ARGUMENT", "not a PNG, JPEG or BMP"),
+    ("garbage bytes", _digits_call(images=[digits_pb2.Image(encoded=b"hello")]), "INVALID_ARGUMENT", "not a PNG, JPEG, BMP, GIF, TIFF or WebP"),
     ("empty image", _digits_call(images=[digits_pb2.Image(encoded=b"")]), "INVALID_ARGUMENT", "empty"),
     ("image with no data", _digits_call(images=[digits_pb2.Image()]), "INVALID_ARGUMENT", "neither `encoded` bytes nor `raw`"),
     ("too many bytes", _digits_call(images=[digits_pb2.Image(encoded=BIG_PNG)]), "RESOURCE_EXHAUSTED", "bytes; the limit is 262144"),

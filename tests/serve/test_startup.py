@@ -1,6 +1,7 @@
 """Start-up: execution providers, model files that cannot be served, and the command line's exit codes."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import socket
@@ -12,6 +13,8 @@ import pytest
 from serve_testing import REPO_ROOT
 from onnx_models import random_linear_classifier
 from serve import __main__ as serve_main
+from serve.core.batching import BatchingOptions
+from serve.core.lifecycle import ModelManager
 from serve.core.model_card import ModelCard
 from serve.core.repository import ModelLoadError, ModelRepository, load_model
 from serve.core.sessions import CPU, CUDA, DeviceUnavailable, RuntimeOptions, create_session, fallback_reason
@@ -237,4 +240,13 @@ def test_default_classifier_prefers_a_model_over_its_variants(tmp_path):
     random_linear_classifier(tmp_path / "b.onnx", name="lenet")
     repository = ModelRepository.load([tmp_path], RuntimeOptions(device="cpu"))
     assert [model.name for model in repository] == ["lenet.int8", "lenet"]
-    assert repository.default_classifier.name == "lenet"
+
+    async def default_classifier() -> str:
+        models = ModelManager(RuntimeOptions(device="cpu"), BatchingOptions(max_batch_size=8))
+        await models.start(list(repository))
+        try:
+            return models.default_classifier().model.name
+        finally:
+            await models.close()
+
+    assert asyncio.run(default_classifier()) == "lenet"

@@ -6,12 +6,18 @@ what the model takes (its names, dtypes and shapes, finite values in range, batc
 limit), never allocating more than the request's own size allows. Through a live server (a few
 dozen examples, models of every kind: batched classifier, third-party, two-input, dynamic-size
 convolution): every answer is OK or a documented status, never INTERNAL, a hang or a crash, and
-the server answers correctly afterwards. Image decoding is fuzzed in test_preprocess_fuzz.py.
+the server answers correctly afterwards. The same random requests go to the HTTP/REST front door
+too, as JSON and binary-extension bodies, with JSON of the wrong kind in any field and wrong
+header lengths: every answer is 200 or a documented 4xx with a JSON detail, never a 500.
+Image decoding is fuzzed in test_preprocess_fuzz.py.
 """
 from __future__ import annotations
 
+import json
 import math
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -30,6 +36,7 @@ from serve.core.repository import Model, TensorSpec
 from serve.core.sessions import RuntimeOptions
 from serve.server import BackgroundServer, ServerConfig
 from serve.api.grpc_kserve import CONTENTS_FIELD
+from serve.api.http_tensors import INFER_HEADER_LENGTH
 
 pytestmark = pytest.mark.filterwarnings("error")  # a numpy overflow warning is a finding too
 
@@ -54,6 +61,14 @@ CONTENT_VALUES = {
 }
 DOCUMENTED_STATUSES = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
                        grpc.StatusCode.NOT_FOUND}
+DOCUMENTED_HTTP_STATUSES = {200, 400, 404, 413}
+# Any JSON value, to put where the protocol expects another kind.
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=6),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=8,
+)
+INPUT_FIELDS = ["name", "datatype", "shape", "data", "parameters"]
 
 
 def itemsize(datatype: str) -> int:
@@ -225,6 +240,80 @@ def test_a_live_server_answers_random_v2_requests_with_documented_statuses_only(
     assert response.model_name == model.name and len(response.outputs) >= 1
 
 
+def nested(values: list, shape: list[int]) -> list:
+    """`values` nested row-major as `shape` when they fill it exactly (the protocol allows either)."""
+    if len(shape) < 2 or any(d < 1 for d in shape) or math.prod(shape) != len(values):
+        return values
+    step = len(values) // shape[0]
+    return [nested(values[i : i + step], shape[1:]) for i in range(0, len(values), step)]
+
+
+@st.composite
+def http_bodies(draw, request: pb.ModelInferRequest) -> tuple[bytes, dict]:
+    """The same request as a v2 REST body (typed contents as JSON `data`, raw contents as binary data
+    after the JSON), then mutated where only JSON can go wrong: any value in any field, a wrong header."""
+    raw = list(request.raw_input_contents)
+    inputs = []
+    for index, tensor in enumerate(request.inputs):
+        entry = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        if index < len(raw):
+            entry["parameters"] = {"binary_data_size": len(raw[index])}
+        else:
+            fields = tensor.contents.ListFields()
+            values = list(fields[0][1]) if fields else []
+            values = [v.decode("latin-1") if isinstance(v, bytes) else v for v in values]
+            entry["data"] = nested(values, list(tensor.shape)) if draw(st.booleans()) else values
+        inputs.append(entry)
+    document: dict = {"inputs": inputs}
+    if request.outputs:
+        document["outputs"] = [{"name": o.name, "parameters": {"binary_data": draw(st.booleans())}} for o in request.outputs]
+    if draw(st.booleans()):
+        document["parameters"] = {"binary_data_output": True}
+    if inputs and draw(st.integers(0, 3)) == 3:
+        entry = inputs[draw(st.integers(0, len(inputs) - 1))]
+        entry[draw(st.sampled_from(INPUT_FIELDS))] = draw(JSON_VALUES)
+    if draw(st.integers(0, 7)) == 7:
+        document[draw(st.sampled_from(["inputs", "outputs", "parameters", "id"]))] = draw(JSON_VALUES)
+    header = json.dumps(document).encode()
+    headers = {}
+    if raw and draw(st.integers(0, 7)) < 7:
+        delta = draw(st.sampled_from([0, 0, 0, 0, 1, -1, -len(header), 10**9]))
+        headers[INFER_HEADER_LENGTH] = str(len(header) + delta)
+    return header + b"".join(raw), headers
+
+
+def http_infer(url: str, body: bytes, headers: dict):
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_live_server_answers_random_http_v2_bodies_with_documented_statuses_only(fuzz_server, data):
+    server, _ = fuzz_server
+    repository = server.server.repository
+    model = repository.get(data.draw(st.sampled_from(repository.names())))
+    request = data.draw(v2_requests(model, model_names=[model.name] * 9 + ["nope"]))
+    body, headers = data.draw(http_bodies(request))
+    status, answer_headers, answer = http_infer(f"{server.http_url}/v2/models/{request.model_name}/infer", body, headers)
+    assert status in DOCUMENTED_HTTP_STATUSES, (status, answer[:500])
+    if status != 200:
+        assert answer_headers["Content-Type"].startswith("application/json")
+        detail = json.loads(answer)["error"]
+        assert detail and len(detail) < 2000
+        return
+    length = answer_headers.get(INFER_HEADER_LENGTH)
+    result = json.loads(answer[: int(length)] if length is not None else answer)
+    assert result["model_name"] == model.name and len(result["outputs"]) >= 1
+    binary_sizes = [o.get("parameters", {}).get("binary_data_size", 0) for o in result["outputs"]]
+    assert len(answer) == (int(length) if length is not None else len(answer)) + (sum(binary_sizes) if length else 0)
+
+
 def test_inputs_that_disagree_on_a_named_dimension_are_refused(fuzz_server):
     """Found by the fuzzing above: "a" (N x 2) and "b" (N x 2) sent with N = 2 and N = 3 failed inside
     the graph (a broadcast) and were answered INTERNAL."""
@@ -252,3 +341,4 @@ def test_the_fuzzed_server_still_answers_correctly(fuzz_server):
     request.inputs.add(name="image", datatype="FP32", shape=[1, 1, 3, 5])
     feature_map = np.frombuffer(stub.ModelInfer(request, timeout=10).raw_output_contents[0], "<f4").reshape(1, 1, 3, 4)
     np.testing.assert_allclose(feature_map[0, 0, 0], [0.0, -0.5, 0.0, 0.0])
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import grpc
 import numpy as np
@@ -13,6 +14,8 @@ import pytest
 from serve_testing import REPO_ROOT
 from bench import reliability
 from bench._processes import ServerProcess, health_status
+from serve import __main__ as serve_main
+from serve.workers import default_workers
 from serve.core.sessions import RuntimeOptions, usable_cpus
 from serve.generated.inference import grpc_service_pb2 as v2_pb
 from serve.generated.inference import grpc_service_pb2_grpc as v2_grpc
@@ -111,7 +114,23 @@ def test_metrics_are_summed_over_the_workers(model_dir, tmp_path):
         assert server.metric_total("serve_batch_size_sum") == calls_per_connection * connections
         assert server.metric_total("serve_workers_ready") == WORKERS
         assert server.metric_total("serve_worker_restarts_total") == 0
+        # Triton's names too: each worker copies its statistics into the shared files every second.
+        give_up = time.monotonic() + 10
+        while server.metric_total("nv_inference_request_success") < answered and time.monotonic() < give_up:
+            time.sleep(0.2)
+        assert server.metric_total("nv_inference_request_success", model="centroid") == answered
         assert server.stop() == 0
+
+
+def test_explicit_model_control_runs_one_worker_unless_told_otherwise():
+    """A load or unload through the repository extension reaches one process: explicit mode and
+    several workers would disagree about the models, so the flags refuse them together."""
+    parser = serve_main.build_parser()
+    assert serve_main.config_from_args(parser.parse_args(["--model", "m.onnx"])).runtime.workers == default_workers()
+    explicit = ["--model-repository", "repo", "--model-control-mode", "explicit"]
+    assert serve_main.config_from_args(parser.parse_args(explicit)).runtime.workers == 1
+    with pytest.raises(ValueError, match="explicit needs --workers 1"):
+        serve_main.config_from_args(parser.parse_args([*explicit, "--workers", "2"]))
 
 
 def test_each_worker_sizes_its_sessions_to_its_share_of_the_cores():

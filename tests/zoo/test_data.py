@@ -6,9 +6,12 @@ import struct
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from serve.core import digit_inputs
+from serve.images.digit_format import DIGIT_BOX, DIGIT_CENTRE, DIGIT_SIZE, to_uint8, to_unit_float
 from zoo import data
 from zoo.data import (
     DataUnavailableError,
@@ -16,9 +19,11 @@ from zoo.data import (
     InMemoryLoader,
     load_split,
     load_train_test,
+    ensure_mnist,
     random_shift,
-    resolve_data_dir,
 )
+from serve.images.data_dir import DATA_DIR_ENV
+from serve.images.mnist_idx import MNIST_FILES, mnist_raw_dir
 from zoo.preprocessing import Preprocessing
 
 
@@ -55,21 +60,77 @@ def test_digit_split_rejects_wrong_types():
         DigitSplit(torch.zeros(2, 28, 28, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64), "mnist", [])
 
 
-def test_resolve_data_dir_prefers_argument_then_environment_then_default(monkeypatch, tmp_path):
-    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "from-env"))
-    assert resolve_data_dir(tmp_path / "given") == tmp_path / "given"
-    assert resolve_data_dir(None) == tmp_path / "from-env"
-    monkeypatch.delenv(data.DATA_DIR_ENV)
-    assert resolve_data_dir(None) == Path("data")
-
-
 def test_strict_mnist_names_the_folder_and_how_to_fix_it(tmp_path):
     with pytest.raises(DataUnavailableError) as caught:
         load_split("mnist", train=False, data_dir=tmp_path, download=False)
     message = str(caught.value)
     assert str(tmp_path / "MNIST" / "raw") in message
-    assert "t10k-images-idx3-ubyte" in message and "--data-dir" in message and data.DATA_DIR_ENV in message
+    assert "t10k-images-idx3-ubyte" in message and "--data-dir" in message and DATA_DIR_ENV in message
     assert "downloading is disabled" in message
+
+
+def _write_mnist_stand_ins(root: Path) -> None:
+    """The four IDX files with a few blank digits each: what a download leaves in ROOT/MNIST/raw."""
+    raw = mnist_raw_dir(root)
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in MNIST_FILES:
+        _write_idx(raw / name, torch.zeros(3, 28, 28) if "images" in name else torch.arange(3))
+
+
+def _refuse_download(cls, dataset, root):
+    raise AssertionError(f"downloaded {dataset} into {root} although the files were there")
+
+
+def test_ensure_mnist_uses_the_files_it_finds_without_downloading(tmp_path, monkeypatch):
+    _write_mnist_stand_ins(tmp_path)
+    monkeypatch.setattr(data, "_download", _refuse_download)
+    assert ensure_mnist(tmp_path) == tmp_path
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    assert ensure_mnist() == tmp_path
+
+
+def test_ensure_mnist_downloads_into_dot_data_when_nothing_says_otherwise(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    calls = []
+
+    def download(cls, dataset, root):
+        calls.append((cls.__name__, dataset, root))
+        _write_mnist_stand_ins(root)
+        return ""
+
+    monkeypatch.setattr(data, "_download", download)
+    assert ensure_mnist() == Path("data")
+    assert calls == [("MNIST", "mnist", Path("data"))]
+    assert sorted(path.name for path in (tmp_path / "data" / "MNIST" / "raw").iterdir()) == sorted(MNIST_FILES)
+
+
+def test_ensure_mnist_that_cannot_download_says_in_one_line_where_it_looked_and_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_download", lambda cls, dataset, root: "no network: none of a.example answered")
+    with pytest.raises(DataUnavailableError) as caught:
+        ensure_mnist(tmp_path / "empty")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str((tmp_path / "empty" / "MNIST" / "raw").resolve()) in message
+    assert "no network: none of a.example answered" in message and DATA_DIR_ENV in message
+    assert all(name in message for name in MNIST_FILES)
+
+
+def test_ensure_mnist_names_the_files_a_download_left_missing(tmp_path, monkeypatch):
+    def partial_download(cls, dataset, root):
+        _write_mnist_stand_ins(root)
+        (mnist_raw_dir(root) / "t10k-labels-idx1-ubyte").unlink()
+        return ""
+
+    monkeypatch.setattr(data, "_download", partial_download)
+    with pytest.raises(DataUnavailableError, match="t10k-labels-idx1-ubyte still missing"):
+        ensure_mnist(tmp_path)
+
+
+def test_ensure_mnist_without_downloads_does_not_try(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_download", _refuse_download)
+    with pytest.raises(DataUnavailableError, match="downloading is disabled"):
+        ensure_mnist(tmp_path, download=False)
 
 
 def test_offline_download_fails_fast_without_leaving_folders(tmp_path, monkeypatch):
@@ -119,7 +180,7 @@ def test_uci_digits_look_like_mnist():
     train = load_split("uci-digits", train=True)
     test = load_split("uci-digits", train=False)
     assert len(train) + len(test) == 1797 and len(test) == data.UCI_TEST_IMAGES
-    assert train.images.shape[1:] == (28, 28) and train.images.dtype == torch.uint8
+    assert train.images.shape[1:] == (DIGIT_SIZE, DIGIT_SIZE) and train.images.dtype == torch.uint8
     # Stratified: every digit is in the held-out split in about its share.
     assert torch.bincount(test.labels, minlength=10).min() >= 30
     images = torch.cat([train.images, test.images]).float()
@@ -128,16 +189,32 @@ def test_uci_digits_look_like_mnist():
     # Each digit fits MNIST's 20x20 box and leaves a background border.
     heights = rows.sum(1)
     widths = cols.sum(1)
-    assert heights.max() <= 20 and widths.max() <= 20
-    assert (torch.maximum(heights, widths) == 20).float().mean() > 0.99
-    # Centred by centre of mass, to within a pixel of the middle.
-    grid = torch.arange(28, dtype=torch.float32)
+    assert heights.max() <= DIGIT_BOX and widths.max() <= DIGIT_BOX
+    assert (torch.maximum(heights, widths) == DIGIT_BOX).float().mean() > 0.99
+    # Centred by centre of mass where MNIST's digits have theirs, (14, 14): offsets are whole pixels,
+    # so each digit is within half a pixel of it (and a uint8 rounding).
+    grid = torch.arange(DIGIT_SIZE, dtype=torch.float32)
     mass = images.sum((1, 2))
     centre_y = (images.sum(2) * grid).sum(1) / mass
     centre_x = (images.sum(1) * grid).sum(1) / mass
-    assert (centre_y - 13.5).abs().max() <= 1.0 and (centre_x - 13.5).abs().max() <= 1.0
+    assert (centre_y - DIGIT_CENTRE).abs().max() <= 0.55 and (centre_x - DIGIT_CENTRE).abs().max() <= 0.55
+    assert abs(float(centre_y.mean()) - DIGIT_CENTRE) < 0.05 and abs(float(centre_x.mean()) - DIGIT_CENTRE) < 0.05
     # Ink bright on dark, using the full range.
     assert images[:, 0, :].max() == 0 and images.max() == 255
+
+
+def test_uci_digits_are_what_the_server_feeds_a_model_for_the_same_scans():
+    """A UCI scan sent to the digits API as raw 8-bit pixels reaches the model as training saw it."""
+    from sklearn.datasets import load_digits
+
+    scans = load_digits().images[:40]
+    trained_on = data.uci_scans_to_mnist_format(scans).numpy()
+    for scan, digit_uint8 in zip(scans, trained_on):
+        raw = to_uint8(scan / data.UCI_INK_LEVELS)
+        image = digit_inputs.RawImage(raw.tobytes(), height=8, width=8)
+        served = digit_inputs.image_to_pixels(image, (DIGIT_SIZE, DIGIT_SIZE), digit_inputs.RequestLimits().image)
+        # Training stores digits as uint8: the server's floats are within half a grey level of them.
+        np.testing.assert_allclose(served[0], to_unit_float(digit_uint8), rtol=0, atol=0.5 / 255 + 1e-7)
 
 
 def test_uci_digits_are_a_fixed_split_and_callers_get_copies():

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 import zoo.train as train_module
 from zoo.checkpoint import load_checkpoint
 from zoo.data import InMemoryLoader, load_split
+from zoo.ops.reference import corr2d
 from zoo.preprocessing import Preprocessing
 from zoo.recipes import MIN_FALLBACK_STEPS
 from zoo.train import EXIT_DATA_UNAVAILABLE, EXIT_INTERRUPTED, main
@@ -215,13 +217,42 @@ def test_edge_models_learn_the_kernel(name, tmp_path, caplog):
     assert meta["labels"] == [] and meta["preprocessing"] is None
 
 
-def test_edge_run_follows_the_documents_recipe():
-    config = train_module.parse_args(["edge"])
-    assert config.recipe.lr == 3e-2 and config.recipe.loss == "squared-sum" and config.recipe.optimizer == "sgd"
-    assert config.recipe.momentum == 0 and config.recipe.schedule == "constant" and config.recipe.log_every == 2
-    X, Y = train_module.edge_example()
-    assert X.shape == (1, 1, 6, 8) and Y.shape == (1, 1, 6, 7)
-    assert torch.equal(Y[0, 0, 0], torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0]))
+def test_edge_run_takes_the_documents_gradient_steps(tmp_path, monkeypatch):
+    """`python -m zoo.train edge` is the documents' "Learning a Kernel" loop: from the same starting
+    kernel, the same losses at every step and the same learned kernel."""
+    starting_kernels = []
+    build = train_module.get_model
+
+    def build_and_record(name, **config):
+        model = build(name, **config)
+        starting_kernels.append(model.conv.weight.detach().clone())
+        return model
+
+    monkeypatch.setattr(train_module, "get_model", build_and_record)
+    assert main(["edge", "--out", str(tmp_path), "--no-plots"]) == 0
+    metrics = _metrics(tmp_path)
+    assert len(metrics["losses"]) == 20  # the README's recipe: 20 plain gradient steps
+
+    # The documents' data: 6x8 ones with a dark band in columns 2-5, and its edges under [1, -1].
+    X = torch.ones((6, 8))
+    X[:, 2:6] = 0
+    Y = corr2d(X, torch.tensor([[1.0, -1.0]]))
+    X, Y = X.reshape((1, 1, 6, 8)), Y.reshape((1, 1, 6, 7))
+    # The documents' loop, as printed, from the run's starting kernel.
+    conv2d = nn.Conv2d(1, 1, kernel_size=(1, 2), bias=False)
+    conv2d.weight.data[:] = starting_kernels[-1]
+    lr = 3e-2
+    losses = []
+    for i in range(len(metrics["losses"])):
+        Y_hat = conv2d(X)
+        l = (Y_hat - Y) ** 2
+        conv2d.zero_grad()
+        l.sum().backward()
+        conv2d.weight.data[:] -= lr * conv2d.weight.grad
+        losses.append(l.sum().item())
+    learned = conv2d.weight.detach().reshape(1, 2)
+    torch.testing.assert_close(torch.tensor(metrics["losses"]), torch.tensor(losses), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(metrics["kernel"]), learned, rtol=1e-5, atol=1e-6)
 
 
 def test_interrupt_keeps_the_last_good_checkpoint(tmp_path, mnist_root, monkeypatch, caplog):

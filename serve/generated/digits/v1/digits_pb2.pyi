@@ -27,14 +27,16 @@ class Image(_message.Message):
     def __init__(self, encoded: _Optional[bytes] = ..., raw: _Optional[_Union[RawPixels, _Mapping]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("model", "images", "top_k")
+    __slots__ = ("model", "images", "top_k", "model_version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     images: _containers.RepeatedCompositeFieldContainer[Image]
     top_k: int
-    def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    model_version: str
+    def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., top_k: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("digit", "label", "probability")
@@ -59,24 +61,28 @@ class Prediction(_message.Message):
     def __init__(self, digit: _Optional[int] = ..., label: _Optional[str] = ..., probability: _Optional[float] = ..., top_k: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("model", "predictions")
+    __slots__ = ("model", "predictions", "model_version")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     model: str
     predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
-    def __init__(self, model: _Optional[str] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ...) -> None: ...
+    model_version: str
+    def __init__(self, model: _Optional[str] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class ClassifyStreamRequest(_message.Message):
-    __slots__ = ("id", "model", "image", "top_k")
+    __slots__ = ("id", "model", "image", "top_k", "model_version")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     image: Image
     top_k: int
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    model_version: str
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., top_k: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message")
@@ -87,16 +93,18 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ClassifyStreamResponse(_message.Message):
-    __slots__ = ("id", "model", "prediction", "error")
+    __slots__ = ("id", "model", "prediction", "error", "model_version")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     prediction: Prediction
     error: Error
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    model_version: str
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., prediction: _Optional[_Union[Prediction, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

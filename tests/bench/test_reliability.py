@@ -1,25 +1,25 @@
-"""Reliability under faults, on real `python -m serve` processes driven by separate load generators:
-SIGTERM in the middle of load, SIGKILL of one of two round_robin replicas, model files that cannot be
-served, and (marked slow) the full soak. Each test runs the same code as bench/reliability.py, with
-small figures; the drain logic behind a graceful SIGTERM is also tested on its own."""
+"""bench.reliability: SIGTERM in the middle of load, SIGKILL of one of two round_robin replicas, model
+files that cannot be served, on real `python -m serve` processes driven by separate load generators;
+the report's flags; and (marked slow) the full soak. Each test runs the same code as the report, with
+small figures."""
 from __future__ import annotations
 
-import asyncio
+import contextlib
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from serve_testing import REPO_ROOT  # noqa: F401  (puts bench/ on the import path)
 from bench import reliability
 from bench._reliability_traffic import References
-from serve.core.errors import Unavailable
-from serve.core.admission import Admission
+from serve.images.data_dir import DATA_DIR_ENV
 
 
 @pytest.fixture
-def config(model_dir, mnist_root, tmp_path):
+def config(classifier_path, mnist_root, tmp_path):
     """Quick figures: 16 calls in flight from one load generator, against the test classifier."""
     return reliability.ReliabilityConfig.quick_mode(
-        model_path=model_dir / "centroid.onnx", data_dir=mnist_root, workdir=tmp_path, concurrency=16,
+        model_path=classifier_path, data_dir=mnist_root, workdir=tmp_path, concurrency=16,
         load_processes=1, sigterm_load_s=3.0, failover_load_s=4.0,
     )
 
@@ -90,74 +90,81 @@ def test_rss_growth_is_judged_after_warm_up_on_medians():
     assert not report.flat and report.slope_mib_per_min == pytest.approx(60, rel=0.01)
 
 
-def test_the_report_defaults_to_a_two_minute_soak_at_concurrency_64_and_checks_its_flags(capsys, tmp_path):
-    parse = reliability.build_parser().parse_args
-    full = reliability.config_from_args(parse([]))
-    assert full.soak_s >= 120 and full.concurrency == 64 and full.load_processes >= 2 and not full.quick
-    quick = reliability.config_from_args(parse(["--quick"]))
-    assert quick.quick and quick.soak_s < full.soak_s and quick.warmup_s < quick.soak_s
-    short = reliability.config_from_args(parse(["--soak-seconds", "30"]))
-    assert short.soak_s == 30 and 0 < short.warmup_s <= 5
+class _SoakStarted(Exception):
+    """Raised by the stand-in load generators once they were told what to send."""
+
+
+@pytest.fixture
+def soak_plan(monkeypatch, tmp_path):
+    """What run_soak asks its load generators to send under the given flags, with no server started."""
+    class Server:
+        pid, target = 0, "127.0.0.1:1"
+
+    told = []
+
+    def record(specs, workdir):
+        told.extend(specs)
+        raise _SoakStarted
+
+    monkeypatch.setattr(reliability, "ServerProcess", lambda *args, **kwargs: contextlib.nullcontext(Server()))
+    monkeypatch.setattr(reliability, "RssSampler", lambda *args, **kwargs: SimpleNamespace(start=lambda: None))
+    monkeypatch.setattr(reliability, "run_load_processes", record)
+
+    def plan(flags: list[str]):
+        config = reliability.config_from_args(reliability.build_parser().parse_args(flags))
+        config.workdir = tmp_path
+        told.clear()
+        with pytest.raises(_SoakStarted):
+            reliability.run_soak(config, references=None)
+        return config, list(told)
+
+    return plan
+
+
+def test_the_report_by_default_runs_the_soak_the_readme_reports(soak_plan):
+    # README, Reliability: the soak keeps 64 calls in flight for 120 s, from two load processes.
+    config, specs = soak_plan([])
+    assert [spec.concurrency for spec in specs] == [32, 32]
+    assert {spec.duration_s for spec in specs} == {120.0}
+    assert {spec.mix == reliability.SOAK_MIX for spec in specs} == {True}
+    assert not config.quick and config.warmup_s < 120
+
+
+def test_quick_and_explicit_flags_change_what_the_soak_sends(soak_plan):
+    quick, specs = soak_plan(["--quick"])
+    assert {spec.duration_s for spec in specs} == {10.0} and quick.warmup_s < 10
+    short, specs = soak_plan(["--soak-seconds", "30", "--concurrency", "65", "--load-processes", "3"])
+    assert {spec.duration_s for spec in specs} == {30.0} and 0 < short.warmup_s <= 5
+    assert [spec.concurrency for spec in specs] == [23, 21, 21], "every call in flight is someone's"
+
+
+def test_the_report_refuses_bad_flags_with_exit_2_and_a_message(capsys, tmp_path):
     for flags, message in ((["--model", str(tmp_path / "nope.onnx")], "model file not found"),
                            (["--soak-seconds", "0"], "must be positive"),
-                           (["--concurrency", "1", "--load-processes", "2"], "load processes")):
+                           (["--concurrency", "1", "--load-processes", "2"], "load processes"),
+                           (["--data-dir", str(tmp_path)], f"MNIST not found under {tmp_path / 'MNIST' / 'raw'}")):
         with pytest.raises(SystemExit) as exit_info:
             reliability.main(flags)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-# The drain behind a graceful SIGTERM (serve.core.admission.Admission), without a network
-
-
-def test_admission_counts_calls_and_refuses_new_ones_while_draining():
-    admission = Admission()
-    admission.enter()
-    admission.enter()
-    assert admission.active == 2
-
-    async def drain_while_calls_finish() -> bool:
-        draining = asyncio.ensure_future(admission.drain(timeout=5.0, quiet_s=0.01))
-        await asyncio.sleep(0.02)
-        assert admission.draining
-        with pytest.raises(Unavailable, match="shutting down"):
-            admission.enter()
-        admission.leave()
-        admission.leave()
-        return await draining
-
-    assert asyncio.run(drain_while_calls_finish()) is True
-    assert admission.active == 0 and admission.refused == 1
-
-
-def test_admission_serves_on_during_the_lame_duck_and_gives_up_at_the_timeout():
-    admission = Admission()
-
-    async def lame_duck() -> None:
-        draining = asyncio.ensure_future(admission.drain(timeout=5.0, lame_duck_s=0.2, quiet_s=0.01))
-        await asyncio.sleep(0)
-        admission.enter()  # a call that arrives right after the signal is still served...
-        await asyncio.sleep(0.05)
-        assert not admission.draining
-        admission.leave()
-        await draining  # ...and once it is done and nothing else comes, the lame duck ends early
-
-    asyncio.run(asyncio.wait_for(lame_duck(), 2.0))
-
-    stuck = Admission()
-    stuck.enter()  # a call that never ends: drain gives up at its timeout and says so
-    assert asyncio.run(asyncio.wait_for(stuck.drain(timeout=0.1), 2.0)) is False
+def test_the_data_folder_defaults_to_zoo_data_dir_else_data(monkeypatch, tmp_path):
+    parse = reliability.build_parser().parse_args
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    assert reliability.config_from_args(parse([])).data_dir == tmp_path
+    assert reliability.ReliabilityConfig().data_dir == tmp_path
+    monkeypatch.delenv(DATA_DIR_ENV)
+    assert reliability.config_from_args(parse([])).data_dir == Path("data")
 
 
 @pytest.mark.slow
-def test_full_soak_loses_nothing_and_keeps_memory_flat(model_dir, mnist_root, tmp_path):
-    """The >= 2 minute soak of bench/reliability.py at concurrency 64 (about 3 minutes in all)."""
-    config = reliability.ReliabilityConfig(model_path=model_dir / "centroid.onnx", data_dir=mnist_root,
-                                           workdir=tmp_path)
-    assert config.soak_s >= 120 and config.concurrency >= 64
+def test_full_soak_loses_nothing_and_keeps_memory_flat(classifier_path, mnist_root, tmp_path):
+    """The report's default soak: 120 s at concurrency 64 (about 3 minutes in all)."""
+    config = reliability.ReliabilityConfig(model_path=classifier_path, data_dir=mnist_root, workdir=tmp_path)
     references = References(config.model_path, config.data_dir)
     report = reliability.run_soak(config, references)
     load = report.load
-    assert load.sent == load.accounted and load.duration_s >= 120
+    assert load.sent == load.accounted and load.duration_s >= 120 and load.concurrency == 64
     assert load.outcomes["lost"] == 0 and load.outcomes["wrong"] == 0 and load.outcomes["unexpected"] == 0, describe(report)
     assert all(load.by_kind.get(name) for name in reliability.SOAK_MIX), "every kind of call was sent"
     assert report.rss.flat, report.rss

@@ -1,10 +1,13 @@
-"""Small ONNX models built with onnx.helper, so the serve tests need neither torch nor `export`.
+"""Small ONNX models built with onnx.helper, so the serve and bench tests need neither torch nor `export`.
 
 - `linear_classifier`: pixels (N x 1 x H x W in [0, 1]) -> logits, probabilities, with a model card:
   a real digit classifier (one linear layer, weights given) in the format `export` writes.
+- `mnist_centroid_classifier`: the same layer fitted to MNIST's training digits (about 80% right).
 - `third_party_classifier`: no card, its own input/output names and an INT64 side output.
 - `two_input_model`: two inputs, no batch dimension shared: served through v2 without the batcher.
 - `dynamic_size_conv_model`: the edge detector's interface (any H and W), with a feature-map card.
+- `tagged_classifier`: a digit classifier that answers one fixed digit whatever it is shown, so that
+  the versions of a model in a repository can be told apart by their answers.
 """
 from __future__ import annotations
 
@@ -15,11 +18,13 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from serve.core.model_card import ModelCard
+from serve.images.mnist_idx import TRAIN_IMAGES_FILE, TRAIN_LABELS_FILE, mnist_raw_dir, read_idx_images, read_idx_labels
 
 # ONNX Runtime 1.2x reads IR version 10 (onnx >= 1.17 writes newer by default).
 IR_VERSION = 10
 OPSET = 17
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+CENTROID_TRAIN_IMAGES = 20_000  # enough for stable class means; reading all 60,000 costs more than it gains
 
 
 def _save(graph: onnx.GraphProto, path: Path, metadata: dict[str, str] | None = None) -> Path:
@@ -87,6 +92,15 @@ def random_linear_classifier(path: Path, *, name: str = "linear", input_size: in
     return linear_classifier(path, weights, bias, name=name, input_size=input_size)
 
 
+def tagged_classifier(path: Path, tag: int, *, name: str = "tagged", input_size: int = 28) -> Path:
+    """A classifier with a model card whose most probable digit is always `tag` (0..9)."""
+    weights = np.zeros((input_size * input_size, 10), np.float32)
+    bias = np.zeros(10, np.float32)
+    bias[tag] = 5.0
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return linear_classifier(path, weights, bias, name=name, input_size=input_size)
+
+
 def centroid_classifier(path: Path, images: np.ndarray, labels: np.ndarray, *, name: str = "centroid") -> Path:
     """A classifier that actually reads digits (about 80% on MNIST): nearest class mean, as a linear layer.
 
@@ -98,6 +112,14 @@ def centroid_classifier(path: Path, images: np.ndarray, labels: np.ndarray, *, n
     bias = -(means**2).sum(axis=1)
     # Scaled down so the softmax is not saturated: the probabilities then mean something.
     return linear_classifier(path, weights / 50.0, bias / 50.0, name=name)
+
+
+def mnist_centroid_classifier(path: Path, mnist_root: Path, *, name: str = "centroid") -> Path:
+    """centroid_classifier fitted to MNIST's first training digits, read from MNIST_ROOT/MNIST/raw."""
+    raw = mnist_raw_dir(mnist_root)
+    images = read_idx_images(raw / TRAIN_IMAGES_FILE)[:CENTROID_TRAIN_IMAGES]
+    labels = read_idx_labels(raw / TRAIN_LABELS_FILE)[:CENTROID_TRAIN_IMAGES]
+    return centroid_classifier(path, images, labels, name=name)
 
 
 def third_party_classifier(path: Path) -> Path:
@@ -120,6 +142,15 @@ def two_input_model(path: Path) -> Path:
     total = helper.make_tensor_value_info("sum", TensorProto.INT32, ["N", 2])
     graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["sum"])], "adder", [a, b], [total])
     return _save(graph, path)
+
+
+def fails_when_run_model(path: Path) -> Path:
+    """No card; "x" FP32 N x 4 -> "y" N x 5: a valid graph whose Reshape fails on every real input."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])
+    shape = numpy_helper.from_array(np.array([-1, 5], np.int64), "shape")
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"])
+    return _save(helper.make_graph([node], "fails_when_run", [x], [y], [shape]), path)
 
 
 def batch_mean_model(path: Path) -> Path:
