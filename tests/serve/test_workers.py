@@ -16,7 +16,7 @@ from bench import reliability
 from bench._processes import ServerProcess, health_status
 from serve import __main__ as serve_main
 from serve.workers import default_workers
-from serve.core.sessions import RuntimeOptions, usable_cpus
+from serve.core.sessions import RuntimeOptions, cgroup_cpu_limit, usable_cpus
 from serve.generated.inference import grpc_service_pb2 as v2_pb
 from serve.generated.inference import grpc_service_pb2_grpc as v2_grpc
 
@@ -141,3 +141,12 @@ def test_each_worker_sizes_its_sessions_to_its_share_of_the_cores():
     assert RuntimeOptions(instances=1, workers=2, intra_op_threads=3).threads_per_run() == 3
     with pytest.raises(ValueError, match="workers must be >= 1"):
         RuntimeOptions(workers=0)
+
+
+def test_a_containers_cpu_limit_caps_the_cores_shared_out(tmp_path):
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")
+    assert cgroup_cpu_limit(cpu_max) == 1.5
+    cpu_max.write_text("max 100000\n")
+    assert cgroup_cpu_limit(cpu_max) is None
+    assert cgroup_cpu_limit(tmp_path / "missing") is None
