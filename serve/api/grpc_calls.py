@@ -9,7 +9,6 @@ which counts the calls in progress and refuses new ones while the server drains.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -77,42 +76,62 @@ def _cancelled_code(context: grpc.aio.ServicerContext) -> str:
     return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
 
 
-@contextlib.asynccontextmanager
-async def _rpc_scope(servicer, service: str, method: str, context, on_refused=None):
+class _RpcScope:
     """One RPC's bookkeeping, shared by unary and streaming methods: admission, the translation of
-    exceptions into status codes, and the metrics of the status the call ends with."""
-    started = time.perf_counter()
-    code = "OK"
-    admission = servicer.admission
-    admitted = False
-    try:
+    exceptions into status codes, and the metrics of the status the call ends with.
+
+    A class rather than an @asynccontextmanager: it is on every call's path, and an async generator
+    costs each call the event loop's async-generator bookkeeping on top.
+    """
+
+    __slots__ = ("servicer", "service", "method", "context", "on_refused", "started", "admitted")
+
+    def __init__(self, servicer, service: str, method: str, context, on_refused=None) -> None:
+        self.servicer, self.service, self.method, self.context = servicer, service, method, context
+        self.on_refused = on_refused
+        self.admitted = False
+
+    async def __aenter__(self) -> None:
+        self.started = time.perf_counter()
+        admission = self.servicer.admission
         if admission is not None:
             try:
                 admission.enter()
-            except Unavailable:
-                if on_refused is not None:
-                    await on_refused()
-                raise
-            admitted = True
-        yield
-    except ServeError as exc:
-        code = exc.status
-        await context.abort(grpc.StatusCode[exc.status], bounded_detail(str(exc)))
-    except asyncio.CancelledError:
-        code = _cancelled_code(context)
-        raise
-    except grpc.aio.AbortError:
-        code = (context.code() or grpc.StatusCode.UNKNOWN).name
-        raise
-    except Exception:
-        code = "INTERNAL"
-        log.exception("%s/%s failed", service, method)
-        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAIL)
-    finally:
-        if admitted:
-            admission.leave()
-        if servicer.metrics is not None:
-            servicer.metrics.request_done(service, method, code, time.perf_counter() - started)
+            except Unavailable as exc:
+                if self.on_refused is not None:
+                    await self.on_refused()
+                await self._finish(exc)
+            self.admitted = True
+
+    async def __aexit__(self, exc_type, exc, traceback) -> bool:
+        await self._finish(exc)
+        return False
+
+    async def _finish(self, exc: BaseException | None) -> None:
+        """Count the call and turn `exc` (None: success) into its status; raises what the caller must see."""
+        context = self.context
+        code = "OK"
+        try:
+            if exc is None:
+                return
+            if isinstance(exc, ServeError):
+                code = exc.status
+                await context.abort(grpc.StatusCode[exc.status], bounded_detail(str(exc)))
+            elif isinstance(exc, asyncio.CancelledError):
+                code = _cancelled_code(context)
+            elif isinstance(exc, grpc.aio.AbortError):
+                code = (context.code() or grpc.StatusCode.UNKNOWN).name
+            elif isinstance(exc, Exception):
+                code = "INTERNAL"
+                log.error("%s/%s failed", self.service, self.method, exc_info=exc)
+                await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_DETAIL)
+        finally:
+            if self.admitted:
+                self.admitted = False
+                self.servicer.admission.leave()
+            metrics = self.servicer.metrics
+            if metrics is not None:
+                metrics.request_done(self.service, self.method, code, time.perf_counter() - self.started)
 
 
 def unary(service: str):
@@ -124,7 +143,7 @@ def unary(service: str):
 
         @functools.wraps(handler)
         async def wrapped(self, request, context):
-            async with _rpc_scope(self, service, method, context):
+            async with _RpcScope(self, service, method, context):
                 return await handler(self, request, context)
 
         return wrapped
@@ -143,7 +162,7 @@ def stream(service: str):
             async def drain_refused_stream() -> None:
                 await _discard_requests(request_iterator, REFUSED_STREAM_READ_S)
 
-            async with _rpc_scope(self, service, method, context, on_refused=drain_refused_stream):
+            async with _RpcScope(self, service, method, context, on_refused=drain_refused_stream):
                 async for response in handler(self, request_iterator, context):
                     yield response
 

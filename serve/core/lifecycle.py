@@ -22,7 +22,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Iterator, Sequence
+from typing import Awaitable, Callable, Sequence
 
 from serve.core.batching import BatchingOptions
 from serve.core.errors import InvalidInput, LoadFailed, ModelNotFound, NotAllowed, Unavailable
@@ -110,10 +110,12 @@ class ServedVersion:
         """Most images one inference call takes (1 when requests cannot be stacked)."""
         return self.batching.max_batch_size if self.model.batchable else 1
 
-    def acquire(self) -> None:
+    # A call holds its version as a context manager (a class's, not a generator's: it is on every call's path).
+    def __enter__(self) -> "ServedVersion":
         self.leases += 1
+        return self
 
-    def release(self) -> None:
+    def __exit__(self, *exc_info) -> None:
         self.leases -= 1
         if self.leases == 0 and self._released is not None:
             self._released.set()
@@ -236,7 +238,8 @@ class ModelManager:
         if not versions:
             raise ModelNotFound(self._not_served(name))
         if not version:
-            return versions[max(versions, key=_version_order)]
+            # Kept in version order by _swap: the newest is the last.
+            return next(reversed(versions.values()))
         served = versions.get(version)
         if served is None:
             raise ModelNotFound(
@@ -254,15 +257,10 @@ class ModelManager:
             return f"model {name!r} is not being served ({reasons}); this server serves: {served}"
         return f"unknown model {name!r}; this server has: {served}"
 
-    @contextlib.contextmanager
-    def lease(self, name: str, version: str = "") -> Iterator[ServedVersion]:
-        """Hold a version for one call: it is not closed until every call holding it is answered."""
-        served = self.served(name, version)
-        served.acquire()
-        try:
-            yield served
-        finally:
-            served.release()
+    def lease(self, name: str, version: str = "") -> ServedVersion:
+        """Hold a version for one call (`with manager.lease(...) as served:`): it is not closed until
+        every call holding it is answered."""
+        return self.served(name, version)
 
     def newest(self) -> list[ServedVersion]:
         """The newest served version of every model, in the order they were loaded."""

@@ -11,7 +11,6 @@ their messages into `InferInput`s and the arrays back into their messages.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -153,25 +152,29 @@ def to_raw(array: np.ndarray) -> bytes:
     """An output array as raw little-endian bytes (what Triton's clients read)."""
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(array).tobytes()
+    return array.tobytes()  # row-major, whatever the array's own layout
 
 
-@dataclass(frozen=True)
 class InferInput:
     """One input tensor of a v2 request, as its front door received it.
 
     Exactly one of `raw` (little-endian bytes) and `values` (a flat sequence) carries the data;
-    `source` names where it came from in the caller's message, so that errors point there.
+    `source` names where it came from in the caller's message, so that errors point there. A plain
+    class with slots: one is made per input of every call.
     """
 
-    name: str
-    datatype: str
-    shape: Sequence[int]
-    raw: bytes | memoryview | None = None
-    values: Sequence | None = None
-    source: str = "data"
-    # Appended to a count mismatch: what else the caller filled, when that explains the mistake.
-    hint: str = ""
+    __slots__ = ("name", "datatype", "shape", "raw", "values", "source", "hint")
+
+    def __init__(self, name: str, datatype: str, shape: Sequence[int], raw: bytes | memoryview | None = None,
+                 values: Sequence | None = None, source: str = "data", hint: str = "") -> None:
+        self.name, self.datatype, self.shape = name, datatype, shape
+        self.raw, self.values = raw, values
+        self.source = source
+        # Appended to a count mismatch: what else the caller filled, when that explains the mistake.
+        self.hint = hint
+
+    def __repr__(self) -> str:
+        return f"InferInput({self.name!r}, {self.datatype!r}, {list(self.shape)}, source={self.source!r})"
 
 
 def decode_inputs(model: Model, inputs: Sequence[InferInput], max_batch: int | None) -> dict[str, np.ndarray]:

@@ -69,6 +69,7 @@ def grpc_answer(response: digits_pb2.ClassifyResponse) -> dict:
 
     return {
         "model": response.model,
+        "model_version": response.model_version,
         "predictions": [
             {**candidate(p), "top_k": [candidate(c) for c in p.top_k]} for p in response.predictions
         ],

@@ -337,7 +337,7 @@ def test_unknown_models_versions_methods_and_oversized_bodies(server):
     answer = send(infer_url(server, "nope"), body)
     assert answer.status == 404 and "unknown model 'nope'; this server has: " in answer.error
     answer = send(infer_url(server, "centroid", version="7"), body)
-    assert answer.status == 404 and "model 'centroid' has no version '7'; it has version '1'" in answer.error
+    assert answer.status == 404 and "model 'centroid' has no version '7' being served; it serves version(s) 1" in answer.error
     answer = send(infer_url(server), method="GET")
     assert answer.status == 405 and answer.error
     answer = send(infer_url(server), b"\0" * (TEST_MAX_MESSAGE_BYTES + 1))
