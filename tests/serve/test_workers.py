@@ -3,6 +3,8 @@ load from separate load generators (the same runs as bench/reliability.py, with 
 the ports they share and refuse, and the metrics summed over the workers."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
+from onnx_models import tagged_classifier
 from serve_testing import REPO_ROOT
 from bench import reliability
 from bench._processes import ServerProcess, health_status
@@ -150,3 +153,33 @@ def test_a_containers_cpu_limit_caps_the_cores_shared_out(tmp_path):
     cpu_max.write_text("max 100000\n")
     assert cgroup_cpu_limit(cpu_max) is None
     assert cgroup_cpu_limit(tmp_path / "missing") is None
+
+
+def _versions_served(target: str, connections: int = 8) -> set[str]:
+    """The versions of model `digits` that fresh connections (spread over the workers) report."""
+    versions = set()
+    for _ in range(connections):
+        with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            metadata = v2_grpc.GRPCInferenceServiceStub(channel).ModelMetadata(
+                v2_pb.ModelMetadataRequest(name="digits"), timeout=10)
+            versions.update(metadata.versions)
+    return versions
+
+
+def test_sighup_reaches_every_worker(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "digits" / "1").mkdir(parents=True)
+    tagged_classifier(repo / "digits" / "1" / "model.onnx", 1, name="digits")
+    with ServerProcess((), tmp_path, flags=("--model-repository", str(repo)), workers=WORKERS) as server:
+        assert _versions_served(server.target) == {"1"}
+        (repo / "digits" / "2").mkdir()
+        tagged_classifier(repo / "digits" / "2" / "model.onnx", 2, name="digits")
+        os.kill(server.pid, signal.SIGHUP)
+        give_up = time.monotonic() + 60
+        while _versions_served(server.target) != {"2"} and time.monotonic() < give_up:
+            time.sleep(0.2)
+        assert _versions_served(server.target) == {"2"}
+        log = server.log_text()
+        for index in range(WORKERS):
+            assert f"worker {index} serve: SIGHUP: re-reading the model repository" in log, log
+        assert server.stop() == 0
