@@ -269,6 +269,10 @@ class ServerProcess:
     def __exit__(self, *exc_info) -> None:
         if self.process is not None and self.process.poll() is None:
             workers = child_pids(self.pid) if self.workers > 1 else []
+            if workers:
+                # A supervisor stopped at once still removes its metrics folder; a killed one cannot.
+                self.terminate()
+                self.wait(2.0)
             self.kill()
             self.process.wait(10)
             for pid in workers:  # they would drain on their own once the supervisor is gone: do not wait

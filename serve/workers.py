@@ -162,8 +162,9 @@ class Worker:
     def start(self) -> None:
         self.port_file.unlink(missing_ok=True)
         worker_error_file(self.port_file).unlink(missing_ok=True)
-        # Its own process group: a terminal's Ctrl-C reaches the supervisor only, which forwards it once.
-        self.process = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL, process_group=0)
+        # Its own session (so its own process group): a terminal's Ctrl-C reaches the supervisor only,
+        # which passes it on once.
+        self.process = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True)
         self.ready = False
 
     def check_ready(self) -> bool:
