@@ -1,10 +1,11 @@
 """Load-generator processes for the serve benchmark: gRPC and HTTP clients in their own interpreters.
 
-Each process holds one grpc.aio channel (or one aiohttp session, for HTTP/1.1 calls) per server
-and keeps `concurrency` calls in flight (unary calls, or streams each with a window of messages in
-flight; HTTP calls each on their own keep-alive connection). Requests are serialised once, by the
-parent, and sent as bytes: the clients spend their CPU on the transport, as a tuned load generator
-(ghz, Triton's perf_analyzer) does, not on building messages. Every answer is still parsed
+Each process holds `connections` grpc.aio channels per server, each its own HTTP/2 connection (a
+server of several workers gets a connection's calls in the worker that accepted it), or one aiohttp
+session for HTTP/1.1 calls, and keeps `concurrency` calls in flight (unary calls, or streams each with
+a window of messages in flight; HTTP calls each on their own keep-alive connection). Requests are
+serialised once, by the parent, and sent as bytes: the clients spend their CPU on the transport, as a
+tuned load generator (ghz, Triton's perf_analyzer) does, not on building messages. Every answer is still parsed
 and checked (right message, right number of predictions), and anything else counts as an error.
 
 Timing uses one clock for every process (time.monotonic is system-wide on Linux): all processes
@@ -45,6 +46,7 @@ class LoadSpec:
     measure_from: float  # time.monotonic()
     measure_to: float
     timeout_s: float = 30.0
+    connections: int = 1  # channels the calls are spread over, each its own connection
     # HTTP only: the headers of each request (in the order of `requests`).
     request_headers: tuple[tuple[tuple[str, str], ...], ...] = ()
 
@@ -218,31 +220,36 @@ async def _streamer(channel, spec: LoadSpec, recorder: _Recorder, check, offset:
         writer.cancel()
 
 
-async def _open(spec: LoadSpec, channels: dict):
-    """The process's channel to spec.target (an aiohttp session for HTTP), opened on first use."""
-    key = (spec.kind == HTTP, spec.target)
-    channel = channels.get(key)
-    if channel is None:
-        if spec.kind == HTTP:
+async def _open(spec: LoadSpec, channels: dict) -> list:
+    """The process's channels to spec.target (one aiohttp session for HTTP), opened on first use."""
+    if spec.kind == HTTP:
+        session = channels.get((True, spec.target))
+        if session is None:
             import aiohttp
 
             # One keep-alive connection per call in flight, as an HTTP/1.1 client has to.
-            channel = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
-        else:
-            import grpc
+            session = channels[(True, spec.target)] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
+        return [session]
+    import grpc
 
-            channel = grpc.aio.insecure_channel(
+    spread = []
+    for index in range(spec.connections):
+        channel = channels.get((False, spec.target, index))
+        if channel is None:
+            channel = channels[(False, spec.target, index)] = grpc.aio.insecure_channel(
                 spec.target,
-                options=[("grpc.max_send_message_length", 64 * MiB), ("grpc.max_receive_message_length", 64 * MiB)],
+                options=[("grpc.max_send_message_length", 64 * MiB), ("grpc.max_receive_message_length", 64 * MiB),
+                         # Channels to one target share a connection unless each has its own pool.
+                         ("grpc.use_local_subchannel_pool", 1)],
             )
-        channels[key] = channel
-    if spec.kind != HTTP:
         await asyncio.wait_for(channel.channel_ready(), timeout=30)
-    return channel
+        spread.append(channel)
+    return spread
 
 
 async def _run_load(spec: LoadSpec, channels: dict) -> LoadResult:
-    channel = await _open(spec, channels)
+    spread = await _open(spec, channels)
     recorder = _Recorder(spec)
     check = _checker(spec.check, spec.images_per_request)
 
@@ -254,12 +261,12 @@ async def _run_load(spec: LoadSpec, channels: dict) -> LoadResult:
 
     marks = asyncio.ensure_future(cpu_marks())
     if spec.kind == UNARY:
-        call = channel.unary_unary(spec.method)  # bytes in, bytes out: no (de)serialisers
-        workers = [_unary_caller(call, spec, recorder, check, i) for i in range(spec.concurrency)]
+        calls = [channel.unary_unary(spec.method) for channel in spread]  # bytes in, bytes out: no (de)serialisers
+        workers = [_unary_caller(calls[i % len(calls)], spec, recorder, check, i) for i in range(spec.concurrency)]
     elif spec.kind == HTTP:
-        workers = [_http_caller(channel, spec, recorder, check, i) for i in range(spec.concurrency)]
+        workers = [_http_caller(spread[0], spec, recorder, check, i) for i in range(spec.concurrency)]
     else:
-        workers = [_streamer(channel, spec, recorder, check, i * 7919) for i in range(spec.concurrency)]
+        workers = [_streamer(spread[i % len(spread)], spec, recorder, check, i * 7919) for i in range(spec.concurrency)]
     await asyncio.gather(*workers)
     await marks
     wall = spec.measure_to - spec.measure_from

@@ -18,6 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from serve.core.sessions import cgroup_cpu_limit
+
 # Distribution names whose versions are recorded (absent ones are skipped).
 _DISTRIBUTIONS = (
     "numpy",
@@ -62,17 +64,6 @@ def _cpuinfo() -> tuple[str, int | None]:
                 cores.add((physical_id, core_id))
             physical_id = core_id = ""
     return model or platform.processor() or platform.machine(), (len(cores) or None)
-
-
-def _cgroup_cpu_quota() -> float | None:
-    """CPUs a container may use (cgroup v2 cpu.max), None when unlimited or unknown."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-    except (OSError, ValueError):
-        return None
-    if quota == "max":
-        return None
-    return int(quota) / int(period)
 
 
 def _memory_gib() -> float | None:
@@ -133,7 +124,7 @@ def describe_machine() -> dict[str, Any]:
         "logical_cores": os.cpu_count(),
         "usable_cores": usable_cores(),
         "physical_cores": physical_cores,
-        "cgroup_cpu_quota": _cgroup_cpu_quota(),
+        "cgroup_cpu_quota": cgroup_cpu_limit(),
         "memory_gib": _memory_gib(),
         "gpus": _gpus(),
         "onnxruntime_providers": onnxruntime_providers(),

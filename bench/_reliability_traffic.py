@@ -252,6 +252,9 @@ ROUND_ROBIN_SERVICE_CONFIG = {
     "healthCheckConfig": {"serviceName": ""},
     "methodConfig": [{
         "name": [{"service": DIGITS_SERVICE}, {"service": V2_SERVICE}],
+        # While no connection is ready (the one worker a connection had died, and the reconnection
+        # raced its listener closing), a call waits for one instead of failing at once.
+        "waitForReady": True,
         # Classify and ModelInfer have no side effects: replaying one on another replica is safe.
         "retryPolicy": {
             "maxAttempts": 5,

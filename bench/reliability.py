@@ -18,6 +18,10 @@ Scenarios (every server is `python -m serve` on 127.0.0.1, every load generator 
    checking); one is SIGKILLed under load: how many calls fail, and why. Then the same with SIGTERM
    (a rolling restart).
 4. Start-up with a missing, truncated or non-ONNX model file: exit 2 and one clear line.
+5. The same with `--workers 2`: SIGTERM under load drains every worker and exits 0; SIGKILL of the
+   busiest worker under load (clients with the retry policy) is answered by a restart that the
+   metrics and the log show, and no call fails; a model file that cannot load stops start-up with
+   the same one line.
 
 Prints a summary table and writes bench/results/reliability.json. Exits 1 when a check fails.
 The model is --model PATH (a classifier exported by `python -m export`); by default
@@ -30,7 +34,7 @@ import argparse
 import contextlib
 import logging
 import os
-import socket
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,8 +49,8 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench._machine import describe_machine, finish_machine_record, machine_summary
-from bench._reliability_processes import (
-    REPO_ROOT, ProcessError, RssSampler, ServerProcess, health_status, read_peak_rss_bytes,
+from bench._processes import (
+    REPO_ROOT, ProcessError, RssSampler, ServerProcess, cpu_seconds_of, free_port, health_status, read_peak_rss_bytes,
     read_rss_bytes, reset_peak_rss, run_load_processes,
 )
 from bench._reliability_traffic import (
@@ -96,6 +100,8 @@ class ReliabilityConfig:
     failover_load_s: float = 10.0
     grace_s: float = 10.0
     seed: int = 0
+    # Server processes of the runs that test `--workers` (the other runs serve from one process).
+    workers: int = 2
 
     @classmethod
     def quick_mode(cls, **fields) -> "ReliabilityConfig":
@@ -108,6 +114,8 @@ class ReliabilityConfig:
             raise ValueError(f"the soak ({self.soak_s} s) must outlast its warm-up ({self.warmup_s} s)")
         if self.concurrency < self.load_processes or self.load_processes < 1:
             raise ValueError(f"need 1 <= load processes ({self.load_processes}) <= concurrency ({self.concurrency})")
+        if self.workers < 2:
+            raise ValueError(f"the worker runs need at least 2 workers, got {self.workers}")
 
 
 # ------------------------------------------------------------------------------- load bookkeeping
@@ -395,10 +403,12 @@ class SigtermReport:
                 and self.server_tracebacks == 0)
 
 
-def run_sigterm(config: ReliabilityConfig) -> SigtermReport:
-    log.info("SIGTERM: %d calls in flight, signal after %.1f s", config.concurrency, config.sigterm_load_s / 2)
+def run_sigterm(config: ReliabilityConfig, workers: int = 1) -> SigtermReport:
+    log.info("SIGTERM: %d calls in flight to %d worker(s), signal after %.1f s", config.concurrency, workers,
+             config.sigterm_load_s / 2)
     mix = dict(VALID_MIX, stream=1)
-    with ServerProcess([config.model_path], config.workdir, "sigterm-server", SERVER_LIMIT_FLAGS, config.grace_s) as server:
+    with ServerProcess([config.model_path], config.workdir, f"sigterm-server-{workers}", SERVER_LIMIT_FLAGS,
+                       config.grace_s, workers=workers) as server:
         moments = {}
 
         def signal_midway(start_at: float) -> None:
@@ -433,12 +443,6 @@ def run_sigterm(config: ReliabilityConfig) -> SigtermReport:
 
 
 # ------------------------------------------------------------------------------- 3. fail-over
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def answered_ok(metrics_port: int) -> int | None:
@@ -519,6 +523,72 @@ def run_failover(config: ReliabilityConfig, signal_name: str = "SIGKILL") -> Fai
     )
 
 
+# ------------------------------------------------------------------------------- 3b. a worker killed
+
+
+@dataclass
+class WorkerKillReport:
+    workers: int
+    load: LoadTotals
+    signalled_after_s: float
+    victim_cpu_s: float  # CPU the killed worker had spent on the load: it was serving
+    restarts_counted: float  # serve_worker_restarts_total afterwards
+    workers_ready_after: float  # serve_workers_ready once the replacement started
+    health_after: str
+    died_logged: bool
+    restart_logged: bool
+    exit_code: int | None
+    failed_by_code: dict[str, int]
+    failure_details: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return (self.load.failed == 0 and self.load.client_errors == 0 and self.victim_cpu_s > 0
+                and self.restarts_counted == 1 and self.workers_ready_after == self.workers
+                and self.health_after == "SERVING" and self.died_logged and self.restart_logged and self.exit_code == 0)
+
+
+def run_worker_kill(config: ReliabilityConfig) -> WorkerKillReport:
+    """One server of `config.workers` workers under load from clients with the retry policy; half-way
+    through, the busiest worker gets SIGKILL. The supervisor must start it again and no call may fail."""
+    log.info("worker SIGKILL: %d workers, the busiest killed after %.1f s", config.workers, config.failover_load_s / 2)
+    with ServerProcess([config.model_path], config.workdir, "workers-server", SERVER_LIMIT_FLAGS, config.grace_s,
+                       workers=config.workers, metrics=True) as server:
+        moments = {}
+
+        def kill_busiest_midway(start_at: float) -> None:
+            time.sleep(max(0.0, start_at - time.time()))
+            cpu_at_start = {pid: cpu_seconds_of(pid) for pid in server.worker_pids()}
+            time.sleep(max(0.0, start_at + config.failover_load_s / 2 - time.time()))
+            spent = {pid: cpu_seconds_of(pid) - cpu for pid, cpu in cpu_at_start.items()}
+            victim = max(spent, key=spent.get)
+            moments["victim_cpu_s"], moments["victim"] = spent[victim], victim
+            moments["signal"] = time.time()
+            os.kill(victim, signal.SIGKILL)
+            moments["since_start"] = moments["signal"] - start_at
+
+        specs = load_specs(config, server.target, VALID_MIX, config.failover_load_s, round_robin=True)
+        results = run_load_processes(specs, config.workdir, during=kill_busiest_midway)
+        give_up = time.monotonic() + 60  # the replacement may still be loading its models
+        while server.metric_total("serve_workers_ready") < config.workers and time.monotonic() < give_up:
+            time.sleep(0.1)
+        restarts, ready = server.metric_total("serve_worker_restarts_total"), server.metric_total("serve_workers_ready")
+        health = health_status(server.target)
+        exit_code = server.stop(config.grace_s + 10)
+        log_text = server.log_text()
+    load = merge(results, config.concurrency)
+    failed = Counter()
+    for codes in load.codes_by_kind.values():
+        failed.update({code: count for code, count in codes.items() if code != "OK"})
+    return WorkerKillReport(
+        workers=config.workers, load=load, signalled_after_s=moments["since_start"],
+        victim_cpu_s=moments["victim_cpu_s"], restarts_counted=restarts, workers_ready_after=ready,
+        health_after=health, died_logged=f"(pid {moments['victim']}) died (signal SIGKILL)" in log_text,
+        restart_logged="started again" in log_text, exit_code=exit_code, failed_by_code=dict(failed),
+        failure_details=[f"{f['code']}: {f['detail']}" for f in load.failures],
+    )
+
+
 # ------------------------------------------------------------------------------- 4. start-up
 
 
@@ -549,12 +619,13 @@ def bad_model_files(model_path: Path, folder: Path) -> dict[str, Path]:
     return {"missing": folder / "missing.onnx", "truncated": truncated, "not ONNX": not_onnx}
 
 
-def run_startup_failures(model_path: Path, workdir: Path) -> list[StartupCase]:
+def run_startup_failures(model_path: Path, workdir: Path, workers: int = 1) -> list[StartupCase]:
     cases = []
     for kind, path in bad_model_files(model_path, bad_models_dir(workdir)).items():
         started = time.monotonic()
         completed = subprocess.run(
-            [sys.executable, "-m", "serve", "--model", str(path), "--host", "127.0.0.1", "--port", "0", "--http-port", "0", "--device", "cpu"],
+            [sys.executable, "-m", "serve", "--model", str(path), "--host", "127.0.0.1", "--port", "0", "--http-port", "0",
+             "--device", "cpu", "--workers", str(workers)],
             capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
         )
         lines = [line for line in completed.stderr.splitlines()
@@ -575,7 +646,10 @@ class ReliabilityReport:
     sigterm: SigtermReport | None = None
     failover: FailoverReport | None = None
     rolling_restart: FailoverReport | None = None
+    sigterm_workers: SigtermReport | None = None
+    worker_kill: WorkerKillReport | None = None
     startup: list[StartupCase] = field(default_factory=list)
+    startup_workers: list[StartupCase] = field(default_factory=list)
     bad_models_dir: Path = Path()
 
     @property
@@ -584,12 +658,14 @@ class ReliabilityReport:
 
     @property
     def passed(self) -> bool:
-        return all(part.passed for part in self.load_parts().values()) and all(case.passed for case in self.startup)
+        return (all(part.passed for part in self.load_parts().values())
+                and all(case.passed for case in self.startup + self.startup_workers))
 
     def load_parts(self) -> dict:
         """The scenarios that ran load, by name."""
         parts = {"soak": self.soak, "sigterm": self.sigterm, "failover": self.failover,
-                 "rolling_restart": self.rolling_restart}
+                 "rolling_restart": self.rolling_restart, "sigterm_workers": self.sigterm_workers,
+                 "worker_kill": self.worker_kill}
         return {name: part for name, part in parts.items() if part is not None}
 
     def to_json(self) -> dict:
@@ -599,7 +675,7 @@ class ReliabilityReport:
             return data
 
         data = {"config": self.config, "model": self.model, "passed": self.passed, "requests_lost": self.lost}
-        for name in ("soak", "sigterm", "failover", "rolling_restart"):
+        for name in ("soak", "sigterm", "failover", "rolling_restart", "sigterm_workers", "worker_kill"):
             part = getattr(self, name)
             data[name] = with_properties(part) if part else None
         if self.soak:
@@ -608,6 +684,7 @@ class ReliabilityReport:
             data["soak"]["load"]["requests_per_s"] = self.soak.load.requests_per_s
             data["soak"]["smallest_leak_caught_bytes_per_request"] = self.soak.smallest_leak_caught
         data["startup"] = [with_properties(case) for case in self.startup]
+        data["startup_workers"] = [with_properties(case) for case in self.startup_workers]
         return data
 
 
@@ -645,10 +722,12 @@ def fault_rows(report: ReliabilityReport) -> list[list]:
         rows.append(["after the soak", 1, _ok(report.soak.passed),
                      f"health {report.soak.health_after}, correct prediction {_ok(report.soak.correct_after)}, "
                      f"SIGTERM exit {report.soak.exit_code}, {report.soak.server_tracebacks} tracebacks in the log"])
-    if report.sigterm:
-        s = report.sigterm
+    for s, what in ((report.sigterm, "SIGTERM under load"),
+                    (report.sigterm_workers, f"SIGTERM under load, {report.config.get('workers')} workers")):
+        if s is None:
+            continue
         in_flight = sum(s.in_flight.values())
-        rows.append(["SIGTERM under load", 1, _ok(s.passed),
+        rows.append([what, 1, _ok(s.passed),
                      f"{in_flight} calls in flight at the signal: {s.in_flight_answered} answered, "
                      f"{s.in_flight.get('UNAVAILABLE', 0)} refused UNAVAILABLE; exit {s.exit_code} after "
                      f"{s.exit_after_s or 0:.2f} s (grace {s.grace_s:.0f} s); calls sent after the signal: "
@@ -664,10 +743,20 @@ def fault_rows(report: ReliabilityReport) -> list[list]:
                      f"{sum(f.failed_by_code.values())} of {f.load.sent} calls failed {f.failed_by_code or ''}; "
                      f"{f.signal} after {f.signalled_after_s:.1f} s having answered {f.answered_by_victim_before}"
                      f"{exit_text}; the survivor answered {f.answered_by_survivor}, health {f.survivor_health}"])
-    for case in report.startup:
+    if report.worker_kill:
+        k = report.worker_kill
+        rows.append([f"SIGKILL of the busiest of {k.workers} workers", 1, _ok(k.passed),
+                     f"{sum(k.failed_by_code.values())} of {k.load.sent} calls failed {k.failed_by_code or ''} "
+                     f"(clients retry UNAVAILABLE); killed after {k.signalled_after_s:.1f} s having spent "
+                     f"{k.victim_cpu_s:.2f} s CPU on the load; restarts counted {k.restarts_counted:g}, workers ready "
+                     f"{k.workers_ready_after:g}, health {k.health_after}, logged: died {_ok(k.died_logged)}, "
+                     f"started again {_ok(k.restart_logged)}; SIGTERM exit {k.exit_code}"])
+    startup_cases = [(case, "") for case in report.startup]
+    startup_cases += [(case, f", {report.config.get('workers')} workers") for case in report.startup_workers]
+    for case, workers in startup_cases:
         message = case.error_lines[0].split("error: ", 1)[-1] if case.error_lines else "(no error line)"
         message = message.replace(str(report.bad_models_dir) + os.sep, "")
-        rows.append([f"start-up with a model file {case.kind}", 1, _ok(case.passed),
+        rows.append([f"start-up with a model file {case.kind}{workers}", 1, _ok(case.passed),
                      f"exit {case.exit_code}{', TRACEBACK' if case.traceback else ''} in {case.seconds:.1f} s: "
                      f"{message[:150]}"])
     return rows
@@ -693,7 +782,8 @@ def bad_input_rows(soak: SoakReport) -> list[list]:
 def summary(report: ReliabilityReport, machine: dict) -> str:
     lines = [machine_summary(machine), f"model: {report.model}; every server and load generator is its own process", ""]
     titles = {"soak": "soak", "sigterm": "SIGTERM under load", "failover": "round_robin, SIGKILL 1 of 2",
-              "rolling_restart": "round_robin, SIGTERM 1 of 2"}
+              "rolling_restart": "round_robin, SIGTERM 1 of 2", "sigterm_workers": "SIGTERM under load, workers",
+              "worker_kill": "SIGKILL of a worker"}
     loads = [(titles[name], part.load) for name, part in report.load_parts().items()]
     lines += ["Load held", format_table(["run", "calls", "concurrency", "seconds", "calls/s", *OUTCOMES],
                                         [_load_row(name, load) for name, load in loads]), ""]
@@ -725,6 +815,8 @@ def result_rows(report: ReliabilityReport) -> list[dict]:
                          "duration_s": load.duration_s, "calls_per_s": load.requests_per_s, **load.outcomes})
     for case in report.startup:
         rows.append({"check": f"startup: {case.kind}", "passed": case.passed, "exit_code": case.exit_code})
+    for case in report.startup_workers:
+        rows.append({"check": f"startup, workers: {case.kind}", "passed": case.passed, "exit_code": case.exit_code})
     return rows
 
 
@@ -753,6 +845,9 @@ def run(config: ReliabilityConfig) -> ReliabilityReport:
     report.sigterm = run_sigterm(config)
     report.failover = run_failover(config, "SIGKILL")
     report.rolling_restart = run_failover(config, "SIGTERM")
+    report.startup_workers = run_startup_failures(config.model_path, config.workdir, config.workers)
+    report.sigterm_workers = run_sigterm(config, config.workers)
+    report.worker_kill = run_worker_kill(config)
     report.soak = run_soak(config, references)
     return report
 
@@ -773,6 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "reliability.json",
                         help="JSON report (default: bench/results/reliability.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the traffic mix (default: 0)")
+    parser.add_argument("--workers", type=int, default=2, help="server processes of the --workers runs (default: 2)")
     return parser
 
 
@@ -781,7 +877,8 @@ def config_from_args(args: argparse.Namespace) -> ReliabilityConfig:
     if args.model != DEFAULT_MODEL and not args.model.is_file():
         raise ValueError(f"model file not found: {args.model}")
     fields = dict(model_path=args.model, data_dir=resolve_data_dir(args.data_dir), output_path=args.output,
-                  concurrency=args.concurrency, load_processes=args.load_processes, seed=args.seed)
+                  concurrency=args.concurrency, load_processes=args.load_processes, seed=args.seed,
+                  workers=args.workers)
     make = ReliabilityConfig.quick_mode if args.quick else ReliabilityConfig
     if args.soak_seconds is not None:
         if args.soak_seconds <= 0:

@@ -9,8 +9,15 @@ the same against a second server started with --no-batching; 256-image Classify 
 bidirectional stream; KServe v2 ModelInfer with raw tensors (1 and 256 images), and the same
 256-image requests over HTTP/REST with Triton's binary tensor data extension (binary outputs too),
 right after their gRPC twin in every round; PNG-encoded images (decoding and the MNIST-format
-preprocessing included); and a bare gRPC server that answers canned bytes (the transport's
-ceiling on this machine, measured in the same run).
+preprocessing included); the v2 single-image load against servers of each --scaling-workers count
+(the load held fixed); a naive server (bench/_naive_server.py: grpc's thread-pool server, one ONNX
+Runtime run per call) under the same v2 loads; and a bare gRPC server that answers canned bytes (the
+transport's ceiling on this machine, measured in the same run).
+
+Unary gRPC calls are driven by h2load when it is installed (bench/_h2load.py; `apt-get install
+nghttp2-client`), else by Python grpc.aio clients (bench/_load.py), which also drive the stream and
+the HTTP row. Either way a scenario's gRPC calls are spread over up to 16 connections, so that the
+kernel hands them to every worker of a server of several.
 
 Per scenario: images/s, latency p50/p95/p99 of each call (of each message for the stream),
 errors, the average batch the server formed, server and client CPU per request, and the ratio to
@@ -30,24 +37,22 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from bench import _h2load
 from bench._load import (
     CHECK_CLASSIFY, CHECK_STREAM, CHECK_V2, CHECK_V2_HTTP, HTTP, INFER_HEADER_LENGTH, STREAM, UNARY, LoadGenerators,
     LoadResult, LoadSpec,
 )
 from bench._machine import describe_machine, finish_machine_record, machine_summary, usable_cores
+from bench._processes import ServerProcess
 from bench._report import RESULTS_DIR, Latency, fmt, format_table, ratio, result_document, write_json
 from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
 from serve.images.digit_format import DIGIT_SIZE, pixels_from_uint8
@@ -59,7 +64,7 @@ CLASSIFY = "/digits.v1.DigitClassifier/Classify"
 CLASSIFY_STREAM = "/digits.v1.DigitClassifier/ClassifyStream"
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 V2_HTTP_INFER = "/v2/models/{model}/infer"
-DIGITS_API, V2_API, BARE = "digits", "v2", "bare grpc"
+DIGITS_API, V2_API, BARE, NAIVE = "digits", "v2", "bare grpc", "naive grpc"
 RAW, PNG, TENSOR = "raw 28x28", "png", "raw fp32 tensor"
 # Distinct requests each client cycles through (so that no answer can be cached by accident).
 DISTINCT_REQUESTS = 64
@@ -68,8 +73,15 @@ SERVER_START_TIMEOUT_S = 120
 # Time the clients get to receive their scenario and connect before the warm-up starts.
 CLIENT_START_S = 0.2
 BATCHING_ON_SERVER, BATCHING_OFF_SERVER = "the server (batching on)", "the server (batching off)"
-BARE_SERVER = "the bare gRPC server"
+BARE_SERVER, NAIVE_SERVER = "the bare gRPC server", "the naive gRPC server"
+H2LOAD, PYTHON_LOAD = "h2load", "python"
+SINGLE_V2 = "v2 raw tensor 1 image, c64"
 V2_GRPC_BULK, V2_HTTP_BULK = "v2 raw tensor 256 images, c2", "v2 http binary tensor 256 images, c2"
+NAIVE_SINGLE_V2, NAIVE_BULK_V2 = f"naive: {SINGLE_V2}", f"naive: {V2_GRPC_BULK}"
+
+
+def scaling_name(workers: int) -> str:
+    return f"{SINGLE_V2}, --workers {workers}"
 
 
 class BenchError(RuntimeError):
@@ -86,14 +98,20 @@ class Scenario:
     concurrency: int  # calls in flight; for the stream: streams x window
     batching: bool = True
     streams: int = 0
+    workers: int | None = None  # a server of this many workers; None: the default one
+
+    @property
+    def peer_api(self) -> str:
+        """The API the requests are built for (the peers answer requests of our APIs)."""
+        return {BARE: DIGITS_API, NAIVE: V2_API}.get(self.api, self.api)
 
     @property
     def stream_window(self) -> int:
         return self.concurrency // self.streams if self.streams else 0
 
 
-def scenarios(quick: bool) -> list[Scenario]:
-    """Every scenario, in the order they run; quick mode keeps one of each kind."""
+def scenarios(quick: bool, scaling_workers: tuple[int, ...] = ()) -> list[Scenario]:
+    """Every scenario, in the order they run; quick mode keeps one of each kind (and every target's)."""
 
     def single(concurrency: int, batching: bool = True) -> Scenario:
         name = f"unary 1 image, c{concurrency}, batching {'on' if batching else 'off'}"
@@ -104,13 +122,14 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario("unary 256 images, c2", DIGITS_API, UNARY, RAW, 256, 2),
         Scenario("stream 1 image/msg, 4 streams x 16", DIGITS_API, STREAM, RAW, 1, 64, streams=4),
     ]
-    if not quick:
-        chosen.append(Scenario("v2 raw tensor 1 image, c64", V2_API, UNARY, TENSOR, 1, 64))
     chosen += [
+        Scenario(SINGLE_V2, V2_API, UNARY, TENSOR, 1, 64),
         Scenario(V2_GRPC_BULK, V2_API, UNARY, TENSOR, 256, 2),
         Scenario(V2_HTTP_BULK, V2_API, HTTP, TENSOR, 256, 2),
         Scenario("png 1 image, c64", DIGITS_API, UNARY, PNG, 1, 64),
     ]
+    chosen += [Scenario(scaling_name(n), V2_API, UNARY, TENSOR, 1, 64, workers=n) for n in scaling_workers]
+    chosen += [Scenario(NAIVE_SINGLE_V2, NAIVE, UNARY, TENSOR, 1, 64), Scenario(NAIVE_BULK_V2, NAIVE, UNARY, TENSOR, 256, 2)]
     if not quick:
         chosen.append(Scenario("png 32 images, c4", DIGITS_API, UNARY, PNG, 32, 4))
     chosen += [single(c, batching=False) for c in ((64,) if quick else (1, 8, 64))]
@@ -129,6 +148,11 @@ class ServeBenchConfig:
     load_processes: int = field(default_factory=lambda: max(1, min(4, usable_cores() // 2)))
     device: str = "auto"
     server_flags: tuple[str, ...] = ()  # extra `python -m serve` flags (e.g. --max-delay-ms 1)
+    # Workers of the servers under test (None: the server's default, one per core), and the worker
+    # counts of the scaling scenarios.
+    workers: int | None = None
+    scaling_workers: tuple[int, ...] = (1, 2)
+    load_generator: str = "auto"  # h2load | python | auto (h2load when installed) for unary calls
     baseline_seconds: float = 0.5  # each in-process reference measurement (per session configuration)
     rounds: int = 3  # every scenario once per round, the rounds one after the other
     runs_dir: Path = Path("runs")
@@ -143,6 +167,24 @@ class ServeBenchConfig:
             raise ValueError(f"--load-processes must be >= 1, got {self.load_processes}")
         if self.rounds < 1:
             raise ValueError(f"--rounds must be >= 1, got {self.rounds}")
+        if (self.workers is not None and self.workers < 1) or any(n < 1 for n in self.scaling_workers):
+            raise ValueError("worker counts must be >= 1")
+        if self.load_generator not in ("auto", H2LOAD, PYTHON_LOAD):
+            raise ValueError(f"--load-generator must be auto, h2load or python, got {self.load_generator!r}")
+        if self.load_generator == H2LOAD and not _h2load.installed():
+            raise ValueError("--load-generator h2load, but h2load is not installed (apt-get install nghttp2-client)")
+
+    @property
+    def server_workers(self) -> int:
+        from serve.workers import default_workers
+
+        return self.workers if self.workers is not None else default_workers()
+
+    @property
+    def unary_load(self) -> str:
+        if self.load_generator == "auto":
+            return H2LOAD if _h2load.installed() else PYTHON_LOAD
+        return self.load_generator
 
     @classmethod
     def quick_mode(cls, **overrides) -> "ServeBenchConfig":
@@ -228,8 +270,7 @@ class Payloads:
     headers_by_shape: dict[tuple, tuple[tuple[tuple[str, str], ...], ...]] = field(default_factory=dict)
 
     def get(self, scenario: Scenario) -> tuple[bytes, ...]:
-        api = DIGITS_API if scenario.api == BARE else scenario.api
-        return self.by_shape[(api, scenario.kind, scenario.encoding, scenario.images_per_request)]
+        return self.by_shape[(scenario.peer_api, scenario.kind, scenario.encoding, scenario.images_per_request)]
 
     def headers(self, scenario: Scenario) -> tuple[tuple[tuple[str, str], ...], ...]:
         return self.headers_by_shape.get((scenario.api, scenario.kind, scenario.encoding, scenario.images_per_request), ())
@@ -239,7 +280,7 @@ def build_payloads(chosen: list[Scenario], digits: np.ndarray, model: str, input
     payloads = Payloads(model=model)
     rng = np.random.default_rng(0)
     for scenario in chosen:
-        api = DIGITS_API if scenario.api == BARE else scenario.api
+        api = scenario.peer_api
         key = (api, scenario.kind, scenario.encoding, scenario.images_per_request)
         if key in payloads.by_shape:
             continue
@@ -354,100 +395,58 @@ def reference_key(scenario: Scenario) -> tuple[str, int]:
     return ("png" if scenario.encoding == PNG else "tensor", scenario.images_per_request)
 
 
-# The server process
+# The servers
 
 
-class ServerProcess:
-    """`python -m serve` (or the bare server) as a child process, with its memory, CPU and metrics."""
-
-    def __init__(self, command: list[str], port_file: Path, metrics_port: int | None, label: str) -> None:
-        self.label = label
-        self.metrics_port = metrics_port
-        self._log = tempfile.TemporaryFile(mode="w+")
-        port_file.unlink(missing_ok=True)
-        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if self.process.poll() is not None:
-                raise BenchError(f"{label} exited with status {self.process.returncode} while starting:\n{self.output()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BenchError(f"{label} did not start within {SERVER_START_TIMEOUT_S} s:\n{self.output()}")
-            time.sleep(0.05)
-        ports = [int(port) for port in port_file.read_text().split()]
-        self.port = ports[0]
-        self.target = f"127.0.0.1:{self.port}"
-        # `python -m serve` writes its HTTP port on the second line (the bare server has none).
-        self.http_target = f"127.0.0.1:{ports[1]}" if len(ports) > 1 else None
-
-    def output(self) -> str:
-        self._log.flush()
-        self._log.seek(0)
-        return self._log.read()[-4000:]
-
-    def memory_mib(self) -> dict[str, float]:
-        """Resident memory now (VmRSS) and at its peak (VmHWM), MiB."""
-        values = {}
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) / 1024
-        return {"rss_mib": values.get("VmRSS"), "peak_rss_mib": values.get("VmHWM")}
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, every thread
-
-    def batch_totals(self) -> dict[str, float] | None:
-        """Totals so far from the Prometheus endpoint: images inferred, ONNX Runtime calls and their seconds."""
-        if self.metrics_port is None:
-            return None
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as answer:
-            text = answer.read().decode()
-        totals = {}
-        for name in ("serve_batch_size_sum", "serve_batch_size_count", "serve_inference_duration_seconds_sum"):
-            values = re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.MULTILINE)
-            totals[name] = sum(float(v) for v in values)
-        return totals
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+def batch_totals(server: ServerProcess) -> dict[str, float] | None:
+    """Totals so far from the server's Prometheus endpoint: images inferred, ONNX Runtime calls and their seconds."""
+    if server.metrics_port is None:
+        return None
+    return server.metric_totals(("serve_batch_size_sum", "serve_batch_size_count", "serve_inference_duration_seconds_sum"))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model_file: Path, batching: bool, config: ServeBenchConfig, workdir: Path) -> ServerProcess:
-    label = BATCHING_ON_SERVER if batching else BATCHING_OFF_SERVER
-    port_file = workdir / f"server-batching-{'on' if batching else 'off'}.port"
-    metrics_port = _free_port()
-    command = [
-        sys.executable, "-m", "serve", "--model", str(model_file), "--host", "127.0.0.1", "--port", "0", "--http-port", "0",
-        "--port-file", str(port_file), "--metrics-port", str(metrics_port), "--device", config.device,
-        "--log-level", "WARNING", *config.server_flags,
-    ]
-    if not batching:
-        command.append("--no-batching")
-    log.info("starting %s: %s", label, " ".join(command[1:]))
-    return ServerProcess(command, port_file, metrics_port, label)
+def server_label(scenario: Scenario, config: "ServeBenchConfig") -> str:
+    if scenario.api == BARE:
+        return BARE_SERVER
+    if scenario.api == NAIVE:
+        return NAIVE_SERVER
+    if not scenario.batching:
+        return BATCHING_OFF_SERVER
+    if scenario.workers is None or scenario.workers == config.server_workers:
+        return BATCHING_ON_SERVER
+    return f"the server with --workers {scenario.workers}"
 
 
-def start_bare_server(workdir: Path) -> ServerProcess:
-    port_file = workdir / "bare.port"
-    command = [sys.executable, "-m", "bench._bare_server", "--port-file", str(port_file)]
-    return ServerProcess(command, port_file, None, BARE_SERVER)
+def start_servers(chosen: list[Scenario], model_file: Path, config: "ServeBenchConfig", workdir: Path) -> dict:
+    """The servers the scenarios need, all started at once before the first round, keyed by server_label."""
+    servers: dict[str, ServerProcess] = {}
+    flags = ("--log-level", "WARNING", *config.server_flags)
+    try:
+        for scenario in chosen:
+            label = server_label(scenario, config)
+            if label in servers:
+                continue
+            name = re.sub(r"\W+", "-", label).strip("-")
+            if label == BARE_SERVER:
+                server = ServerProcess.program(["bench._bare_server"], workdir, name)
+            elif label == NAIVE_SERVER:
+                server = ServerProcess.program(["bench._naive_server", "--model", str(model_file), "--device",
+                                                "cpu" if config.device == "cpu" else "auto"], workdir, name)
+            else:
+                server_flags = flags + (("--no-batching",) if label == BATCHING_OFF_SERVER else ())
+                workers = scenario.workers if label.startswith("the server with") else config.server_workers
+                server = ServerProcess([model_file], workdir, name, server_flags, workers=workers,
+                                       device=config.device, metrics=True)
+            log.info("starting %s: %s", label, " ".join(server.command[1:]))
+            servers[label] = server.launch()
+        for server in servers.values():
+            server.wait_until_serving(SERVER_START_TIMEOUT_S)
+    except BaseException:
+        for server in servers.values():
+            if server.process is not None:
+                server.stop()
+        raise
+    return servers
 
 
 # Running a scenario
@@ -460,11 +459,10 @@ def load_specs(
     """The scenario's concurrency split over the load processes (streams, for the stream)."""
     units = scenario.streams if scenario.kind == STREAM else scenario.concurrency
     shares = [units // processes + (1 if i < units % processes else 0) for i in range(min(processes, units))]
-    method = {DIGITS_API: CLASSIFY, V2_API: MODEL_INFER, BARE: CLASSIFY}[scenario.api]
-    check = CHECK_STREAM if scenario.kind == STREAM else CHECK_V2 if scenario.api == V2_API else CHECK_CLASSIFY
-    if scenario.kind == STREAM:
-        method = CLASSIFY_STREAM
-    elif scenario.kind == HTTP:
+    connections, _ = _h2load.connections_for(units)
+    method = load_method(scenario)
+    check = CHECK_STREAM if scenario.kind == STREAM else CHECK_V2 if scenario.peer_api == V2_API else CHECK_CLASSIFY
+    if scenario.kind == HTTP:
         method, check = V2_HTTP_INFER.format(model=model), CHECK_V2_HTTP
     return [
         LoadSpec(
@@ -472,14 +470,24 @@ def load_specs(
             images_per_request=scenario.images_per_request, concurrency=share,
             stream_window=scenario.stream_window, check=check,
             measure_from=window[0], measure_to=window[1], request_headers=request_headers,
+            connections=max(1, round(connections * share / units)),
         )
         for share in shares
     ]
 
 
+def load_method(scenario: Scenario) -> str:
+    if scenario.kind == STREAM:
+        return CLASSIFY_STREAM
+    return MODEL_INFER if scenario.peer_api == V2_API else CLASSIFY
+
+
 def run_scenario(
     scenario: Scenario, server: ServerProcess, generators: LoadGenerators, payloads: Payloads, config: ServeBenchConfig,
+    workdir: Path,
 ) -> dict:
+    if scenario.kind == UNARY and config.unary_load == H2LOAD:
+        return run_h2load_scenario(scenario, server, payloads, config, workdir)
     # The clients start at once, warm up, and all count the same window (one clock for every process).
     measure_from = time.monotonic() + CLIENT_START_S + config.warmup_seconds
     measure_to = measure_from + config.seconds
@@ -488,11 +496,34 @@ def run_scenario(
                        payloads.model, payloads.headers(scenario))
     generators.start(specs)
     time.sleep(max(0.0, measure_from - time.monotonic()))
-    cpu_before, batches_before = server.cpu_seconds(), server.batch_totals()
+    cpu_before, batches_before = server.cpu_seconds(), batch_totals(server)
     time.sleep(max(0.0, measure_to - time.monotonic()))
-    cpu_after, batches_after = server.cpu_seconds(), server.batch_totals()
+    cpu_after, batches_after = server.cpu_seconds(), batch_totals(server)
     results = generators.collect(timeout_s=config.seconds + config.warmup_seconds + 120)
-    return scenario_row(scenario, results, cpu_after - cpu_before, batches_before, batches_after, config)
+    row = scenario_row(scenario, results, cpu_after - cpu_before, batches_before, batches_after, config)
+    row["load_generator"] = PYTHON_LOAD
+    return row
+
+
+def run_h2load_scenario(scenario: Scenario, server: ServerProcess, payloads: Payloads, config: ServeBenchConfig,
+                        workdir: Path) -> dict:
+    """The scenario's calls from h2load: the same window, CPU and metrics readings as the Python clients'."""
+    message = payloads.get(scenario)[0]
+    method = load_method(scenario)
+    ok_answer_bytes = _h2load.answer_bytes(server.target, method, message)
+    measure_from = time.time() + CLIENT_START_S + config.warmup_seconds
+    measure_to = measure_from + config.seconds
+    load = _h2load.H2load(server.target, method, message, scenario.concurrency,
+                          CLIENT_START_S + config.warmup_seconds + config.seconds + 0.1, workdir)
+    _h2load.wait_until(measure_from)
+    cpu_before, client_cpu_before, batches_before = server.cpu_seconds(), load.cpu_seconds(), batch_totals(server)
+    _h2load.wait_until(measure_to)
+    cpu_after, client_cpu_after, batches_after = server.cpu_seconds(), load.cpu_seconds(), batch_totals(server)
+    result = load.result(ok_answer_bytes, scenario.images_per_request, (measure_from, measure_to),
+                         client_cpu_after - client_cpu_before)
+    row = scenario_row(scenario, [result], cpu_after - cpu_before, batches_before, batches_after, config)
+    row["load_generator"] = H2LOAD
+    return row
 
 
 def scenario_row(
@@ -561,7 +592,7 @@ def attach_reference(row: dict, reference: Reference | None) -> None:
 # Targets
 
 
-def evaluate_targets(rows: list[dict], cores: int) -> list[dict]:
+def evaluate_targets(rows: list[dict], cores: int, workers: int = 1) -> list[dict]:
     """The service targets, read off this run's rows, each with the ceiling this run measured for it.
 
     Ceilings come from the bare gRPC server (no inference, no handler code, canned answers):
@@ -620,16 +651,58 @@ def evaluate_targets(rows: list[dict], cores: int) -> list[dict]:
         targets.append(target)
         targets.append({"target": "c64 single image, batching on: zero errors", "value": on["errors"],
                         "met": on["errors"] == 0})
+    targets += peer_targets(by_name, workers)
     return targets
 
 
-def targets_over_rounds(rounds: list[list[dict]], cores: int) -> list[dict]:
+def peer_targets(by_name: dict[str, dict], workers: int) -> list[dict]:
+    """Our server against the naive one, PNG against raw tensors, and N workers against one (informational:
+    `met` is None)."""
+    targets = []
+    single, naive_single = by_name.get(SINGLE_V2), by_name.get(NAIVE_SINGLE_V2)
+    if single and naive_single:
+        speedup = ratio(single["images_per_s"], naive_single["images_per_s"])
+        targets.append({"target": f"{SINGLE_V2} (--workers {workers}): >= 2x the naive server's images/s",
+                        "value": speedup, "met": speedup is not None and speedup >= 2})
+        p99 = ratio(single["latency_ms"]["p99_ms"], naive_single["latency_ms"]["p99_ms"])
+        targets.append({"target": f"{SINGLE_V2} (--workers {workers}): p99 <= half the naive server's p99",
+                        "value": p99, "met": p99 is not None and p99 <= 0.5})
+        targets.append({"target": f"{SINGLE_V2} (--workers {workers}): zero errors", "value": single["errors"],
+                        "met": single["errors"] == 0})
+    bulk, naive_bulk = by_name.get(V2_GRPC_BULK), by_name.get(NAIVE_BULK_V2)
+    if bulk and naive_bulk:
+        value = ratio(bulk["images_per_s"], naive_bulk["images_per_s"])
+        targets.append({"target": f"{V2_GRPC_BULK}: never below the naive server", "value": value,
+                        "met": value is not None and value >= 1})
+    png = by_name.get("png 1 image, c64")
+    if png and single:
+        value = ratio(png["images_per_s"], single["images_per_s"])
+        targets.append({"target": f"png 1 image, c64: >= 50% of {SINGLE_V2}'s images/s", "value": value,
+                        "met": value is not None and value >= 0.5})
+    one = by_name.get(scaling_name(1))
+    for name, row in by_name.items():
+        if not name.startswith(f"{SINGLE_V2}, --workers "):
+            continue
+        workers_here = name.rsplit(" ", 1)[1]
+        if one and row is not one:
+            targets.append({"target": f"scaling: --workers {workers_here} over --workers 1 ({SINGLE_V2})",
+                            "value": ratio(row["images_per_s"], one["images_per_s"]), "met": None})
+        if naive_single:
+            targets.append({"target": f"--workers {workers_here}: images/s over the naive server's ({SINGLE_V2})",
+                            "value": ratio(row["images_per_s"], naive_single["images_per_s"]), "met": None})
+            targets.append({"target": f"--workers {workers_here}: p99 over the naive server's p99 ({SINGLE_V2})",
+                            "value": ratio(row["latency_ms"]["p99_ms"], naive_single["latency_ms"]["p99_ms"]),
+                            "met": None})
+    return targets
+
+
+def targets_over_rounds(rounds: list[list[dict]], cores: int, workers: int = 1) -> list[dict]:
     """Each target evaluated within every round, then summarised by its median round.
 
     Within a round the compared scenarios ran minutes apart at most; across rounds the machine's
     speed may have changed. The median of per-round values is what a drifting machine cannot fake.
     """
-    per_round = [evaluate_targets(rows, cores) for rows in rounds]
+    per_round = [evaluate_targets(rows, cores, workers) for rows in rounds]
     summary = []
     for index, target in enumerate(per_round[0]):
         values = [targets[index]["value"] for targets in per_round]
@@ -640,7 +713,8 @@ def targets_over_rounds(rounds: list[list[dict]], cores: int) -> list[dict]:
         else:
             chosen["value"] = lower_median([v for v in values if v is not None])
             threshold_met = [targets[index]["met"] for targets in per_round]
-            chosen["met"] = sum(threshold_met) * 2 > len(threshold_met)  # met in most rounds
+            if target["met"] is not None:  # None: a figure to report, no threshold
+                chosen["met"] = sum(threshold_met) * 2 > len(threshold_met)  # met in most rounds
         ceilings = [targets[index] for targets in per_round if targets[index].get("ceiling") is not None]
         if ceilings:
             # The median round's ceiling with its own note (the note's figures are that round's).
@@ -676,21 +750,30 @@ def median_rows(rounds: list[list[dict]]) -> list[dict]:
 
 def run_benchmark(config: ServeBenchConfig) -> dict:
     machine = describe_machine()
-    chosen = scenarios(config.quick)
+    chosen = scenarios(config.quick, config.scaling_workers)
+    unary_load = (
+        "h2load (C, one thread; a gRPC body sent as is, each answer's bytes checked against a real client's "
+        "OK answer, bench/_h2load.py)" if config.unary_load == H2LOAD else
+        f"{config.load_processes} Python client process(es) (grpc.aio, pre-serialised requests, every answer "
+        "parsed and checked)"
+    )
     notes = [
         "images/s: images answered correctly inside the measurement window / its length; latency: per call "
         "(per message for the stream), measured by the client",
         "vs ref: images/s over the in-process reference at the same images per request: the same .onnx run "
         "in the benchmark's process just before and just after the scenario (the faster of ONNX Runtime's "
         "default session options and the server's)",
-        f"load: {config.load_processes} client process(es) (grpc.aio; aiohttp over HTTP/1.1 with keep-alive for the "
-        "HTTP row; pre-serialised requests, every answer parsed and checked) on the same machine as the server",
+        f"load: unary gRPC calls from {unary_load}; the stream from {config.load_processes} Python client "
+        "process(es) (grpc.aio), the HTTP row from as many (aiohttp over HTTP/1.1 with keep-alive); on the same "
+        "machine as the servers, up to 16 connections per gRPC scenario",
         "v2 http: the 256-image v2 requests as tritonclient.http sends them (JSON header, binary input, every "
         "output binary), against the same server as the gRPC row before it",
-        f"servers: `python -m serve` with its defaults ({server_defaults()})"
+        f"servers: `python -m serve --workers {config.server_workers}` with its defaults ({server_defaults()})"
         + (f" and {' '.join(config.server_flags)}" if config.server_flags else "")
-        + "; the batching-off server adds --no-batching",
-        "cpu ms/req: CPU time of the server process (all threads) and of the client processes per request; "
+        + "; the batching-off server adds --no-batching; the --workers N rows each have their own server; the "
+        "naive server is bench/_naive_server.py (grpc.server, 16 threads, one ONNX Runtime run of 2 threads per call)",
+        "cpu ms/req: CPU time of the server's processes (all threads, supervisor and workers) and of the client "
+        "processes per request; "
         "ORT ms/batch: the server's own ONNX Runtime call (its Prometheus metrics), avg batch: images per call",
     ]
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
@@ -711,7 +794,8 @@ def run_benchmark(config: ServeBenchConfig) -> dict:
                     round_rows = []
                     for scenario in chosen:
                         before = references.measure(scenario)
-                        row = run_scenario(scenario, servers[server_label(scenario)], generators, payloads, config)
+                        server = servers[server_label(scenario, config)]
+                        row = run_scenario(scenario, server, generators, payloads, config, workdir)
                         attach_reference(row, references.reference(scenario, before, references.measure(scenario)))
                         row["round"] = round_number
                         round_rows.append(row)
@@ -731,7 +815,7 @@ def run_benchmark(config: ServeBenchConfig) -> dict:
          "exit_status": statuses[label]}
         for label in servers
     ]
-    document["targets"] = targets_over_rounds(rounds, usable_cores())
+    document["targets"] = targets_over_rounds(rounds, usable_cores(), config.server_workers)
     return document
 
 
@@ -741,28 +825,6 @@ def server_defaults() -> str:
     defaults = ServerConfig()
     return (f"{defaults.runtime.instances} instances, batches up to {defaults.batching.max_batch_size} images or "
             f"{defaults.batching.max_delay_ms:g} ms, inline below {defaults.batching.inline_max_ms:g} ms")
-
-
-def server_label(scenario: Scenario) -> str:
-    if scenario.api == BARE:
-        return BARE_SERVER
-    return BATCHING_ON_SERVER if scenario.batching else BATCHING_OFF_SERVER
-
-
-def start_servers(chosen: list[Scenario], model_file: Path, config: ServeBenchConfig, workdir: Path) -> dict:
-    """The servers the scenarios need, all started before the first round, keyed by server_label."""
-    servers: dict[str, ServerProcess] = {}
-    try:
-        for label in dict.fromkeys(server_label(scenario) for scenario in chosen):
-            if label == BARE_SERVER:
-                servers[label] = start_bare_server(workdir)
-            else:
-                servers[label] = start_server(model_file, label == BATCHING_ON_SERVER, config, workdir)
-    except BaseException:
-        for server in servers.values():
-            server.stop()
-        raise
-    return servers
 
 
 def _model_under_test(config: ServeBenchConfig, workdir: Path) -> tuple[Path, str, tuple[int, int], str]:
@@ -824,7 +886,8 @@ def render(document: dict) -> str:
         parts.append(f"errors in {row['scenario']}: {row['errors_by_code']}; first: {row['first_error']}")
     parts += ["", "targets:"]
     for target in document["targets"]:
-        line = f"  [{'met' if target['met'] else 'MISSED'}] {target['target']}: {fmt(target['value'])}"
+        verdict = "info" if target["met"] is None else "met" if target["met"] else "MISSED"
+        line = f"  [{verdict}] {target['target']}: {fmt(target['value'])}"
         if len(target.get("rounds", ())) > 1:
             line += f" (rounds: {', '.join(fmt(v) for v in target['rounds'])})"
         if "ceiling" in target:
@@ -851,6 +914,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device)
     parser.add_argument("--server-flag", dest="server_flags", action="append", default=[], metavar="FLAG",
                         help="extra flag for `python -m serve` (repeatable; e.g. --server-flag=--max-delay-ms=1)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="--workers of the servers under test (default: the server's own, one per core)")
+    parser.add_argument("--scaling-workers", default=",".join(map(str, defaults.scaling_workers)),
+                        help="worker counts of the scaling rows, comma-separated (default: %(default)s; on a GPU "
+                             "machine with --device cuda, e.g. 1,2,4,8)")
+    parser.add_argument("--load-generator", choices=["auto", H2LOAD, PYTHON_LOAD], default=defaults.load_generator,
+                        help="what drives unary calls: h2load, Python grpc.aio clients, or auto (h2load when "
+                             "installed; default)")
     parser.add_argument("--runs-dir", type=Path, default=defaults.runs_dir)
     parser.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     parser.add_argument("--output", type=Path, default=defaults.output, help="JSON result file (default: %(default)s)")
@@ -862,11 +933,20 @@ def config_from_args(args: argparse.Namespace) -> ServeBenchConfig:
     values = dict(
         model=args.model, model_file=args.model_file, load_processes=args.load_processes, device=args.device,
         server_flags=tuple(args.server_flags), runs_dir=args.runs_dir, data_dir=args.data_dir, output=args.output,
+        workers=args.workers, scaling_workers=parse_worker_counts(args.scaling_workers),
+        load_generator=args.load_generator,
     )
     if args.quick:
         return ServeBenchConfig.quick_mode(**values)
     return ServeBenchConfig(seconds=args.seconds, warmup_seconds=args.warmup, baseline_seconds=args.baseline_seconds,
                             rounds=args.rounds, **values)
+
+
+def parse_worker_counts(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"--scaling-workers takes worker counts separated by commas, got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,14 +5,19 @@ inference.GRPCInferenceService (tensors in, tensors out: Triton's and KServe's c
 unchanged), grpc.health.v1.Health and server reflection; on the HTTP port (8000): KServe v2 over
 REST, the digits API over HTTP and a page where a person draws a digit.
 
+With --workers N (default: one per core, up to 8) N such servers share the ports under a supervisor
+that restarts any that dies and serves their summed metrics (serve/workers.py); --workers 1 is one
+process that does it all.
+
 Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT: health turns NOT_SERVING; calls are still
 answered for up to 1 s while clients move away, then new ones are refused with UNAVAILABLE; calls
 in flight get the grace period to finish); 2 when it cannot start (bad flags, a missing or corrupt
-model file, --device cuda without a usable GPU, TLS files, port in use).
+model file, --device cuda without a usable GPU, TLS files, port in use); 1 when a worker did not drain
+cleanly.
 
 SIGHUP re-reads the model repository: new and changed versions are loaded, warmed up and swapped
 in while serving, versions the policy no longer wants are drained and unloaded (in explicit mode,
-only the models loaded are re-read).
+only the models loaded are re-read). With workers, the supervisor passes it on to every worker.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from serve.core.repository import ModelLoadError, ModelRepository
 from serve.core.sessions import DEVICES, DeviceUnavailable, RuntimeOptions
 from serve.api.http_server import DEFAULT_HTTP_PORT
 from serve.server import DEFAULT_PORT, MiB, Server, ServerConfig, ServerStartError
+from serve.workers import Supervisor, WorkersConfig, bind_to_supervisor, default_workers, worker_error_file
 
 log = logging.getLogger("serve")
 
@@ -122,14 +128,38 @@ def build_parser() -> argparse.ArgumentParser:
                                "`authorization: Bearer <token>` (health checks are exempt)")
 
     operations = parser.add_argument_group("operations")
+    operations.add_argument("--workers", type=int, default=argparse.SUPPRESS,
+                            help="server processes sharing the ports (SO_REUSEPORT), each with its share of the cores, "
+                                 f"under a supervisor that restarts them; 1: this process serves alone (default: one "
+                                 f"per core, up to 8, here {default_workers()}; 1 with --model-control-mode explicit)")
+    # Set by the supervisor on the workers it starts: which worker this is, and whose.
+    operations.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    operations.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)
     operations.add_argument("--metrics-port", type=int, default=0,
                             help="Prometheus metrics on http://HOST:PORT/metrics (0: off)")
     operations.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
 
+def worker_count(args: argparse.Namespace) -> int:
+    """--workers, or its default; ValueError when it cannot work with the other flags."""
+    explicit = args.model_control_mode == "explicit"
+    workers = getattr(args, "workers", None)  # absent unless given: its default depends on the other flags
+    if workers is None:
+        # A load or unload through the repository extension changes the models of the one process
+        # that answers it: with several workers they would disagree.
+        return 1 if explicit else default_workers()
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if workers > 1 and explicit:
+        raise ValueError("--model-control-mode explicit needs --workers 1: a load or unload would reach one worker "
+                         "only (poll and none re-read the repository in every worker; SIGHUP reaches them all)")
+    return workers
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
-    """The ServerConfig the flags describe; ValueError with the flag's problem when they are wrong."""
+    """The ServerConfig the flags describe (of one worker, with --workers); ValueError with the flag's problem."""
+    workers = worker_count(args)
     if args.no_batching:
         batching = BatchingOptions.disabled(max_queue_images=args.max_queue_images, inline_max_ms=args.inline_max_ms)
     else:
@@ -143,7 +173,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         host=args.host,
         port=args.port,
         http_port=None if args.no_http else args.http_port,
-        runtime=RuntimeOptions(device=args.device, intra_op_threads=args.intra_op_threads, instances=args.instances),
+        runtime=RuntimeOptions(device=args.device, intra_op_threads=args.intra_op_threads, instances=args.instances,
+                               workers=workers),
         batching=batching,
         limits=RequestLimits(
             max_images_per_request=args.max_images_per_request,
@@ -159,6 +190,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         metrics_port=args.metrics_port or None,
         grace_s=args.grace_seconds,
         port_file=args.port_file,
+        share_ports=args.worker_of is not None,
     )
 
 
@@ -201,17 +233,38 @@ async def serve(config: ServerConfig, repository: ModelRepository | None) -> int
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker = f"worker {args.worker_index} " if args.worker_of is not None else ""
+    logging.basicConfig(level=args.log_level, format=f"%(asctime)s %(levelname)s {worker}%(name)s: %(message)s")
     try:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))  # exits 2 with the usage line
+    if args.worker_of is not None:
+        return run_worker(config, args.worker_of)
     try:
+        if config.runtime.workers > 1:
+            return Supervisor(WorkersConfig(
+                count=config.runtime.workers, argv=tuple(argv), host=config.host, port=config.port, http_port=config.http_port,
+                metrics_port=config.metrics_port, port_file=config.port_file, grace_s=config.grace_s,
+            )).run()
         repository = ModelRepository.load(config.model_paths, config.runtime) if config.model_paths else None
         return asyncio.run(serve(config, repository))
     except (ModelLoadError, DeviceUnavailable, ServerStartError) as exc:
         print(f"python -m serve: error: {exc}", file=sys.stderr)
+        return EXIT_START_FAILED
+
+
+def run_worker(config: ServerConfig, supervisor_pid: int) -> int:
+    """One of the supervisor's workers: its start-up error goes to the supervisor, which says it once."""
+    if not bind_to_supervisor(supervisor_pid):
+        return EXIT_OK  # the supervisor is gone already: nothing to serve for
+    try:
+        repository = ModelRepository.load(config.model_paths, config.runtime) if config.model_paths else None
+        return asyncio.run(serve(config, repository))
+    except (ModelLoadError, DeviceUnavailable, ServerStartError) as exc:
+        worker_error_file(config.port_file).write_text(str(exc))
         return EXIT_START_FAILED
 
 

@@ -83,6 +83,8 @@ class ServerConfig:
     # Written with the bound gRPC port (and the HTTP port on a second line) once the server accepts
     # requests (useful with port 0).
     port_file: Path | None = None
+    # Listen with SO_REUSEPORT, as one of the workers of a server that share its ports (serve/workers.py).
+    share_ports: bool = False
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -176,13 +178,14 @@ class Server:
             await models.start(list(self.repository) if self.repository is not None else ())
             self.metrics.watch_statistics(models.all_statistics)
             self._grpc = GrpcFrontDoor(dataplane, self.metrics, self.admission, tokens, config.max_message_bytes,
-                                       config.max_concurrent_rpcs, on_denied=self._count_denied)
+                                       config.max_concurrent_rpcs, on_denied=self._count_denied,
+                                       share_port=config.share_ports)
             self.port = await self._grpc.start(config.host, config.port, tls)
             if config.http_port is not None:
                 self._http = HttpFrontDoor(build_app(
                     dataplane, self.metrics, self.admission, tokens, config.max_message_bytes,
                     [http_extensions.add_routes, http_kserve.add_routes, http_digits.add_routes, http_page.add_routes],
-                ))
+                ), share_port=config.share_ports)
                 self.http_port = await self._http.start(config.host, config.http_port, tls)
             await self._grpc.set_serving([model.name for model in dataplane.models()])
             if config.metrics_port is not None:

@@ -58,6 +58,7 @@ class GrpcFrontDoor:
         max_message_bytes: int,
         max_concurrent_rpcs: int | None,
         on_denied: Callable[[str, str, str], None] | None = None,
+        share_port: bool = False,
     ) -> None:
         self.dataplane = dataplane
         interceptors = []
@@ -70,8 +71,9 @@ class GrpcFrontDoor:
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
-                # A second server on a port in use must fail, not silently share it.
-                ("grpc.so_reuseport", 0),
+                # A second server on a port in use must fail, not silently share it; the workers of
+                # one server (serve/workers.py) share theirs on purpose.
+                ("grpc.so_reuseport", 1 if share_port else 0),
             ],
             maximum_concurrent_rpcs=max_concurrent_rpcs,
         )

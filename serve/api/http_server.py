@@ -173,8 +173,11 @@ def _code_name(status: int) -> str:
 
 
 class HttpFrontDoor:
-    def __init__(self, app: web.Application) -> None:
+    def __init__(self, app: web.Application, share_port: bool = False) -> None:
         self._app = app
+        # SO_REUSEPORT only for the workers of one server (serve/workers.py): a lone server must find
+        # a port in use refused.
+        self._share_port = share_port
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int, tls: tuple[bytes, bytes, bytes | None] | None) -> int:
@@ -182,7 +185,7 @@ class HttpFrontDoor:
         ssl_context = tls_context(*tls) if tls is not None else None
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, reuse_port=False)
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, reuse_port=self._share_port)
         try:
             await site.start()
         except OSError as exc:

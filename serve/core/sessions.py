@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import re
 import sys
@@ -54,6 +55,8 @@ class RuntimeOptions:
     intra_op_threads: int = 0
     # Runs of one session that may happen at once (the batcher's instances); they share the cores.
     instances: int = 1
+    # Server processes sharing the machine's cores (--workers): each gets its share of them.
+    workers: int = 1
     # Idle ORT worker threads spin for a while before sleeping. That buys a little latency on an
     # idle many-core machine but steals the cores the gRPC event loop needs on a small one, so
     # spinning is off by default for serving.
@@ -69,26 +72,40 @@ class RuntimeOptions:
             raise ValueError(f"intra_op_threads must be >= 0 (0 = automatic), got {self.intra_op_threads}")
         if self.instances < 1:
             raise ValueError(f"instances must be >= 1, got {self.instances}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
     def threads_per_run(self) -> int:
         """intra_op_num_threads for the session (0: ONNX Runtime's default, one per physical core).
 
-        One instance gets ORT's default. Several instances split the usable cores between them, so
-        that concurrent runs neither oversubscribe the cores nor queue on one shared pool; on two
-        cores with two instances each run works on its own calling thread alone (no pool, no
-        hand-offs between threads inside a run).
+        One instance in one process gets ORT's default. Otherwise the usable cores are split between
+        every run that may happen at once (instances x workers), so that concurrent runs neither
+        oversubscribe the cores nor queue on one shared pool; on two cores with two instances each
+        run works on its own calling thread alone (no pool, no hand-offs between threads inside a run).
         """
-        if self.intra_op_threads or self.instances == 1:
+        if self.intra_op_threads or self.instances * self.workers == 1:
             return self.intra_op_threads
-        return max(1, usable_cpus() // self.instances)
+        return max(1, usable_cpus() // (self.instances * self.workers))
 
 
 def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
+    """CPUs this process may use: its affinity mask (which taskset and cpusets narrow), and no more than
+    its container's CPU limit rounded up (a Kubernetes limit of 2 CPUs on a 64-core node is 2)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS has no affinity masks
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return max(1, min(cpus, math.ceil(limit))) if limit is not None else cpus
+
+
+def cgroup_cpu_limit(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> float | None:
+    """CPUs the cgroup (v2) may use per period, e.g. 1.5; None when unlimited or unknown."""
+    try:
+        quota, period = cpu_max.read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from certificates import issue, make_ca
 from serve_testing import REPO_ROOT  # noqa: F401  (puts bench/ on the import path)
 from bench import reliability
-from bench._reliability_processes import ServerProcess
+from bench._processes import ServerProcess
 from serve.api.auth import BearerTokens, TokenFileError, read_tokens
 from serve.client import ClientError, DigitClient
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc

@@ -3,8 +3,6 @@ new ones are refused, and the process exits 0."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -12,19 +10,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from serve_testing import REPO_ROOT  # noqa: F401  (puts bench/ on the import path)
+from bench._processes import ServerProcess
 from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
-from serve_testing import REPO_ROOT, offline_probabilities
-
-
-def _wait_for_port(port_file, process, timeout=60.0) -> int:
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        if port_file.exists() and port_file.read_text().strip():
-            return int(port_file.read_text().split()[0])
-        if process.poll() is not None:
-            raise AssertionError(f"server exited early: {process.stderr.read()}")
-        time.sleep(0.05)
-    raise AssertionError("server did not start")
+from serve_testing import offline_probabilities
 
 
 class HealthWatch:
@@ -53,16 +42,10 @@ class HealthWatch:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_drains_requests_in_flight_and_exits_0(signum, model_dir, mnist_test_set, tmp_path):
     images, _ = mnist_test_set
-    port_file = tmp_path / "port"
     # Batches wait up to 3 s to fill: requests are still in flight when the signal arrives.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serve", "--model", str(model_dir / "centroid.onnx"), "--port", "0", "--http-port", "0",
-         "--port-file", str(port_file), "--device", "cpu", "--max-delay-ms", "3000", "--grace-seconds", "20"],
-        cwd=REPO_ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )
-    try:
-        port = _wait_for_port(port_file, process)
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with ServerProcess([model_dir / "centroid.onnx"], tmp_path, flags=("--max-delay-ms", "3000"), grace_s=20) as server:
+        process = server.process
+        with grpc.insecure_channel(server.target) as channel:
             watch = HealthWatch(channel)
             assert watch.serving.wait(10)
             stub = digits_pb2_grpc.DigitClassifierStub(channel)
@@ -85,10 +68,6 @@ def test_a_signal_drains_requests_in_flight_and_exits_0(signum, model_dir, mnist
             with pytest.raises(grpc.RpcError) as refused:
                 stub.Classify(requests[0], timeout=5)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-        stderr = process.stderr.read()
-        assert f"{signal.Signals(signum).name}: draining" in stderr and "server stopped" in stderr
-        assert "Traceback" not in stderr, stderr
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        log = server.log_text()
+        assert f"{signal.Signals(signum).name}: draining" in log and "server stopped" in log
+        assert "Traceback" not in log, log

@@ -197,7 +197,7 @@ def test_help_documents_every_flag(capsys):
     for flag in ("--model", "--device", "--host", "--port", "--max-batch-size", "--max-delay-ms", "--no-batching",
                  "--worker-threads", "--max-message-mb", "--max-images-per-request", "--max-image-bytes",
                  "--max-image-pixels", "--tls-cert", "--tls-key", "--tls-client-ca", "--token-file",
-                 "--metrics-port", "--grace-seconds", "--intra-op-threads", "--instances"):
+                 "--metrics-port", "--grace-seconds", "--intra-op-threads", "--instances", "--workers"):
         assert flag in text, flag
 
 
@@ -206,12 +206,13 @@ def test_flags_fill_the_server_config(model_dir, tmp_path):
         ["--model", str(model_dir), "--host", "0.0.0.0", "--port", "0", "--http-port", "0", "--device", "cpu", "--max-batch-size", "64",
          "--max-delay-ms", "1.5", "--worker-threads", "3", "--max-message-mb", "2", "--max-images-per-request", "10",
          "--max-image-bytes", "1000", "--max-image-pixels", "5000", "--metrics-port", "0", "--grace-seconds", "3",
-         "--token-file", str(tmp_path / "t"), "--intra-op-threads", "1", "--instances", "3",
+         "--token-file", str(tmp_path / "t"), "--intra-op-threads", "1", "--instances", "3", "--workers", "4",
          "--port-file", str(tmp_path / "port")]
     )
     config = serve_main.config_from_args(args)
     assert config.model_paths == (model_dir,) and config.host == "0.0.0.0" and config.port == 0
-    assert config.runtime == RuntimeOptions(device="cpu", intra_op_threads=1, instances=3)
+    assert config.runtime == RuntimeOptions(device="cpu", intra_op_threads=1, instances=3, workers=4)
+    assert not config.share_ports, "only the workers a supervisor starts share their ports"
     assert (config.batching.max_batch_size, config.batching.max_delay_ms) == (64, 1.5)
     assert config.worker_threads == 3 and config.max_message_bytes == 2 * 1024 * 1024
     assert config.limits.max_images_per_request == 10

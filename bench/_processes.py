@@ -1,19 +1,24 @@
-"""Real processes for the reliability runs: `python -m serve` servers and load generators.
+"""Real processes for tests and benchmarks: `python -m serve` and its peers as servers, and load generators.
 
-A `ServerProcess` is the server as an operator runs it (its own process, a port picked by the
-kernel and written to --port-file, its log in a file), with what a fault-injection run needs:
-its resident memory (/proc/PID/status VmRSS), SIGTERM, SIGKILL, and its exit status. A
+A `ServerProcess` is a server as an operator runs it (its own process, a port picked by the kernel
+and written to --port-file, its log in a file), with what tests and benchmarks read off it: its
+ports, its Prometheus metrics, the CPU time and resident memory of the server's processes (with
+--workers N, the supervisor and every worker), its worker processes, SIGTERM, SIGKILL and its exit
+status. The benchmark's peers (the bare and the naive gRPC servers) run under the same class. A
 `LoadProcess` runs bench/_reliability_traffic.py on a LoadSpec. Everything listens on and talks to
 127.0.0.1 only, and every wait is bounded.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,6 +30,7 @@ from bench._reliability_traffic import LoadResult, LoadSpec
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAFFIC_MODULE = "bench._reliability_traffic"
 MiB = 1024 * 1024
+START_TIMEOUT_S = 120.0
 
 
 class ProcessError(RuntimeError):
@@ -61,6 +67,26 @@ def reset_peak_rss(pid: int) -> bool:
         return False
 
 
+def child_pids(pid: int) -> list[int]:
+    """The direct children of a process (Linux /proc/PID/task/*/children)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return children
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU time of every thread of a live process; 0 once it has exited."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -68,23 +94,55 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
+def serve_command(model_paths, port_file: Path, *, workers: int = 1, device: str = "cpu", grace_s: float = 10.0,
+                  metrics_port: int | None = None, flags: tuple[str, ...] = ()) -> list[str]:
+    """`python -m serve` on 127.0.0.1, both ports picked by the kernel, announced in port_file."""
+    command = [sys.executable, "-m", "serve", "--host", "127.0.0.1", "--port", "0", "--http-port", "0",
+               "--port-file", str(port_file), "--device", device, "--grace-seconds", str(grace_s),
+               "--workers", str(workers)]
+    if metrics_port is not None:
+        command += ["--metrics-port", str(metrics_port)]
+    for path in model_paths:
+        command += ["--model", str(path)]
+    return command + list(flags)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class ServerProcess:
-    """`python -m serve` on 127.0.0.1 and a free port; a context manager that never leaves it running."""
+    """`python -m serve` on 127.0.0.1 and a free port; a context manager that never leaves it running.
+
+    One worker unless `workers` says otherwise. `metrics` gives it a Prometheus port (metrics_port).
+    `ServerProcess.program` runs another server that takes --port-file (the benchmark's peers).
+    """
 
     def __init__(self, model_paths, workdir: Path, name: str = "server", flags: tuple[str, ...] = (),
-                 grace_s: float = 10.0) -> None:
+                 grace_s: float = 10.0, *, workers: int = 1, device: str = "cpu", metrics: bool = False) -> None:
         self.workdir = Path(workdir)
         self.name = name
         self.grace_s = grace_s
+        self.workers = workers
         self.port_file = self.workdir / f"{name}.port"
         self.log_path = self.workdir / f"{name}.log"
-        self.command = [sys.executable, "-m", "serve", "--host", "127.0.0.1", "--port", "0", "--http-port", "0",
-                        "--port-file", str(self.port_file), "--device", "cpu", "--grace-seconds", str(grace_s)]
-        for path in model_paths:
-            self.command += ["--model", str(path)]
-        self.command += list(flags)
+        self.metrics_port = free_port() if metrics else None
+        self.command = serve_command(model_paths, self.port_file, workers=workers, device=device, grace_s=grace_s,
+                                     metrics_port=self.metrics_port, flags=flags)
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
+        self.http_port: int | None = None
+
+    @classmethod
+    def program(cls, module_and_args: list[str], workdir: Path, name: str) -> "ServerProcess":
+        """Another server program, `python -m MODULE ARGS --port-file PATH`, without metrics."""
+        server = cls((), workdir, name)
+        server.command = [sys.executable, "-m", *module_and_args, "--port-file", str(server.port_file)]
+        return server
 
     @property
     def pid(self) -> int:
@@ -93,6 +151,11 @@ class ServerProcess:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_target(self) -> str | None:
+        """host:port of the HTTP front door (None for a server without one)."""
+        return f"127.0.0.1:{self.http_port}" if self.http_port is not None else None
 
     def launch(self) -> "ServerProcess":
         """Start the process without waiting for it to serve (several can start at once)."""
@@ -103,12 +166,14 @@ class ServerProcess:
                                             stdin=subprocess.DEVNULL)
         return self
 
-    def wait_until_serving(self, timeout: float = 120.0) -> "ServerProcess":
-        """Wait for --port-file, which the server writes once it accepts calls."""
+    def wait_until_serving(self, timeout: float = START_TIMEOUT_S) -> "ServerProcess":
+        """Wait for --port-file, which the server writes once it accepts calls (every worker, with workers)."""
         give_up = time.monotonic() + timeout
         while time.monotonic() < give_up:
             if self.port_file.exists() and self.port_file.read_text().strip():
-                self.port = int(self.port_file.read_text().split()[0])
+                ports = [int(port) for port in self.port_file.read_text().split()]
+                self.port = ports[0]
+                self.http_port = ports[1] if len(ports) > 1 else None
                 return self
             if self.process.poll() is not None:
                 raise ProcessError(f"{self.name} exited with {self.process.returncode} while starting:\n{_tail(self.log_path)}")
@@ -116,8 +181,53 @@ class ServerProcess:
         self.kill()
         raise ProcessError(f"{self.name} did not start within {timeout:.0f} s:\n{_tail(self.log_path)}")
 
-    def start(self, timeout: float = 120.0) -> "ServerProcess":
+    def start(self, timeout: float = START_TIMEOUT_S) -> "ServerProcess":
         return self.launch().wait_until_serving(timeout)
+
+    # The server's processes
+
+    def worker_pids(self) -> list[int]:
+        """With --workers N, the workers alive now; otherwise the server itself."""
+        return child_pids(self.pid) if self.workers > 1 else [self.pid]
+
+    def pids(self) -> list[int]:
+        """Every process of the server: the supervisor and its workers, or the server alone."""
+        return [self.pid, *child_pids(self.pid)] if self.workers > 1 else [self.pid]
+
+    def cpu_seconds(self) -> float:
+        """CPU time so far of every process of the server (a worker that died takes its share along)."""
+        return sum(cpu_seconds_of(pid) for pid in self.pids())
+
+    def memory_mib(self) -> dict[str, float]:
+        """Resident memory now (VmRSS) and at its peak (VmHWM) summed over the server's processes, MiB."""
+        pids = self.pids()
+        rss = [read_rss_bytes(pid) or 0 for pid in pids]
+        peak = [read_peak_rss_bytes(pid) or 0 for pid in pids]
+        return {"rss_mib": sum(rss) / MiB, "peak_rss_mib": sum(peak) / MiB}
+
+    def metrics_text(self) -> str:
+        if self.metrics_port is None:
+            raise ProcessError(f"{self.name} was started without a metrics port")
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as answer:
+            return answer.read().decode()
+
+    def metric_total(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples (every label set matching `labels`) from the Prometheus endpoint."""
+        return self.metric_totals((name,), **labels)[name]
+
+    def metric_totals(self, names, **labels: str) -> dict[str, float]:
+        """metric_total of several metrics, from one scrape (so that they describe the same moment)."""
+        text = self.metrics_text()
+        totals = {}
+        for name in names:
+            totals[name] = 0.0
+            for match in re.finditer(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$", text, re.MULTILINE):
+                found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
+                if all(found.get(key) == value for key, value in labels.items()):
+                    totals[name] += float(match.group(2))
+        return totals
+
+    # Signals and exit
 
     def terminate(self) -> float:
         """Send SIGTERM; returns the wall-clock time it was sent."""
@@ -138,16 +248,38 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             return None
 
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, and its exit status (SIGKILL when it does not exit within `timeout`)."""
+        if self.process.poll() is None:
+            self.terminate()
+            if self.wait(timeout) is None:
+                self.kill()
+                self.process.wait()
+        return self.process.returncode
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def output(self, characters: int = 4000) -> str:
+        return self.log_text()[-characters:]
 
     def __enter__(self) -> "ServerProcess":
         return self.start() if self.process is None else self
 
     def __exit__(self, *exc_info) -> None:
         if self.process is not None and self.process.poll() is None:
+            workers = child_pids(self.pid) if self.workers > 1 else []
+            if workers:
+                # A supervisor stopped at once still removes its metrics folder; a killed one cannot.
+                self.terminate()
+                self.wait(2.0)
             self.kill()
             self.process.wait(10)
+            for pid in workers:  # they would drain on their own once the supervisor is gone: do not wait
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
 
 def health_status(target: str, service: str = "", timeout: float = 5.0) -> str:
