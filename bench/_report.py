@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -115,3 +116,18 @@ def write_json(path: Path, document: dict[str, Any]) -> Path:
         f.write("\n")
     os.replace(f.name, path)
     return path
+
+
+def run_and_report(prog: str, run: Callable[[], dict[str, Any]], render: Callable[[dict[str, Any]], str],
+                   output: Path, errors: tuple[type[BaseException], ...]) -> int:
+    """A benchmark's last step: run it, print its table, write its JSON; exit status 2 with one line
+    when it cannot run (`errors`), 0 when it ran (a missed target is reported, not failed)."""
+    try:
+        document = run()
+    except errors as exc:
+        print(f"python -m {prog}: error: {exc}", file=sys.stderr)
+        return 2
+    print(render(document))
+    path = write_json(output, document)
+    print(f"\nwrote {path}")
+    return 0

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from bench._machine import describe_machine, finish_machine_record, machine_summary, usable_cores
-from bench._report import RESULTS_DIR, Latency, format_table, ratio, result_document, write_json
+from bench._report import RESULTS_DIR, Latency, format_table, ratio, result_document, run_and_report
 from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
 
 log = logging.getLogger("bench.inference")
@@ -373,15 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     not_classifiers = [name for name in config.models if name not in list_models() or not get_model_spec(name).is_classifier]
     if not_classifiers:
         parser.error(f"{', '.join(not_classifiers)}: not digit classifiers of the zoo; choose from {', '.join(CLASSIFIERS)}")
-    try:
-        document = run_benchmark(config)
-    except (BenchSetupError, ExportError, UnknownModelError) as exc:
-        print(f"python -m bench.inference: error: {exc}", file=sys.stderr)
-        return 2
-    print(render(document))
-    path = write_json(config.output, document)
-    print(f"\nwrote {path}")
-    return 0
+    return run_and_report("bench.inference", lambda: run_benchmark(config), render, config.output, (BenchSetupError, ExportError, UnknownModelError))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from bench._machine import describe_machine, finish_machine_record, machine_summary
-from bench._report import RESULTS_DIR, format_table, ratio, result_document, write_json
+from bench._report import RESULTS_DIR, format_table, ratio, result_document, run_and_report
 from bench._sample_images import KINDS, ImageKind
 from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
 from serve.images.digit_format import DIGIT_BOX, DIGIT_SHAPE
@@ -318,15 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    try:
-        document = run_benchmark(config)
-    except BenchError as exc:
-        print(f"python -m bench.preprocess: error: {exc}", file=sys.stderr)
-        return 2
-    print(render(document))
-    path = write_json(config.output, document)
-    print(f"\nwrote {path}")
-    return 0
+    return run_and_report("bench.preprocess", lambda: run_benchmark(config), render, config.output, (BenchError,))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ from bench._load import (
 )
 from bench._machine import describe_machine, finish_machine_record, machine_summary, usable_cores
 from bench._processes import ServerProcess
-from bench._report import RESULTS_DIR, Latency, fmt, format_table, ratio, result_document, write_json
+from bench._report import RESULTS_DIR, Latency, fmt, format_table, ratio, result_document, run_and_report
 from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
 from serve.images.digit_format import DIGIT_SIZE, pixels_from_uint8
 
@@ -958,15 +958,7 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    try:
-        document = run_benchmark(config)
-    except BenchError as exc:
-        print(f"python -m bench.serve: error: {exc}", file=sys.stderr)
-        return 2
-    print(render(document))
-    path = write_json(config.output, document)
-    print(f"\nwrote {path}")
-    return 0
+    return run_and_report("bench.serve", lambda: run_benchmark(config), render, config.output, (BenchError,))
 
 
 if __name__ == "__main__":
