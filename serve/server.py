@@ -21,7 +21,7 @@ from pathlib import Path
 from serve.api import http_digits, http_extensions, http_kserve, http_page
 from serve.api.auth import BearerTokens, read_tokens
 from serve.api.grpc_server import GrpcFrontDoor
-from serve.api.http_server import DEFAULT_HTTP_PORT, HttpFrontDoor, build_app
+from serve.api.http_server import DEFAULT_HTTP_PORT, HttpFrontDoor, build_app, tls_context
 from serve.api.metrics import Metrics
 from serve.api.network import FrontDoorError, address, read_tls_files
 from serve.core.admission import Admission
@@ -186,7 +186,8 @@ class Server:
                     dataplane, self.metrics, self.admission, tokens, config.max_message_bytes,
                     [http_extensions.add_routes, http_kserve.add_routes, http_digits.add_routes, http_page.add_routes],
                 ), share_port=config.share_ports)
-                self.http_port = await self._http.start(config.host, config.http_port, tls)
+                http_tls = tls_context(config.tls_cert, config.tls_key, config.tls_client_ca) if tls else None
+                self.http_port = await self._http.start(config.host, config.http_port, http_tls)
             await self._grpc.set_serving([model.name for model in dataplane.models()])
             if config.metrics_port is not None:
                 try:

@@ -17,6 +17,7 @@ import logging
 import math
 import ssl
 import time
+from pathlib import Path
 from typing import Callable
 
 from aiohttp import web
@@ -47,10 +48,8 @@ HTTP_STATUS = {
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,
 }
-# Keys of the request the handlers read: which (service, method) a route is, for the metrics.
-ROUTE_NAME = web.AppKey("route_name", dict)
+# What the handlers read from the app: the data plane, and the body-size limit.
 DATAPLANE = web.AppKey("dataplane", DataPlane)
-# The body-size limit (client_max_size), for handlers that stream a body instead of reading it whole.
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 # The call's deadline on the event loop's clock (None: none), set by the middleware.
 DEADLINE = web.RequestKey("deadline", float)
@@ -180,9 +179,8 @@ class HttpFrontDoor:
         self._share_port = share_port
         self._runner: web.AppRunner | None = None
 
-    async def start(self, host: str, port: int, tls: tuple[bytes, bytes, bytes | None] | None) -> int:
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> int:
         """Bind and start; returns the bound port."""
-        ssl_context = tls_context(*tls) if tls is not None else None
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, reuse_port=self._share_port)
@@ -200,20 +198,14 @@ class HttpFrontDoor:
             self._runner = None
 
 
-def tls_context(cert_pem: bytes, key_pem: bytes, client_ca_pem: bytes | None) -> ssl.SSLContext:
-    """A server TLS context from PEM bytes (ssl wants files: written to a private temporary folder)."""
-    import os
-    import tempfile
-
+def tls_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:
+    """The server's TLS context from the same PEM files as gRPC's (read_tls_files has checked them)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    with tempfile.TemporaryDirectory() as folder:
-        cert_path, key_path = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
-        with open(cert_path, "wb") as f:
-            f.write(cert_pem)
-        with os.fdopen(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
-            f.write(key_pem)
-        context.load_cert_chain(cert_path, key_path)
-    if client_ca_pem is not None:
-        context.load_verify_locations(cadata=client_ca_pem.decode("ascii"))
-        context.verify_mode = ssl.CERT_REQUIRED
+    try:
+        context.load_cert_chain(cert, key)
+        if client_ca is not None:
+            context.load_verify_locations(cafile=client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (ssl.SSLError, OSError) as exc:
+        raise FrontDoorError(f"cannot use the TLS files {cert}, {key} for HTTP: {exc}") from exc
     return context

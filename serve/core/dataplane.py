@@ -165,7 +165,7 @@ class DataPlane:
     # Inference
     async def infer(self, request: InferRequest, deadline: float | None = None) -> InferResult:
         """A v2 request's outputs (those it named, in its order), from the model's batcher or alone."""
-        with self.manager.lease(request.model_name, request.model_version) as served:
+        with self.manager.served(request.model_name, request.model_version) as served:
             model = served.model
             started = time.perf_counter()
             succeeded = False
@@ -187,7 +187,7 @@ class DataPlane:
         `model_version` empty: the newest version served (of the default classifier, when
         `model_name` is empty too); else that version, NOT_FOUND when it is not served.
         """
-        with self.manager.lease(self.manager.classifier(model_name, model_version).model.name, model_version) as served:
+        with self.manager.classifier(model_name, model_version) as served:
             model = served.model
             started = time.perf_counter()
             succeeded = False

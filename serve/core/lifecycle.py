@@ -233,7 +233,8 @@ class ModelManager:
 
     # What calls use
     def served(self, name: str, version: str = "") -> ServedVersion:
-        """The version a call uses: the one named, or the newest served."""
+        """The version a call uses: the one named, or the newest served. A call holds it with
+        `with manager.served(...) as served:`, so that it is not closed until the call is answered."""
         versions = self._served.get(name)
         if not versions:
             raise ModelNotFound(self._not_served(name))
@@ -257,10 +258,6 @@ class ModelManager:
             return f"model {name!r} is not being served ({reasons}); this server serves: {served}"
         return f"unknown model {name!r}; this server has: {served}"
 
-    def lease(self, name: str, version: str = "") -> ServedVersion:
-        """Hold a version for one call (`with manager.lease(...) as served:`): it is not closed until
-        every call holding it is answered."""
-        return self.served(name, version)
 
     def newest(self) -> list[ServedVersion]:
         """The newest served version of every model, in the order they were loaded."""

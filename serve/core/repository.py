@@ -23,7 +23,6 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
 from serve.core.errors import ModelNotFound
 from serve.core.model_card import ModelCard, ModelCardError
-from serve.core.model_config import PLATFORM  # noqa: F401  (the front doors read it from here)
 from serve.core.sessions import RuntimeOptions, SessionInfo, create_session, log_provider
 
 log = logging.getLogger(__name__)
