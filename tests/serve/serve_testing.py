@@ -1,12 +1,12 @@
 """Shared pieces of the serve tests (a plain module: conftest files are not for importing)."""
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from bench._processes import free_port  # noqa: F401  (the one free-port probe, shared with the benchmarks)
 from serve.core.digit_inputs import RequestLimits
 from serve.images.digit_format import pixels_from_uint8
 from serve.images.preprocess import ImageLimits
@@ -19,12 +19,6 @@ TEST_LIMITS = RequestLimits(
     max_images_per_request=300, image=ImageLimits(max_image_bytes=256 * 1024, max_image_pixels=1024 * 1024)
 )
 TEST_MAX_MESSAGE_BYTES = 8 * MiB
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def offline_probabilities(model_path: Path, images_uint8: np.ndarray, input_size: int = 28) -> np.ndarray:
