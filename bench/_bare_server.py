@@ -17,7 +17,7 @@ from pathlib import Path
 
 import grpc
 
-from serve.generated.digits.v1 import digits_pb2
+from contracts.generated.digits.v1 import digits_pb2
 
 SERVICE, METHOD = "digits.v1.DigitClassifier", "Classify"
 

@@ -90,7 +90,7 @@ def _checker(check: str, images: int):
     if check == CHECK_NONE:
         return lambda data: None
     if check == CHECK_V2:
-        from serve.generated.inference.grpc_service_pb2 import ModelInferResponse
+        from contracts.generated.inference.grpc_service_pb2 import ModelInferResponse
 
         def check_v2(data: bytes):
             answer = ModelInferResponse.FromString(data)
@@ -115,7 +115,10 @@ def _checker(check: str, images: int):
 
         return check_v2_http
 
-    from serve.generated.digits.v1.digits_pb2 import ClassifyResponse, ClassifyStreamResponse
+    from contracts.generated.digits.v1.digits_pb2 import (
+        ClassifyResponse,
+        ClassifyStreamResponse,
+    )
 
     if check == CHECK_STREAM:
         def check_stream(data: bytes):

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from serve.core.sessions import cgroup_cpu_limit
+from contracts.sessions import cgroup_cpu_limit
 
 # Distribution names whose versions are recorded (absent ones are skipped).
 _DISTRIBUTIONS = (

@@ -20,13 +20,13 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from contracts.digit_format import pixels_from_uint8
 from export.card import attach_card, build_card
 from export.graphs import export_graph, input_name
 from export.onnx_export import DEFAULT_OPSET, export_onnx
 from export.optimize import save_optimized
 from export.quantize import quantize_int8
 from export.source import default_checkpoint_path, load_source
-from serve.images.digit_format import pixels_from_uint8
 from zoo.data import DataUnavailableError, load_split
 
 log = logging.getLogger(__name__)

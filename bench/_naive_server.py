@@ -20,8 +20,8 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
-from serve.generated.inference import grpc_service_pb2 as pb
-from serve.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from contracts.generated.inference import grpc_service_pb2 as pb
+from contracts.generated.inference import grpc_service_pb2_grpc as pb_grpc
 
 THREADS = 16
 INTRA_OP_THREADS = 2

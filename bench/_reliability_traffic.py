@@ -40,13 +40,13 @@ import onnxruntime as ort
 from PIL import Image
 
 from bench.hostile_images import BOMB_BUILDERS
-from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
-from serve.generated.inference import grpc_service_pb2 as v2_pb
-from serve.generated.inference import grpc_service_pb2_grpc as v2_grpc
-from serve.images.mnist_idx import load_mnist_test
-from serve.core.model_card import PROBABILITIES_OUTPUT, ModelCard
-from serve.images.digit_format import DIGIT_SHAPE, pixels_from_uint8
-from serve.images.preprocess import ImageLimits, decode_image, prepare_digit
+from contracts.digit_format import DIGIT_SHAPE, pixels_from_uint8
+from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from contracts.generated.inference import grpc_service_pb2 as v2_pb
+from contracts.generated.inference import grpc_service_pb2_grpc as v2_grpc
+from contracts.images.preprocess import ImageLimits, decode_image, prepare_digit
+from contracts.mnist_idx import load_mnist_test
+from contracts.model_card import PROBABILITIES_OUTPUT, ModelCard
 
 MiB = 1024 * 1024
 POOL_IMAGES = 128

@@ -28,9 +28,21 @@ from typing import Callable
 
 import numpy as np
 
-from bench._machine import describe_machine, finish_machine_record, machine_summary, usable_cores
-from bench._report import RESULTS_DIR, Latency, format_table, ratio, result_document, run_and_report
-from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
+from bench._machine import (
+    describe_machine,
+    finish_machine_record,
+    machine_summary,
+    usable_cores,
+)
+from bench._report import (
+    RESULTS_DIR,
+    Latency,
+    format_table,
+    ratio,
+    result_document,
+    run_and_report,
+)
+from contracts.data_dir import DATA_DIR_HELP, resolve_data_dir
 
 log = logging.getLogger("bench.inference")
 
@@ -129,7 +141,12 @@ def torch_backends(module, threads: int, want_cuda: bool) -> list[Backend]:
 
 def ort_backends(files: dict[str, Path], input_name: str, config: InferenceBenchConfig, notes: list[str]) -> list[Backend]:
     """CPU sessions of every variant, and CUDA sessions where CUDA really runs them."""
-    from serve.core.sessions import CUDA, DeviceUnavailable, RuntimeOptions, create_session
+    from contracts.sessions import (
+        CUDA,
+        DeviceUnavailable,
+        RuntimeOptions,
+        create_session,
+    )
 
     cpu = RuntimeOptions(device="cpu", intra_op_threads=config.threads, allow_spinning=config.ort_spinning)
     cuda = RuntimeOptions(device="cuda", allow_spinning=config.ort_spinning)
@@ -204,8 +221,8 @@ def time_backends(backends: list[Backend], pixels: np.ndarray, config: Inference
 
 def benchmark_digits(data_dir: Path | None, count: int, input_size: tuple[int, int]) -> tuple[np.ndarray, str]:
     """MNIST test digits as graph inputs (random pixels, said so, when the files are missing)."""
-    from serve.images.digit_format import pixels_from_uint8
-    from serve.images.mnist_idx import load_mnist_test
+    from contracts.digit_format import pixels_from_uint8
+    from contracts.mnist_idx import load_mnist_test
 
     root = resolve_data_dir(data_dir)
     try:

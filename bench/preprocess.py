@@ -6,7 +6,7 @@
 
 Each kind of image (bench/_sample_images.py: the 28x28 digit as a PNG, a 600x600 photo of paper, the
 drawing page's canvas, a transparent canvas, a phone's JPEG) is made from MNIST test digits. Every
-stage of serve.images.preprocess is timed on the input the previous stage gave it, and the whole
+stage of contracts.images.preprocess is timed on the input the previous stage gave it, and the whole
 server path (decode_image then prepare_digit, what serve.core.digit_inputs runs per image) as
 "total". Times are CPU time of this thread (time.thread_time) per image: each sample repeats a
 call until it has run for a few milliseconds, and the table shows the median sample over digits
@@ -35,10 +35,16 @@ from typing import Callable
 import numpy as np
 
 from bench._machine import describe_machine, finish_machine_record, machine_summary
-from bench._report import RESULTS_DIR, format_table, ratio, result_document, run_and_report
+from bench._report import (
+    RESULTS_DIR,
+    format_table,
+    ratio,
+    result_document,
+    run_and_report,
+)
 from bench._sample_images import KINDS, ImageKind
-from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
-from serve.images.digit_format import DIGIT_BOX, DIGIT_SHAPE
+from contracts.data_dir import DATA_DIR_HELP, resolve_data_dir
+from contracts.digit_format import DIGIT_BOX, DIGIT_SHAPE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOTAL = "total"
@@ -71,11 +77,11 @@ class PreprocessBenchConfig:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """One revision's serve.images: what the benchmark calls of it."""
+    """One revision's contracts.images: what the benchmark calls of it."""
 
     label: str
-    decode: ModuleType  # serve.images.decode
-    preprocess: ModuleType  # serve.images.preprocess
+    decode: ModuleType  # contracts.images.decode
+    preprocess: ModuleType  # contracts.images.preprocess
 
     def total(self, data: bytes) -> np.ndarray:
         limits = self.decode.ImageLimits()
@@ -84,13 +90,15 @@ class Pipeline:
 
 
 def current_pipeline() -> Pipeline:
-    from serve.images import decode, preprocess
+    from contracts.images import decode, preprocess
 
     return Pipeline("this tree", decode, preprocess)
 
 
 def revision_pipeline(revision: str) -> Pipeline:
-    """serve/images as it is at a git revision, imported under another package name beside this one."""
+    """The image pipeline as it is at a git revision, imported under another package name beside this one.
+
+    Revisions before the contracts package kept it in serve/images."""
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
         if done.returncode != 0:
@@ -101,9 +109,10 @@ def revision_pipeline(revision: str) -> Pipeline:
     package = f"_preprocess_baseline_{commit[:12]}"
     folder = Path(tempfile.mkdtemp(prefix="bench-preprocess-")) / package
     folder.mkdir()
-    for path in git("ls-tree", "--name-only", commit, "serve/images/").split():
+    home = "contracts/images" if git("ls-tree", "--name-only", commit, "contracts/images/").strip() else "serve/images"
+    for path in git("ls-tree", "--name-only", commit, f"{home}/").split():
         if path.endswith(".py"):
-            source = git("show", f"{commit}:{path}").replace("serve.images.", f"{package}.")
+            source = git("show", f"{commit}:{path}").replace(home.replace("/", ".") + ".", f"{package}.")
             (folder / Path(path).name).write_text(source)
     sys.path.insert(0, str(folder.parent))
     return Pipeline(f"{revision} ({commit[:10]})", importlib.import_module(f"{package}.decode"),
@@ -166,7 +175,7 @@ def cpu_ms_per_call(call: Callable[[], object], sample_seconds: float) -> float:
 
 
 def mnist_digits(config: PreprocessBenchConfig) -> np.ndarray:
-    from serve.images.mnist_idx import load_mnist_test
+    from contracts.mnist_idx import load_mnist_test
 
     try:
         images, labels = load_mnist_test(resolve_data_dir(config.data_dir))

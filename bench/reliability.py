@@ -50,21 +50,46 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench._machine import describe_machine, finish_machine_record, machine_summary
 from bench._processes import (
-    REPO_ROOT, ProcessError, RssSampler, ServerProcess, cpu_seconds_of, free_port, health_status, read_peak_rss_bytes,
-    read_rss_bytes, reset_peak_rss, run_load_processes,
+    REPO_ROOT,
+    ProcessError,
+    RssSampler,
+    ServerProcess,
+    cpu_seconds_of,
+    free_port,
+    health_status,
+    read_peak_rss_bytes,
+    read_rss_bytes,
+    reset_peak_rss,
+    run_load_processes,
 )
 from bench._reliability_traffic import (
-    AIO_WRITE_RACE, FAILURES, KINDS, OUTCOMES, SOAK_MIX, VALID_MIX, LoadResult, LoadSpec, References, raw_image,
-)
-from bench.hostile_images import (
-    bmp_declaring, gif_declaring, jpeg_declaring, png_declaring, real_png_bomb, tiff_declaring, tiff_tile_bomb, webp_declaring,
+    AIO_WRITE_RACE,
+    FAILURES,
+    KINDS,
+    OUTCOMES,
+    SOAK_MIX,
+    VALID_MIX,
+    LoadResult,
+    LoadSpec,
+    References,
+    raw_image,
 )
 from bench._report import RESULTS_DIR, format_table, result_document, write_json
-from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
-from serve.generated.inference import grpc_service_pb2 as v2_pb
-from serve.generated.inference import grpc_service_pb2_grpc as v2_grpc
-from serve.images.data_dir import DATA_DIR_ENV, DATA_DIR_HELP, resolve_data_dir
-from serve.images.mnist_idx import mnist_raw_dir
+from bench.hostile_images import (
+    bmp_declaring,
+    gif_declaring,
+    jpeg_declaring,
+    png_declaring,
+    real_png_bomb,
+    tiff_declaring,
+    tiff_tile_bomb,
+    webp_declaring,
+)
+from contracts.data_dir import DATA_DIR_ENV, DATA_DIR_HELP, resolve_data_dir
+from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from contracts.generated.inference import grpc_service_pb2 as v2_pb
+from contracts.generated.inference import grpc_service_pb2_grpc as v2_grpc
+from contracts.mnist_idx import mnist_raw_dir
 
 log = logging.getLogger("reliability")
 

@@ -48,14 +48,36 @@ import numpy as np
 
 from bench import _h2load
 from bench._load import (
-    CHECK_CLASSIFY, CHECK_STREAM, CHECK_V2, CHECK_V2_HTTP, HTTP, INFER_HEADER_LENGTH, STREAM, UNARY, LoadGenerators,
-    LoadResult, LoadSpec,
+    CHECK_CLASSIFY,
+    CHECK_STREAM,
+    CHECK_V2,
+    CHECK_V2_HTTP,
+    HTTP,
+    INFER_HEADER_LENGTH,
+    STREAM,
+    UNARY,
+    LoadGenerators,
+    LoadResult,
+    LoadSpec,
 )
-from bench._machine import describe_machine, finish_machine_record, machine_summary, usable_cores
+from bench._machine import (
+    describe_machine,
+    finish_machine_record,
+    machine_summary,
+    usable_cores,
+)
 from bench._processes import ServerProcess
-from bench._report import RESULTS_DIR, Latency, fmt, format_table, ratio, result_document, run_and_report
-from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
-from serve.images.digit_format import DIGIT_SIZE, pixels_from_uint8
+from bench._report import (
+    RESULTS_DIR,
+    Latency,
+    fmt,
+    format_table,
+    ratio,
+    result_document,
+    run_and_report,
+)
+from contracts.data_dir import DATA_DIR_HELP, resolve_data_dir
+from contracts.digit_format import DIGIT_SIZE, pixels_from_uint8
 
 log = logging.getLogger("bench.serve")
 
@@ -197,7 +219,7 @@ class ServeBenchConfig:
 
 
 def mnist_digits(data_dir: Path | None) -> np.ndarray:
-    from serve.images.mnist_idx import load_mnist_test
+    from contracts.mnist_idx import load_mnist_test
 
     root = resolve_data_dir(data_dir)
     try:
@@ -218,7 +240,7 @@ def png_bytes(digit_uint8: np.ndarray) -> bytes:
 
 
 def digits_request(images: np.ndarray, encoding: str, model: str) -> bytes:
-    from serve.generated.digits.v1 import digits_pb2
+    from contracts.generated.digits.v1 import digits_pb2
 
     if encoding == PNG:
         messages = [digits_pb2.Image(encoded=png_bytes(image)) for image in images]
@@ -232,7 +254,7 @@ def digits_request(images: np.ndarray, encoding: str, model: str) -> bytes:
 
 
 def stream_request(image: np.ndarray, model: str, index: int) -> bytes:
-    from serve.generated.digits.v1 import digits_pb2
+    from contracts.generated.digits.v1 import digits_pb2
 
     raw = digits_pb2.RawPixels(pixels=image.tobytes(), height=DIGIT_SIZE, width=DIGIT_SIZE, already_mnist=True)
     return digits_pb2.ClassifyStreamRequest(id=str(index), model=model, image=digits_pb2.Image(raw=raw)).SerializeToString()
@@ -252,7 +274,7 @@ def v2_http_request(pixels: np.ndarray, model: str) -> tuple[bytes, tuple[tuple[
 
 
 def v2_request(pixels: np.ndarray, model: str) -> bytes:
-    from serve.generated.inference import grpc_service_pb2 as pb
+    from contracts.generated.inference import grpc_service_pb2 as pb
 
     tensor = pb.ModelInferRequest.InferInputTensor(name="pixels", datatype="FP32", shape=list(pixels.shape))
     return pb.ModelInferRequest(
@@ -321,7 +343,7 @@ class InProcessReferences:
     reference sees the same machine as the scenario: on a shared machine, in-process throughput
     moves by 2-3x with the neighbours' load, and a reference from another moment would say more
     about the neighbours than about the server. Two session configurations are measured, ONNX
-    Runtime's defaults and the server's (serve.core.sessions: no spinning threads), and the faster one
+    Runtime's defaults and the server's (contracts.sessions: no spinning threads), and the faster one
     (the mean of its two measurements) is the reference.
     """
 
@@ -329,7 +351,11 @@ class InProcessReferences:
                  config: ServeBenchConfig) -> None:
         import onnxruntime as ort
 
-        from serve.core.sessions import RuntimeOptions, create_session, requested_providers
+        from contracts.sessions import (
+            RuntimeOptions,
+            create_session,
+            requested_providers,
+        )
 
         self._config = config
         self._sessions = {
@@ -345,8 +371,8 @@ class InProcessReferences:
                 continue
             size = scenario.images_per_request
             if scenario.encoding == PNG:
+                from contracts.generated.digits.v1 import digits_pb2
                 from serve.api.grpc_digits import core_images
-                from serve.generated.digits.v1 import digits_pb2
 
                 request = digits_pb2.ClassifyRequest.FromString(payloads.get(scenario)[0])
                 images = core_images(request.images)  # the data plane's images, as the servicer makes them
@@ -830,8 +856,9 @@ def server_defaults() -> str:
 def _model_under_test(config: ServeBenchConfig, workdir: Path) -> tuple[Path, str, tuple[int, int], str]:
     """The .onnx to serve, its model name, input size, and where its weights came from."""
     if config.model_file is not None:
-        from serve.core.model_card import ModelCard, ModelCardError
         import onnxruntime as ort
+
+        from contracts.model_card import ModelCard, ModelCardError
 
         if not config.model_file.is_file():
             raise BenchError(f"model file not found: {config.model_file} (export one with `python -m export NAME`)")

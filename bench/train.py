@@ -29,11 +29,17 @@ sys.path.insert(0, str(REPO_ROOT))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir  # noqa: E402
+from contracts.data_dir import DATA_DIR_HELP, resolve_data_dir  # noqa: E402
 from zoo.data import InMemoryLoader, load_split  # noqa: E402
 from zoo.preprocessing import Preprocessing  # noqa: E402
 from zoo.recipes import recipe_for  # noqa: E402
-from zoo.train import DEFAULT_CPU_THREADS, build_model, make_optimizer, parse_args, train  # noqa: E402
+from zoo.train import (  # noqa: E402
+    DEFAULT_CPU_THREADS,
+    build_model,
+    make_optimizer,
+    parse_args,
+    train,
+)
 
 MODEL = "lenet"
 WARMUP_STEPS = 5

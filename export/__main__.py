@@ -25,6 +25,7 @@ import logging
 import sys
 from pathlib import Path
 
+from contracts.data_dir import DATA_DIR_HELP
 from export.config import DEFAULT_OUTPUT_DIR, ExportConfig
 from export.errors import CheckFailed, ExportError
 from export.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
@@ -32,7 +33,6 @@ from export.optimize import DEFAULT_LEVEL, LEVELS
 from export.parity import DEFAULT_ATOL, DEFAULT_MIN_TOP1_AGREEMENT
 from export.quantize import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP
 from export.source import DEFAULT_RUNS_DIR, models_with_checkpoints
-from serve.images.data_dir import DATA_DIR_HELP
 from zoo.models import list_models
 
 log = logging.getLogger("export")
@@ -134,7 +134,9 @@ def config_from_args(args: argparse.Namespace) -> ExportConfig:
 
 def run(config: ExportConfig) -> int:
     """Export every requested model; the exit status of the worst outcome."""
-    from export.pipeline import export_model  # heavy (torch, onnxruntime): imported after the flags are valid
+    from export.pipeline import (
+        export_model,  # heavy (torch, onnxruntime): imported after the flags are valid
+    )
 
     status = 0
     for name in config.model_names:

@@ -1,6 +1,6 @@
 """The model card an exported file carries: built from the checkpoint's meta, written into the ONNX file.
 
-`serve.core.model_card.ModelCard` is the schema (the server reads it back from `metadata_props`); this
+`contracts.model_card.ModelCard` is the schema (the server reads it back from `metadata_props`); this
 module fills it in and also sets the fields that tools such as Netron show: producer, doc strings
 of the model and of each input and output.
 """
@@ -11,9 +11,9 @@ import onnxruntime
 import onnxscript
 import torch
 
+from contracts.model_card import CLASSIFICATION, FEATURE_MAP, ModelCard
 from export.graphs import input_name, output_names
 from export.source import ExportSource
-from serve.core.model_card import CLASSIFICATION, FEATURE_MAP, ModelCard
 
 PRODUCER_NAME = "digit-zoo export (torch.onnx dynamo exporter)"
 

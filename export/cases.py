@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from contracts.data_dir import resolve_data_dir
 from export.graphs import reference_outputs
 from export.parity import InputCase
 from export.source import ExportSource
-from serve.images.data_dir import resolve_data_dir
 from zoo.data import DataUnavailableError, DigitSplit, load_split
 
 log = logging.getLogger(__name__)

@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.source import ExportSource
-from serve.core.model_card import (
+from contracts.model_card import (
     FEATURE_MAP_OUTPUT,
     IMAGE_INPUT,
     LOGITS_OUTPUT,
     PIXELS_INPUT,
     PROBABILITIES_OUTPUT,
 )
+from export.source import ExportSource
 
 
 class ClassifierGraph(nn.Module):

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 import torch
 
+from contracts.model_card import LOGITS_OUTPUT, ModelCard
 from export.card import attach_card, build_card
 from export.cases import dataset_cases, load_test_split, random_cases
 from export.config import ArtifactPaths, ExportConfig
@@ -35,7 +36,6 @@ from export.report import int8_table, parity_table
 from export.repository import RepositoryVersion
 from export.source import ExportSource, load_source, model_spec
 from export.test_data import validate_test_data, write_test_data
-from serve.core.model_card import LOGITS_OUTPUT, ModelCard
 from zoo.data import DataUnavailableError, DigitSplit, load_split
 
 log = logging.getLogger(__name__)

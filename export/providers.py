@@ -2,7 +2,7 @@
 
 ONNX Runtime silently falls back to the CPU when a requested provider cannot start (the GPU build
 on a machine without a GPU or without CUDA libraries), so a provider counts only when the session
-reports it first. Sessions come from the server's own factory (serve.core.sessions), in strict
+reports it first. Sessions come from the server's own factory (contracts.sessions), in strict
 float32, so export checks exactly what the server will run.
 """
 from __future__ import annotations
@@ -12,8 +12,14 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from contracts.sessions import (
+    CPU,
+    CUDA,
+    DeviceUnavailable,
+    RuntimeOptions,
+    create_session,
+)
 from export.errors import CheckFailed
-from serve.core.sessions import CPU, CUDA, DeviceUnavailable, RuntimeOptions, create_session
 
 log = logging.getLogger(__name__)
 

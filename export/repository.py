@@ -18,12 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contracts.model_config import (
+    CONFIG_FILE,
+    DEFAULT_MODEL_FILE,
+    ModelConfig,
+    ModelConfigError,
+    read_config,
+    triton_config,
+    write_config,
+)
+from contracts.model_file import Model, ModelLoadError, load_model
+from contracts.repository_layout import next_version
+from contracts.sessions import SERVING_INSTANCES, RuntimeOptions
 from export.errors import ExportError
-from serve.core.batching import BatchingOptions
-from serve.core.model_config import CONFIG_FILE, DEFAULT_MODEL_FILE, ModelConfig, ModelConfigError, read_config, triton_config, write_config
-from serve.core.repository import Model, ModelLoadError, load_model
-from serve.core.repository_layout import next_version
-from serve.core.sessions import SERVING_INSTANCES, RuntimeOptions
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +102,7 @@ def model_config_for(model: Model, existing: ModelConfig | None) -> ModelConfig:
     (they are the operator's); name, platform, max_batch_size and the tensors always follow the file.
     """
     tensors = lambda specs: [(spec.name, spec.datatype, spec.shape) for spec in specs]  # noqa: E731
-    config = triton_config(model.name, tensors(model.inputs), tensors(model.outputs), BatchingOptions(), SERVING_INSTANCES)
+    config = triton_config(model.name, tensors(model.inputs), tensors(model.outputs), SERVING_INSTANCES)
     if existing is not None:
         if existing.HasField("version_policy"):
             config.version_policy.CopyFrom(existing.version_policy)

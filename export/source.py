@@ -15,8 +15,19 @@ import torch
 from torch import nn
 
 from export.errors import ExportError
-from zoo.checkpoint import CHECKPOINT_FILENAME, CheckpointError, file_sha256, load_checkpoint
-from zoo.models import ModelSpec, UnknownModelError, get_model, get_model_spec, list_models
+from zoo.checkpoint import (
+    CHECKPOINT_FILENAME,
+    CheckpointError,
+    file_sha256,
+    load_checkpoint,
+)
+from zoo.models import (
+    ModelSpec,
+    UnknownModelError,
+    get_model,
+    get_model_spec,
+    list_models,
+)
 from zoo.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)

@@ -28,15 +28,22 @@ import signal
 import sys
 from pathlib import Path
 
+from contracts.images.preprocess import ImageLimits
+from contracts.model_file import ModelLoadError
+from contracts.sessions import DEVICES, DeviceUnavailable, RuntimeOptions
+from serve.api.http_server import DEFAULT_HTTP_PORT
 from serve.core.batching import BatchingOptions
 from serve.core.digit_inputs import RequestLimits
 from serve.core.lifecycle import CONTROL_MODES, LifecycleOptions
-from serve.images.preprocess import ImageLimits
-from serve.core.repository import ModelLoadError, ModelRepository
-from serve.core.sessions import DEVICES, DeviceUnavailable, RuntimeOptions
-from serve.api.http_server import DEFAULT_HTTP_PORT
+from serve.core.repository import ModelRepository
 from serve.server import DEFAULT_PORT, MiB, Server, ServerConfig, ServerStartError
-from serve.workers import Supervisor, WorkersConfig, bind_to_supervisor, default_workers, worker_error_file
+from serve.workers import (
+    Supervisor,
+    WorkersConfig,
+    bind_to_supervisor,
+    default_workers,
+    worker_error_file,
+)
 
 log = logging.getLogger("serve")
 

@@ -22,8 +22,8 @@ from typing import Iterable, Iterator, Sequence
 import grpc
 import numpy as np
 
-from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
-from serve.images.data_dir import DATA_DIR_HELP, resolve_data_dir
+from contracts.data_dir import DATA_DIR_HELP, resolve_data_dir
+from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 MiB = 1024 * 1024
@@ -264,7 +264,7 @@ def mnist_test(
     client: DigitClient, data_dir: Path | None, count: int, model: str, batch_size: int, concurrency: int
 ) -> int:
     """Send `count` MNIST test digits (raw, already in MNIST format) and report accuracy and latency."""
-    from serve.images.mnist_idx import load_mnist_test
+    from contracts.mnist_idx import load_mnist_test
 
     try:
         images, labels = load_mnist_test(resolve_data_dir(data_dir))

@@ -17,8 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.model_file import MODEL_SUFFIX
 from serve.api.http_server import DEFAULT_HTTP_PORT
-from serve.core.repository import MODEL_SUFFIX
 from serve.server import DEFAULT_PORT
 
 KSERVE_MODEL_DIR = Path("/mnt/models")

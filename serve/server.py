@@ -18,10 +18,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contracts.sessions import SERVING_INSTANCES, RuntimeOptions
 from serve.api import http_digits, http_extensions, http_kserve, http_page
 from serve.api.auth import BearerTokens, read_tokens
 from serve.api.grpc_server import GrpcFrontDoor
-from serve.api.http_server import DEFAULT_HTTP_PORT, HttpFrontDoor, build_app, tls_context
+from serve.api.http_server import (
+    DEFAULT_HTTP_PORT,
+    HttpFrontDoor,
+    build_app,
+    tls_context,
+)
 from serve.api.metrics import Metrics
 from serve.api.network import FrontDoorError, address, read_tls_files
 from serve.core.admission import Admission
@@ -31,7 +37,6 @@ from serve.core.digit_inputs import RequestLimits
 from serve.core.lifecycle import LifecycleOptions, ModelManager
 from serve.core.repository import ModelRepository
 from serve.core.runner import ModelRunner
-from serve.core.sessions import SERVING_INSTANCES, RuntimeOptions
 
 log = logging.getLogger(__name__)
 

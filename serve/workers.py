@@ -43,9 +43,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.sessions import usable_cpus
 from serve.api.metrics import PROMETHEUS_MULTIPROC_DIR, SupervisorMetrics
 from serve.api.network import FrontDoorError, address
-from serve.core.sessions import usable_cpus
 
 log = logging.getLogger("serve.workers")
 

@@ -20,7 +20,10 @@ def mnist_root() -> Path:
     Without the files and without a network the whole run stops with one line, rather than every
     test that reads MNIST failing with the same error.
     """
-    from zoo.data import DataUnavailableError, ensure_mnist  # the download is training's own
+    from zoo.data import (  # the download is training's own
+        DataUnavailableError,
+        ensure_mnist,
+    )
 
     try:
         return ensure_mnist().resolve()

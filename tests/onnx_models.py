@@ -17,8 +17,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from serve.core.model_card import ModelCard
-from serve.images.mnist_idx import TRAIN_IMAGES_FILE, TRAIN_LABELS_FILE, mnist_raw_dir, read_idx_images, read_idx_labels
+from contracts.mnist_idx import (
+    TRAIN_IMAGES_FILE,
+    TRAIN_LABELS_FILE,
+    mnist_raw_dir,
+    read_idx_images,
+    read_idx_labels,
+)
+from contracts.model_card import ModelCard
 
 # ONNX Runtime 1.2x reads IR version 10 (onnx >= 1.17 writes newer by default).
 IR_VERSION = 10

@@ -24,10 +24,10 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from serve.images.data_dir import DATA_DIR_ENV, resolve_data_dir
-from serve.images.mnist_idx import missing_mnist_files
-from serve.images.digit_format import to_uint8, to_unit_float
-from serve.images.preprocess import to_mnist_format
+from contracts.data_dir import DATA_DIR_ENV, resolve_data_dir
+from contracts.digit_format import to_uint8, to_unit_float
+from contracts.images.preprocess import to_mnist_format
+from contracts.mnist_idx import missing_mnist_files
 from zoo.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,9 @@ def ensure_mnist(data_dir: str | os.PathLike | None = None, download: bool = Tru
 # --- MNIST and Fashion-MNIST through torchvision ---------------------------------------------
 
 def _torchvision_class(dataset: str):
-    from torchvision import datasets  # imported late: only the datasets that need it pay for it
+    from torchvision import (
+        datasets,  # imported late: only the datasets that need it pay for it
+    )
 
     return getattr(datasets, _TORCHVISION_CLASSES[dataset])
 
@@ -253,7 +255,7 @@ def uci_scans_to_mnist_format(scans: np.ndarray) -> torch.Tensor:
     """(N, 8, 8) UCI scans, ink counts 0-16 -> (N, 28, 28) uint8 in MNIST's format, as the server makes it.
 
     Each scan becomes the 8-bit grayscale picture a client would send, then goes through the
-    serving pipeline's own conversion (serve.images.preprocess), so a model trained on these
+    serving pipeline's own conversion (contracts.images.preprocess), so a model trained on these
     digits sees exactly what the server feeds it for such a picture.
     """
     pixels_uint8 = to_uint8(np.asarray(scans, dtype=np.float32) / UCI_INK_LEVELS)

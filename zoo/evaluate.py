@@ -14,13 +14,19 @@ from typing import Sequence
 
 import torch
 
-from serve.images.data_dir import DATA_DIR_ENV, DATA_DIR_HELP
+from contracts.data_dir import DATA_DIR_ENV, DATA_DIR_HELP
 from zoo.checkpoint import CheckpointError, load_checkpoint
 from zoo.data import DATASETS, DataUnavailableError, InMemoryLoader, load_split
+from zoo.layers import VERTICAL_EDGE_KERNEL
 from zoo.models import get_model_spec
 from zoo.preprocessing import Preprocessing
-from zoo.layers import VERTICAL_EDGE_KERNEL
-from zoo.train import EDGE_DATASET, EVAL_BATCH_SIZE, edge_example, evaluate, format_kernel
+from zoo.train import (
+    EDGE_DATASET,
+    EVAL_BATCH_SIZE,
+    edge_example,
+    evaluate,
+    format_kernel,
+)
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from serve.images.digit_format import DIGIT_SIZE, UINT8_MAX, VALUE_RANGE, padding_for
+from contracts.digit_format import DIGIT_SIZE, UINT8_MAX, VALUE_RANGE, padding_for
 
 # Per-pixel mean and standard deviation of each training set, with pixels scaled to [0, 1].
 NORMALISATION = {

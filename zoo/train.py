@@ -29,22 +29,36 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
+from contracts.data_dir import DATA_DIR_ENV, DATA_DIR_HELP
 from zoo import distributed, plots
 from zoo.checkpoint import CHECKPOINT_FILENAME, Checkpoint, save_checkpoint
 from zoo.data import (
     AUTO,
     DATASETS,
+    UCI_DIGITS,
     DataUnavailableError,
     DigitSplit,
-    UCI_DIGITS,
     InMemoryLoader,
     load_train_test,
 )
-from serve.images.data_dir import DATA_DIR_ENV, DATA_DIR_HELP
 from zoo.layers import VERTICAL_EDGE_KERNEL, EdgeDetector
-from zoo.models import ModelSpec, UnknownModelError, get_model, get_model_spec, list_models
+from zoo.models import (
+    ModelSpec,
+    UnknownModelError,
+    get_model,
+    get_model_spec,
+    list_models,
+)
 from zoo.preprocessing import Preprocessing
-from zoo.recipes import OPTIMIZERS, RECIPE_FIELDS, RECIPES, SCHEDULES, Recipe, epochs_for_small_dataset, recipe_for
+from zoo.recipes import (
+    OPTIMIZERS,
+    RECIPE_FIELDS,
+    RECIPES,
+    SCHEDULES,
+    Recipe,
+    epochs_for_small_dataset,
+    recipe_for,
+)
 
 log = logging.getLogger(__name__)
 

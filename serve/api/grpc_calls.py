@@ -1,6 +1,6 @@
 """The wrapper every RPC handler of our two APIs goes through.
 
-Handlers raise serve.core.errors.ServeError subclasses and know nothing of status codes; here each one
+Handlers raise serve.core.errors.StatusError subclasses and know nothing of status codes; here each one
 becomes the gRPC status it names, with its message as the detail the caller reads. Anything else is
 a bug: logged with its traceback, answered INTERNAL without internals. Every answer is counted in
 the metrics by method and status code, with its latency. Every call passes the server's `Admission`,
@@ -15,7 +15,8 @@ import time
 
 import grpc
 
-from serve.core.errors import ServeError, Unavailable
+from contracts.errors import StatusError
+from serve.core.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class _RpcScope:
         try:
             if exc is None:
                 return
-            if isinstance(exc, ServeError):
+            if isinstance(exc, StatusError):
                 code = exc.status
                 await context.abort(grpc.StatusCode[exc.status], bounded_detail(str(exc)))
             elif isinstance(exc, asyncio.CancelledError):

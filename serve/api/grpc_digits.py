@@ -1,7 +1,7 @@
 """digits.v1.DigitClassifier over gRPC: protobuf in, a DataPlane call, protobuf out.
 
 Thin on purpose: images become the core's EncodedImage/RawImage, the data plane decodes, batches
-and ranks, and errors are ServeErrors that serve.api.grpc_calls turns into status codes.
+and ranks, and errors are StatusErrors that serve.api.grpc_calls turns into status codes.
 """
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import asyncio
 import logging
 from typing import Sequence
 
+from contracts.errors import InvalidInput, StatusError
+from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from contracts.model_file import Model
 from serve.api.grpc_calls import deadline_from, stream, unary
 from serve.api.metrics import Metrics
 from serve.core.admission import Admission
 from serve.core.dataplane import Classification, DataPlane
 from serve.core.digit_inputs import EncodedImage, RawImage
-from serve.core.errors import InvalidInput, ServeError
-from serve.core.repository import Model
-from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class DigitsServicer(digits_pb2_grpc.DigitClassifierServicer):
             write_prediction(response.prediction, classification.classes[0], classification.top_probabilities[0],
                              classification.labels)
             return response
-        except ServeError as exc:
+        except StatusError as exc:
             return digits_pb2.ClassifyStreamResponse(
                 id=request.id, model=request.model, error=digits_pb2.Error(code=exc.status, message=str(exc))
             )

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from google.protobuf import json_format
 
+from contracts.errors import InvalidInput
+from contracts.generated.inference import grpc_service_pb2 as pb
 from serve.api.grpc_calls import unary
-from serve.core.errors import InvalidInput
-from serve.generated.inference import grpc_service_pb2 as pb
 
 SERVICE = "inference.GRPCInferenceService"
 

@@ -13,18 +13,18 @@ import logging
 
 import numpy as np
 
+from contracts.errors import InvalidInput
+from contracts.generated.inference import grpc_service_pb2 as pb
+from contracts.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from contracts.model_config import PLATFORM
+from contracts.model_file import Model
 from serve.api.grpc_calls import deadline_from, unary
 from serve.api.grpc_extensions import TritonExtensionRpcs
 from serve.api.metrics import Metrics
 from serve.core import tensors
 from serve.core.admission import Admission
 from serve.core.dataplane import SERVER_NAME, DataPlane, InferRequest
-from serve.core.errors import InvalidInput
-from serve.core.model_config import PLATFORM
-from serve.core.repository import Model
 from serve.core.tensors import InferInput
-from serve.generated.inference import grpc_service_pb2 as pb
-from serve.generated.inference import grpc_service_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from contracts.generated._pool import POOL as STUBS_POOL
+from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from contracts.generated.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from serve.api.auth import BearerTokenInterceptor, BearerTokens
 from serve.api.grpc_digits import DigitsServicer
 from serve.api.grpc_kserve import KServeServicer
@@ -20,9 +23,6 @@ from serve.api.metrics import Metrics
 from serve.api.network import FrontDoorError, address
 from serve.core.admission import Admission
 from serve.core.dataplane import DataPlane
-from serve.generated._pool import POOL as STUBS_POOL
-from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
-from serve.generated.inference import grpc_service_pb2, grpc_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def reflection_pool():
     """Our stubs' private descriptor pool, with the health and reflection protos added to it.
 
     Reflection answers from one pool; ours holds the digits and v2 protos (kept out of the default
-    pool, see serve.generate_stubs), the other two live in the default pool and are copied over.
+    pool, see contracts.generate_stubs), the other two live in the default pool and are copied over.
     """
     for module in (health_pb2, reflection_pb2):
         try:

@@ -8,7 +8,7 @@ Three kinds of body, told apart by Content-Type:
   `{"pixels": [0-255 ints] or base64, "height", "width", "already_mnist"?}` (as gRPC's Image).
 
 Whether the bytes really are an accepted image (PNG, JPEG, BMP, GIF, TIFF, WebP) is for the decoder to say (it sniffs them); here only the
-envelope is checked. Every refusal is a ServeError (or the 413/415 of HTTP) whose detail says what to send.
+envelope is checked. Every refusal is a StatusError (or the 413/415 of HTTP) whose detail says what to send.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import numpy as np
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from contracts.errors import InvalidInput, TooLarge
 from serve.api.http_server import MAX_BODY_BYTES
 from serve.core.digit_inputs import EncodedImage, RawImage, RequestLimits
-from serve.core.errors import InvalidInput, TooLarge
 
 JSON_TYPE = "application/json"
 MULTIPART_TYPE = "multipart/form-data"

@@ -22,11 +22,11 @@ from aiohttp import web
 from google.protobuf import json_format
 from PIL import Image
 
+from contracts.errors import InvalidInput
 from serve.api.grpc_digits import SERVICE, model_metadata
 from serve.api.http_digit_images import DigitsBody, non_negative_int, read_digits_body
 from serve.api.http_server import DATAPLANE, DEADLINE, route
 from serve.core.dataplane import Classification, DataPlane
-from serve.core.errors import InvalidInput
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 # Answers for up to this many images, without previews, are written on the event loop: in less

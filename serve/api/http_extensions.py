@@ -13,9 +13,9 @@ import json
 
 from aiohttp import web
 
+from contracts.errors import InvalidInput
 from serve.api.grpc_kserve import SERVICE
 from serve.api.http_server import DATAPLANE, route
-from serve.core.errors import InvalidInput
 
 
 async def _json_body(request: web.Request) -> dict:

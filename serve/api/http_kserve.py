@@ -12,13 +12,19 @@ import asyncio
 
 from aiohttp import web
 
-from serve.api import http_tensors
-from serve.api import grpc_kserve
+from contracts.model_config import PLATFORM
+from contracts.model_file import Model
+from serve.api import grpc_kserve, http_tensors
 from serve.api.grpc_kserve import SERVICE
-from serve.api.http_server import DATAPLANE, DEADLINE, PROVIDER_HEADER, earliest_deadline, route, until_deadline
+from serve.api.http_server import (
+    DATAPLANE,
+    DEADLINE,
+    PROVIDER_HEADER,
+    earliest_deadline,
+    route,
+    until_deadline,
+)
 from serve.core.dataplane import SERVER_NAME
-from serve.core.model_config import PLATFORM
-from serve.core.repository import Model
 
 # The protocol extensions served over HTTP (Triton's names, as its server metadata reports them): the
 # data plane's (repository, statistics) and this front door's own binary tensor data.

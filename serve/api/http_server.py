@@ -7,7 +7,7 @@ body-size limits of its own.
 
 Every request passes the same middleware: bearer tokens (health exempt), the server's Admission
 (refused while draining), its deadline (`x-request-timeout-ms`), the metrics (protocol "http",
-under the same service and method names as gRPC) and the translation of ServeErrors into HTTP
+under the same service and method names as gRPC) and the translation of StatusErrors into HTTP
 status codes with a JSON body `{"error": "..."}` that says what to fix.
 """
 from __future__ import annotations
@@ -22,13 +22,14 @@ from typing import Callable
 
 from aiohttp import web
 
+from contracts.errors import InvalidInput, StatusError
 from serve.api.auth import AUTHORIZATION, BearerTokens
 from serve.api.grpc_calls import INTERNAL_DETAIL, bounded_detail
 from serve.api.metrics import Metrics
 from serve.api.network import FrontDoorError
 from serve.core.admission import Admission
 from serve.core.dataplane import DataPlane
-from serve.core.errors import DeadlineExceeded, InvalidInput, ServeError
+from serve.core.errors import DeadlineExceeded
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ DEFAULT_HTTP_PORT = 8000
 TIMEOUT_HEADER = "x-request-timeout-ms"
 PROVIDER_HEADER = "x-execution-provider"
 
-# ServeError.status (a gRPC code name) -> the HTTP status of the same meaning.
+# StatusError.status (a gRPC code name) -> the HTTP status of the same meaning.
 HTTP_STATUS = {
     "INVALID_ARGUMENT": 400,
     "UNAUTHENTICATED": 401,
@@ -132,7 +133,7 @@ def build_app(
             response = await handler(request)
             status = response.status
             return response
-        except ServeError as exc:
+        except StatusError as exc:
             status = HTTP_STATUS.get(exc.status, 500)
             return error_response(status, str(exc))
         except web.HTTPException as exc:

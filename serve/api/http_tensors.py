@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from contracts.errors import InvalidInput
 from serve.core.dataplane import InferRequest, InferResult
-from serve.core.errors import InvalidInput
 from serve.core.tensors import InferInput, to_raw
 
 INFER_HEADER_LENGTH = "Inference-Header-Content-Length"

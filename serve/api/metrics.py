@@ -43,7 +43,14 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 

@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from contracts.errors import StatusError
 from serve.core.batch_queue import BatcherStats, BatchObserver, Pending
-from serve.core.errors import ServeError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ RunBatch = Callable[[np.ndarray], Sequence[np.ndarray]]
 _RECENT_WEIGHT = 0.2
 
 
-class InferenceFailed(ServeError):
+class InferenceFailed(StatusError):
     status = "INTERNAL"
 
 

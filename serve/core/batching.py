@@ -14,26 +14,33 @@ needs no locks. Nothing here knows about a protocol.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 
+from contracts.errors import InvalidInput
+from contracts.model_config import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_DELAY_MS,
+    ModelConfig,
+)
 from serve.core.batch_executor import BatchExecutor, InferenceFailed, RunBatch, fail
 from serve.core.batch_queue import BatcherStats, BatchObserver, BatchQueue, Pending
-from serve.core.errors import InvalidInput, Unavailable
+from serve.core.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchingOptions", "BatchObserver", "BatcherStats", "DynamicBatcher", "InferenceFailed"]
+__all__ = ["BatchingOptions", "batching_for", "BatchObserver", "BatcherStats", "DynamicBatcher", "InferenceFailed"]
 
 
 @dataclass(frozen=True)
 class BatchingOptions:
     # Most images in one ONNX Runtime call (a single larger request still runs, alone).
-    max_batch_size: int = 256
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     # Longest time the oldest queued request waits for the batch to fill.
-    max_delay_ms: float = 2.0
+    max_delay_ms: float = DEFAULT_MAX_DELAY_MS
     # Images waiting for inference beyond which new requests are refused with UNAVAILABLE.
     max_queue_images: int = 8192
     # Batches whose inference has recently taken at most this long run on the event loop's own
@@ -68,7 +75,7 @@ class DynamicBatcher:
         instances: int = 1,
     ) -> None:
         """`instances`: batches that may run at once, each in its own inference thread (see
-        serve.core.sessions.RuntimeOptions.instances for how they share the cores)."""
+        contracts.sessions.RuntimeOptions.instances for how they share the cores)."""
         self.name = name
         self.options = options
         self.stats = BatcherStats()
@@ -176,3 +183,20 @@ class DynamicBatcher:
 def _resolve(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def batching_for(config: ModelConfig | None, default: BatchingOptions) -> BatchingOptions:
+    """The server's batching options, with what the model's config says in place of the defaults."""
+    if config is None:
+        return default
+    changes: dict = {}
+    if config.max_batch_size > 0:
+        changes["max_batch_size"] = config.max_batch_size
+        changes["max_queue_images"] = max(default.max_queue_images, config.max_batch_size)
+    elif config.max_batch_size == 0 and config.input:
+        # Triton's "no batching": one request per inference call.
+        changes["max_batch_size"] = 1
+        changes["max_delay_ms"] = 0.0
+    if config.HasField("dynamic_batching"):
+        changes["max_delay_ms"] = config.dynamic_batching.max_queue_delay_microseconds / 1000.0
+    return dataclasses.replace(default, **changes) if changes else default

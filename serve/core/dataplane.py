@@ -4,7 +4,7 @@ Health, metadata, v2 inference (tensors in, tensors out), digit classification (
 ranked digits out), the model repository and the statistics, over the served model versions
 (serve.core.lifecycle: each call holds the version it started on) and the image-decoding pool. It knows
 nothing of gRPC or HTTP: the front doors in serve/api turn their messages into the plain requests
-here and the results back into messages, and turn the ServeErrors raised here into status codes.
+here and the results back into messages, and turn the StatusErrors raised here into status codes.
 """
 from __future__ import annotations
 
@@ -15,16 +15,16 @@ from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
+from contracts.digit_format import DIGIT_SHAPE
+from contracts.errors import ModelNotFound
+from contracts.model_card import PROBABILITIES_OUTPUT
+from contracts.model_file import Model, TensorSpec
 from serve.core import digit_inputs
 from serve.core.digit_inputs import EncodedImage, RawImage, RequestLimits
-from serve.core.model_card import PROBABILITIES_OUTPUT
-from serve.core.pool_queue import PoolQueue
-from serve.core.errors import ModelNotFound
 from serve.core.lifecycle import IndexEntry, ModelManager, ServedVersion
-from serve.core.repository import Model, TensorSpec
+from serve.core.pool_queue import PoolQueue
 from serve.core.statistics import VersionStatistics
 from serve.core.tensors import InferInput, decode_inputs, requested_outputs
-from serve.images.digit_format import DIGIT_SHAPE
 
 _Result = TypeVar("_Result")
 

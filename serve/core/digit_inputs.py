@@ -1,7 +1,7 @@
 """Images of a digits API request -> the float32 N x 1 x H x W "pixels" batch a classifier takes.
 
 The front doors hand over `EncodedImage`s and `RawImage`s, whatever their protocol. Each image is
-encoded bytes (decoded and brought to MNIST's format by serve.images.preprocess) or raw 8-bit
+encoded bytes (decoded and brought to MNIST's format by contracts.images.preprocess) or raw 8-bit
 pixels (already in MNIST's format, or converted the same way). The common bulk case, many raw
 28 x 28 images flagged already_mnist, is done for the whole request in a few numpy calls; the rest
 goes image by image. Errors name the image (by its index in the request) and say what to fix.
@@ -13,9 +13,14 @@ from typing import Sequence
 
 import numpy as np
 
-from serve.core.errors import InvalidInput, ServeError, TooLarge
-from serve.images.digit_format import DIGIT_SIZE, pixels_from_uint8
-from serve.images.preprocess import ImageLimits, decode_image, prepare_digit, raw_pixels_to_array
+from contracts.digit_format import DIGIT_SIZE, pixels_from_uint8
+from contracts.errors import InvalidInput, StatusError, TooLarge
+from contracts.images.preprocess import (
+    ImageLimits,
+    decode_image,
+    prepare_digit,
+    raw_pixels_to_array,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +96,7 @@ def images_to_pixels_one_by_one(images: Sequence, input_size: Sequence[int], lim
     for index, image in enumerate(images):
         try:
             pixels[index] = image_to_pixels(image, input_size, limits)
-        except ServeError as exc:
+        except StatusError as exc:
             if len(images) == 1:
                 raise
             raise type(exc)(f"image {index}: {exc}") from exc

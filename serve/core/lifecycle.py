@@ -24,13 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
-from serve.core.batching import BatchingOptions
-from serve.core.errors import InvalidInput, LoadFailed, ModelNotFound, NotAllowed, Unavailable
-from serve.core.model_config import batching_for, describe_policy, instances_for
-from serve.core.repository import Model, ModelLoadError, load_model
-from serve.core.repository_layout import FileStamp, ModelFolder, model_names, read_model_folder
+from contracts.errors import InvalidInput, ModelNotFound
+from contracts.model_config import describe_policy, instances_for
+from contracts.model_file import Model, ModelLoadError, load_model
+from contracts.repository_layout import (
+    FileStamp,
+    ModelFolder,
+    model_names,
+    read_model_folder,
+)
+from contracts.sessions import DeviceUnavailable, RuntimeOptions
+from serve.core.batching import BatchingOptions, batching_for
+from serve.core.errors import LoadFailed, NotAllowed, Unavailable
 from serve.core.runner import ModelRunner
-from serve.core.sessions import DeviceUnavailable, RuntimeOptions
 from serve.core.statistics import VersionStatistics
 from serve.core.warmup import warm_up
 

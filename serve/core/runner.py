@@ -15,12 +15,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
+from onnxruntime.capi.onnxruntime_pybind11_state import (
+    InvalidArgument as OrtInvalidArgument,
+)
 
-from serve.core.batching import BatchingOptions, BatchObserver, DynamicBatcher, InferenceFailed
-from serve.core.errors import DeadlineExceeded, InvalidInput, Unavailable
-from serve.core.repository import Model
-from serve.core.sessions import CPU
+from contracts.errors import InvalidInput
+from contracts.model_file import Model
+from contracts.sessions import CPU
+from serve.core.batching import (
+    BatchingOptions,
+    BatchObserver,
+    DynamicBatcher,
+    InferenceFailed,
+)
+from serve.core.errors import DeadlineExceeded, Unavailable
 
 log = logging.getLogger(__name__)
 # ORT's log severity that prints fatal errors only.

@@ -15,8 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from serve.core.errors import InvalidInput, TooLarge
-from serve.core.repository import Model, TensorSpec
+from contracts.errors import InvalidInput, TooLarge
+from contracts.model_file import Model, TensorSpec
 
 _FLOAT_TYPES = ("FP16", "FP32", "FP64")
 # Datatypes with a little-endian numpy dtype (FP16 and the rest can also travel raw).

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from serve.core.model_card import PROBABILITIES_OUTPUT
-from serve.images.digit_format import DIGIT_SIZE
-from serve.core.repository import Model, ModelLoadError
+from contracts.digit_format import DIGIT_SIZE
+from contracts.model_card import PROBABILITIES_OUTPUT
+from contracts.model_file import Model, ModelLoadError
 
 # Runs per batch size: the first is the slow one, the others show it is not a one-off.
 RUNS_PER_SIZE = 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from onnx_models import mnist_centroid_classifier
 
 

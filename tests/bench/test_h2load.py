@@ -8,7 +8,7 @@ import pytest
 from bench import _h2load
 from bench._bare_server import BULK_IMAGES, canned_answer
 from bench._processes import ServerProcess
-from serve.generated.digits.v1 import digits_pb2
+from contracts.generated.digits.v1 import digits_pb2
 
 CLASSIFY = "/digits.v1.DigitClassifier/Classify"
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from test_bench_quick import check_machine, run_module
+
 from bench._sample_images import KINDS
 from bench.preprocess import TOTAL, evaluate_targets
-from test_bench_quick import check_machine, run_module
 
 
 def test_preprocess_quick_against_head_writes_every_kind_stage_and_comparison(tmp_path, mnist_root):

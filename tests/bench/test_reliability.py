@@ -12,7 +12,7 @@ import pytest
 
 from bench import reliability
 from bench._reliability_traffic import References
-from serve.images.data_dir import DATA_DIR_ENV
+from contracts.data_dir import DATA_DIR_ENV
 
 
 @pytest.fixture

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from deploy_manifests import (
     DEFAULT_TERMINATION_GRACE_S,
     KSERVE_MODEL_DIR,
@@ -33,8 +31,10 @@ from deploy_manifests import (
     runnable_here,
     serving_containers,
 )
-from serve.kserve import build_parser as launcher_parser
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serve_testing import free_port
+
+from serve.kserve import build_parser as launcher_parser
 
 START_TIMEOUT_S = 90
 PROBE_TIMEOUT_S = 3

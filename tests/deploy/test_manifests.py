@@ -9,8 +9,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from referencing import Registry, Resource
-
 from deploy_manifests import (
     DEFAULT_TERMINATION_GRACE_S,
     KSERVE_MODEL_DIR,
@@ -23,6 +21,8 @@ from deploy_manifests import (
     runnable_here,
     serving_containers,
 )
+from referencing import Registry, Resource
+
 from serve.kserve import serve_arguments
 from serve.server import LAME_DUCK_S
 
@@ -252,5 +252,5 @@ def test_the_build_context_holds_only_the_serving_package():
     ignore = (Path(__file__).parents[2] / ".dockerignore").read_text().splitlines()
     patterns = [line.strip() for line in ignore if line.strip() and not line.startswith("#")]
     assert patterns[0] == "*"
-    assert {"!pyproject.toml", "!README.md", "!serve/"} <= set(patterns)
+    assert {"!pyproject.toml", "!README.md", "!contracts/", "!serve/"} <= set(patterns)
     assert not any(p.startswith("!") and p.strip("!/") in {"zoo", "export", "runs", "models", "data"} for p in patterns)

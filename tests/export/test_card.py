@@ -8,10 +8,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from contracts.model_card import ModelCard
 from export.card import PRODUCER_NAME, attach_card, build_card, read_card
 from export.onnx_export import DEFAULT_OPSET, export_onnx
 from export.source import load_source
-from serve.core.model_card import ModelCard
 from zoo.checkpoint import file_sha256
 from zoo.models import get_model
 

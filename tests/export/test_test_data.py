@@ -9,7 +9,12 @@ from onnx.reference import ReferenceEvaluator
 
 from export.cases import random_cases
 from export.errors import CheckFailed
-from export.test_data import TEST_DATA_SET, load_test_data, validate_test_data, write_test_data
+from export.test_data import (
+    TEST_DATA_SET,
+    load_test_data,
+    validate_test_data,
+    write_test_data,
+)
 
 
 def _write(source, path, tmp_path):

@@ -6,13 +6,18 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from onnx_models import (
+    mnist_centroid_classifier,
+    random_linear_classifier,
+    third_party_classifier,
+    two_input_model,
+)
+from serve_testing import AGREEMENT_IMAGES, TEST_LIMITS, TEST_MAX_MESSAGE_BYTES, MiB
 
-from onnx_models import mnist_centroid_classifier, random_linear_classifier, third_party_classifier, two_input_model
+from contracts.mnist_idx import load_mnist_test
+from contracts.sessions import RuntimeOptions
 from serve.core.batching import BatchingOptions
-from serve.images.mnist_idx import load_mnist_test
-from serve.core.sessions import RuntimeOptions
 from serve.server import BackgroundServer, ServerConfig
-from serve_testing import AGREEMENT_IMAGES, MiB, TEST_LIMITS, TEST_MAX_MESSAGE_BYTES
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ import numpy as np
 import onnxruntime as ort
 
 from bench._processes import free_port  # noqa: F401  (the one free-port probe, shared with the benchmarks)
+from contracts.digit_format import pixels_from_uint8
+from contracts.images.preprocess import ImageLimits
 from serve.core.digit_inputs import RequestLimits
-from serve.images.digit_format import pixels_from_uint8
-from serve.images.preprocess import ImageLimits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024

@@ -7,9 +7,10 @@ import threading
 import numpy as np
 import pytest
 
-from serve.core.batching import BatchingOptions, DynamicBatcher, InferenceFailed
-from serve.core.errors import DeadlineExceeded, InvalidInput, Unavailable
+from contracts.errors import InvalidInput
 from serve.api.metrics import Metrics
+from serve.core.batching import BatchingOptions, DynamicBatcher, InferenceFailed
+from serve.core.errors import DeadlineExceeded, Unavailable
 
 
 class RecordingModel:

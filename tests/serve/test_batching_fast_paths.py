@@ -9,13 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from serve.core.batching import BatchingOptions, DynamicBatcher
+from contracts.generated.digits.v1 import digits_pb2
+from contracts.model_file import load_model
+from contracts.sessions import RuntimeOptions
 from serve.api.grpc_digits import write_predictions
+from serve.core.batching import BatchingOptions, DynamicBatcher
 from serve.core.dataplane import Classification, top_k
 from serve.core.runner import ModelRunner
-from serve.core.repository import load_model
-from serve.core.sessions import RuntimeOptions
-from serve.generated.digits.v1 import digits_pb2
 
 
 class ThreadRecordingModel:

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
+from contracts.sessions import RuntimeOptions, session_options, usable_cpus
 from serve.core.batching import BatchingOptions, DynamicBatcher, InferenceFailed
-from serve.core.sessions import RuntimeOptions, session_options, usable_cpus
 
 
 def rows(value: float, count: int = 1) -> np.ndarray:

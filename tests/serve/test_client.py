@@ -1,17 +1,16 @@
 """The client class and `python -m serve.client` against a running server."""
 from __future__ import annotations
 
-
 import grpc
 import numpy as np
 import pytest
 from PIL import Image
+from serve_testing import free_port, offline_probabilities
 
+from contracts.data_dir import DATA_DIR_ENV
+from contracts.mnist_idx import mnist_raw_dir
 from serve import client as client_cli
 from serve.client import ClientError, DigitClient, Prediction
-from serve.images.data_dir import DATA_DIR_ENV
-from serve.images.mnist_idx import mnist_raw_dir
-from serve_testing import free_port, offline_probabilities
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve.core import digit_inputs
-from serve.core.errors import InvalidInput, TooLarge
+from contracts.digit_format import to_unit_float
+from contracts.errors import InvalidInput, TooLarge
+from contracts.generated.digits.v1 import digits_pb2
+from contracts.images.preprocess import ImageLimits, prepare_digit
 from serve.api.grpc_digits import core_images
+from serve.core import digit_inputs
 from serve.core.digit_inputs import EncodedImage, RawImage
-from serve.generated.digits.v1 import digits_pb2
-from serve.images.digit_format import to_unit_float
-from serve.images.preprocess import ImageLimits, prepare_digit
 
 
 def raw_image(pixels_uint8: np.ndarray, already_mnist: bool = True) -> RawImage:

@@ -11,13 +11,13 @@ import sys
 import grpc
 import numpy as np
 import pytest
-
-from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
-from serve.generated.inference import grpc_service_pb2 as pb
-from serve.generated.inference import grpc_service_pb2_grpc as pb_grpc
-from serve.core.sessions import RuntimeOptions
-from serve.server import BackgroundServer, ServerConfig
 from serve_testing import REPO_ROOT, offline_probabilities
+
+from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from contracts.generated.inference import grpc_service_pb2 as pb
+from contracts.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from contracts.sessions import RuntimeOptions
+from serve.server import BackgroundServer, ServerConfig
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None or not (REPO_ROOT / "export" / "__main__.py").exists(),

@@ -1,11 +1,11 @@
-"""serve/generated/ is exactly what `python -m serve.generate_stubs` makes from protos/."""
+"""contracts/generated/ is exactly what `python -m contracts.generate_stubs` makes from protos/."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from serve import generate_stubs
+from contracts import generate_stubs
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -21,9 +21,9 @@ def test_generated_stubs_are_up_to_date(tmp_path):
     fresh = tmp_path / "generated"
     generate_stubs.generate(fresh)
     committed, regenerated = _files(generate_stubs.GENERATED_ROOT), _files(fresh)
-    assert sorted(committed) == sorted(regenerated), "files differ: run `python -m serve.generate_stubs`"
+    assert sorted(committed) == sorted(regenerated), "files differ: run `python -m contracts.generate_stubs`"
     stale = [name for name in regenerated if committed[name] != regenerated[name]]
-    assert not stale, f"stale stubs {stale}: run `python -m serve.generate_stubs` and commit the result"
+    assert not stale, f"stale stubs {stale}: run `python -m contracts.generate_stubs` and commit the result"
 
 
 def test_stub_imports_are_package_relative():

@@ -13,11 +13,11 @@ import urllib3
 from google.protobuf import json_format
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-
 from serve_testing import TEST_LIMITS, TEST_MAX_MESSAGE_BYTES
+
+from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from contracts.sessions import RuntimeOptions
 from serve.api.grpc_digits import SERVICE
-from serve.core.sessions import RuntimeOptions
-from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.server import BackgroundServer, ServerConfig
 
 TOKEN = "http-token-0123456789"
@@ -226,10 +226,11 @@ def test_details_show_the_preprocessed_and_padded_picture(api, sample):
 def test_decoding_parsing_and_previews_run_in_the_decoding_pool(api, digits, sample, monkeypatch):
     """Not on the event loop, where they would stall every other call: each runs in a thread of the
     server's decoding pool (named "preprocess")."""
+    import threading
+
     import serve.api.http_digit_images as http_digit_images
     import serve.api.http_digits as http_digits
     import serve.core.digit_inputs as digit_inputs
-    import threading
 
     threads: dict[str, set[str]] = {}
 

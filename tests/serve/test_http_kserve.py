@@ -13,13 +13,13 @@ import urllib.request
 
 import numpy as np
 import pytest
-
 from certificates import issue, make_ca
+from serve_testing import TEST_MAX_MESSAGE_BYTES, offline_probabilities
+
+from contracts.sessions import RuntimeOptions
 from serve.api.http_tensors import INFER_HEADER_LENGTH
 from serve.core.batching import BatchingOptions
-from serve.core.sessions import RuntimeOptions
 from serve.server import BackgroundServer, ServerConfig
-from serve_testing import TEST_MAX_MESSAGE_BYTES, offline_probabilities
 
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")

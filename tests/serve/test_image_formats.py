@@ -13,14 +13,14 @@ import urllib.error
 import urllib.request
 
 import grpc
+import image_samples
 import numpy as np
 import onnxruntime as ort
 import pytest
-
-import image_samples
-from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
-from serve.images.preprocess import decode_image, prepare_digit
 from serve_testing import TEST_LIMITS
+
+from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from contracts.images.preprocess import decode_image, prepare_digit
 
 MODEL = "centroid"
 DIGITS_PER_FORMAT = 3

@@ -1,15 +1,15 @@
 """Existing KServe v2 clients talk to the server unchanged: Triton's Python client from PyPI.
 
 tritonclient ships its own copy of the v2 protos under the same `inference.*` names; our stubs live in
-a private descriptor pool (see serve.generate_stubs), so the client and the server share this process.
+a private descriptor pool (see contracts.generate_stubs), so the client and the server share this process.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from serve_testing import offline_probabilities
-from serve.generated.inference import grpc_service_pb2
+
+from contracts.generated.inference import grpc_service_pb2
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.grpc import service_pb2 as triton_service_pb2  # noqa: E402

@@ -24,17 +24,22 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from onnx_models import (
+    fails_when_run_model,
+    random_linear_classifier,
+    tagged_classifier,
+    third_party_classifier,
+)
+from serve_testing import REPO_ROOT
 
-from onnx_models import fails_when_run_model, random_linear_classifier, tagged_classifier, third_party_classifier
+from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from contracts.model_file import ModelLoadError, load_model
+from contracts.sessions import RuntimeOptions
 from serve.client import DigitClient
 from serve.core.batching import BatchingOptions
 from serve.core.lifecycle import LifecycleOptions
-from serve.core.repository import ModelLoadError, load_model
 from serve.core.warmup import warm_up
-from serve.core.sessions import RuntimeOptions
-from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from serve.server import BackgroundServer, ServerConfig
-from serve_testing import REPO_ROOT
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 httpclient = pytest.importorskip("tritonclient.http")
@@ -465,8 +470,9 @@ def test_model_files_are_version_1_and_cannot_be_reloaded(tmp_path):
 
 def test_our_model_config_proto_is_tritons():
     """Every message and enum of our config subset has the names, numbers and types of Triton's."""
-    from serve.generated.inference import model_config_pb2 as ours
     from tritonclient.grpc import model_config_pb2 as theirs
+
+    from contracts.generated.inference import model_config_pb2 as ours
 
     def fields(message):
         return {f.name: (f.number, f.type, f.is_repeated) for f in message.fields}

@@ -29,7 +29,7 @@ from selenium.webdriver.common.actions.pointer_input import PointerInput  # noqa
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
-from serve.core.sessions import RuntimeOptions  # noqa: E402
+from contracts.sessions import RuntimeOptions  # noqa: E402
 from serve.server import BackgroundServer, ServerConfig  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -8,15 +8,14 @@ import time
 import tracemalloc
 import warnings
 
+import image_samples
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-import image_samples
-from serve.core.errors import InvalidInput, TooLarge
-from serve.images.digit_format import DIGIT_CENTRE
-from serve.images.mnist_idx import load_mnist_test
-from serve.images.preprocess import (
+from contracts.digit_format import DIGIT_CENTRE
+from contracts.errors import InvalidInput, TooLarge
+from contracts.images.preprocess import (
     NOISE_FLOOR,
     ImageLimits,
     border_grain,
@@ -35,6 +34,7 @@ from serve.images.preprocess import (
     stroke_width,
     to_mnist_format,
 )
+from contracts.mnist_idx import load_mnist_test
 
 LIMITS = ImageLimits()
 # Test digits used for the round trips: the first two of each class in the test set.

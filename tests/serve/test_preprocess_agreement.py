@@ -15,10 +15,15 @@ import pytest
 from PIL import Image
 
 from bench._sample_images import paper_photo_png
-from serve.images.mnist_idx import (
-    TRAIN_IMAGES_FILE, TRAIN_LABELS_FILE, load_mnist_test, mnist_raw_dir, read_idx_images, read_idx_labels,
+from contracts.images.preprocess import ImageLimits, decode_image, to_mnist_format
+from contracts.mnist_idx import (
+    TRAIN_IMAGES_FILE,
+    TRAIN_LABELS_FILE,
+    load_mnist_test,
+    mnist_raw_dir,
+    read_idx_images,
+    read_idx_labels,
 )
-from serve.images.preprocess import ImageLimits, decode_image, to_mnist_format
 
 DIGITS = 300
 CENTROID_TRAIN_IMAGES = 20_000

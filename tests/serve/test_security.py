@@ -8,20 +8,20 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
+from certificates import issue, make_ca
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-from certificates import issue, make_ca
 from serve_testing import REPO_ROOT  # noqa: F401  (puts bench/ on the import path)
+
 from bench import reliability
 from bench._processes import ServerProcess
+from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from contracts.generated.inference import grpc_service_pb2 as v2_pb
+from contracts.generated.inference import grpc_service_pb2_grpc as v2_grpc
+from contracts.sessions import RuntimeOptions
 from serve.api.auth import BearerTokens, TokenFileError, read_tokens
-from serve.client import ClientError, DigitClient
-from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
-from serve.generated.inference import grpc_service_pb2 as v2_pb
-from serve.generated.inference import grpc_service_pb2_grpc as v2_grpc
 from serve.api.grpc_calls import bounded_detail
-from serve.core.sessions import RuntimeOptions
+from serve.client import ClientError, DigitClient
 from serve.server import BackgroundServer, ServerConfig, ServerStartError
 
 TOKEN = "s3cret-token-0123456789"

@@ -12,14 +12,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
-
 from serve_testing import TEST_MAX_MESSAGE_BYTES, offline_probabilities
-from serve.core.batching import BatchingOptions
-from serve.generated.digits.v1 import digits_pb2, digits_pb2_grpc
-from serve.generated.inference import grpc_service_pb2 as pb
-from serve.generated.inference import grpc_service_pb2_grpc as pb_grpc
-from serve.core.sessions import RuntimeOptions
+
+from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from contracts.generated.inference import grpc_service_pb2 as pb
+from contracts.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from contracts.sessions import RuntimeOptions
 from serve.api.grpc_server import SERVICE_NAMES
+from serve.core.batching import BatchingOptions
 from serve.server import BackgroundServer, ServerConfig
 
 CHUNK = 200

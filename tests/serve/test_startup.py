@@ -9,15 +9,23 @@ import subprocess
 import sys
 
 import pytest
-
-from serve_testing import REPO_ROOT
 from onnx_models import random_linear_classifier
+from serve_testing import REPO_ROOT
+
+from contracts.model_card import ModelCard
+from contracts.model_file import ModelLoadError, load_model
+from contracts.sessions import (
+    CPU,
+    CUDA,
+    DeviceUnavailable,
+    RuntimeOptions,
+    create_session,
+    fallback_reason,
+)
 from serve import __main__ as serve_main
 from serve.core.batching import BatchingOptions
 from serve.core.lifecycle import ModelManager
-from serve.core.model_card import ModelCard
-from serve.core.repository import ModelLoadError, ModelRepository, load_model
-from serve.core.sessions import CPU, CUDA, DeviceUnavailable, RuntimeOptions, create_session, fallback_reason
+from serve.core.repository import ModelRepository
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +62,9 @@ def test_device_cuda_fails_clearly_when_cuda_cannot_run(model_dir, cuda_runs):
 
 
 def test_the_provider_is_logged_in_one_line_per_model(model_dir, caplog):
-    with caplog.at_level(logging.INFO, logger="serve.core.sessions"):
+    with caplog.at_level(logging.INFO, logger="contracts.sessions"):
         load_model(model_dir / "centroid.onnx", RuntimeOptions(device="cpu"))
-    lines = [r.getMessage() for r in caplog.records if r.name == "serve.core.sessions"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "contracts.sessions"]
     assert lines == ["model centroid: running on CPUExecutionProvider"]
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serve.api.grpc_kserve import fill_contents, _contents_input
+from contracts.errors import InvalidInput, TooLarge
+from contracts.generated.inference import grpc_service_pb2 as pb
+from contracts.model_file import TensorSpec
+from serve.api.grpc_kserve import _contents_input, fill_contents
 from serve.core import tensors
-from serve.core.errors import InvalidInput, TooLarge
-from serve.generated.inference import grpc_service_pb2 as pb
-from serve.core.repository import TensorSpec
 
 PIXELS = TensorSpec("pixels", "FP32", np.dtype(np.float32), (-1, 1, 28, 28))
 INT8_IN = TensorSpec("codes", "INT8", np.dtype(np.int8), (-1, 3))

@@ -25,18 +25,22 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from onnx_models import (
+    dynamic_size_conv_model,
+    random_linear_classifier,
+    third_party_classifier,
+    two_input_model,
+)
 
-from onnx_models import dynamic_size_conv_model, random_linear_classifier, third_party_classifier, two_input_model
-from serve.core.errors import InvalidInput, TooLarge
-from serve.generated.inference import grpc_service_pb2 as pb
-from serve.generated.inference import grpc_service_pb2_grpc as pb_grpc
-from serve.api.grpc_kserve import decode_inputs, requested_outputs
-from serve.core.model_card import ModelCard
-from serve.core.repository import Model, TensorSpec
-from serve.core.sessions import RuntimeOptions
-from serve.server import BackgroundServer, ServerConfig
-from serve.api.grpc_kserve import CONTENTS_FIELD
+from contracts.errors import InvalidInput, TooLarge
+from contracts.generated.inference import grpc_service_pb2 as pb
+from contracts.generated.inference import grpc_service_pb2_grpc as pb_grpc
+from contracts.model_card import ModelCard
+from contracts.model_file import Model, TensorSpec
+from contracts.sessions import RuntimeOptions
+from serve.api.grpc_kserve import CONTENTS_FIELD, decode_inputs, requested_outputs
 from serve.api.http_tensors import INFER_HEADER_LENGTH
+from serve.server import BackgroundServer, ServerConfig
 
 pytestmark = pytest.mark.filterwarnings("error")  # a numpy overflow warning is a finding too
 

@@ -12,16 +12,16 @@ import time
 import grpc
 import numpy as np
 import pytest
-
 from onnx_models import tagged_classifier
 from serve_testing import REPO_ROOT
+
 from bench import reliability
 from bench._processes import ServerProcess, health_status
+from contracts.generated.inference import grpc_service_pb2 as v2_pb
+from contracts.generated.inference import grpc_service_pb2_grpc as v2_grpc
+from contracts.sessions import RuntimeOptions, cgroup_cpu_limit, usable_cpus
 from serve import __main__ as serve_main
 from serve.workers import default_workers
-from serve.core.sessions import RuntimeOptions, cgroup_cpu_limit, usable_cpus
-from serve.generated.inference import grpc_service_pb2 as v2_pb
-from serve.generated.inference import grpc_service_pb2_grpc as v2_grpc
 
 WORKERS = 2
 

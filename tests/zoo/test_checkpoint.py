@@ -8,7 +8,14 @@ import pytest
 import torch
 
 import zoo.checkpoint as checkpoint_module
-from zoo.checkpoint import FORMAT, Checkpoint, CheckpointError, file_sha256, load_checkpoint, save_checkpoint
+from zoo.checkpoint import (
+    FORMAT,
+    Checkpoint,
+    CheckpointError,
+    file_sha256,
+    load_checkpoint,
+    save_checkpoint,
+)
 from zoo.models import get_model
 
 META = {

@@ -10,20 +10,26 @@ import numpy as np
 import pytest
 import torch
 
+from contracts.data_dir import DATA_DIR_ENV
+from contracts.digit_format import (
+    DIGIT_BOX,
+    DIGIT_CENTRE,
+    DIGIT_SIZE,
+    to_uint8,
+    to_unit_float,
+)
+from contracts.mnist_idx import MNIST_FILES, mnist_raw_dir
 from serve.core import digit_inputs
-from serve.images.digit_format import DIGIT_BOX, DIGIT_CENTRE, DIGIT_SIZE, to_uint8, to_unit_float
 from zoo import data
 from zoo.data import (
     DataUnavailableError,
     DigitSplit,
     InMemoryLoader,
+    ensure_mnist,
     load_split,
     load_train_test,
-    ensure_mnist,
     random_shift,
 )
-from serve.images.data_dir import DATA_DIR_ENV
-from serve.images.mnist_idx import MNIST_FILES, mnist_raw_dir
 from zoo.preprocessing import Preprocessing
 
 

@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from zoo.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from zoo.evaluate import EXIT_BAD_CHECKPOINT, EXIT_DATA_UNAVAILABLE, evaluate_checkpoint, main
+from zoo.evaluate import (
+    EXIT_BAD_CHECKPOINT,
+    EXIT_DATA_UNAVAILABLE,
+    evaluate_checkpoint,
+    main,
+)
 from zoo.models import get_model
 from zoo.train import main as train_main
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from zoo.layers import Conv2D, EdgeDetector
 from zoo.models import get_model, list_models
+from zoo.shapes import conv_operation_count
 from zoo.summary import (
     LayerRow,
     default_input_shape,
@@ -21,7 +22,6 @@ from zoo.summary import (
     parse_shape,
     totals,
 )
-from zoo.shapes import conv_operation_count
 
 
 def test_lenet_multiply_adds_by_hand():

@@ -34,8 +34,8 @@ from typing import Callable
 
 from PIL import (
     BmpImagePlugin,
-    Image,
     GifImagePlugin,
+    Image,
     ImageFile,
     JpegImagePlugin,
     PngImagePlugin,
@@ -43,7 +43,7 @@ from PIL import (
     WebPImagePlugin,
 )
 
-from serve.core.errors import InvalidInput, TooLarge
+from contracts.errors import InvalidInput, TooLarge
 
 SUPPORTED_FORMATS = "PNG, JPEG, BMP, GIF, TIFF or WebP"
 

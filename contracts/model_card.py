@@ -11,7 +11,7 @@ import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Mapping
 
-from serve.images.digit_format import DIGIT_SIZE, VALUE_RANGE, padding_for
+from contracts.digit_format import DIGIT_SIZE, VALUE_RANGE, padding_for
 
 FORMAT_KEY = "digit_zoo.format"
 FORMAT_VERSION = "1"

@@ -2,7 +2,7 @@
 
     REPO/
       lenet/
-        config.pbtxt        optional: version policy, batching, instances (serve.core.model_config)
+        config.pbtxt        optional: version policy, batching, instances (contracts.model_config)
         1/model.onnx
         2/model.onnx
       thirdparty/
@@ -18,8 +18,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve.core.errors import ModelNotFound
-from serve.core.model_config import CONFIG_FILE, ModelConfig, ModelConfigError, model_file_name, read_config, select_versions
+from contracts.errors import ModelNotFound
+from contracts.model_config import (
+    CONFIG_FILE,
+    ModelConfig,
+    ModelConfigError,
+    model_file_name,
+    read_config,
+    select_versions,
+)
 
 _VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
 

@@ -1,11 +1,11 @@
 """Any picture of a digit -> the 28x28 format MNIST classifiers were trained on.
 
 The format itself (28x28, light ink on dark, the longer side of the ink 20 px, its centre of mass
-at (14, 14), padding to a model's input size) is defined in serve.images.digit_format.
+at (14, 14), padding to a model's input size) is defined in contracts.digit_format.
 A user's image (a phone photo of ink on paper, a canvas export, a scan) is brought there in steps,
 each a function below that is tested on its own:
 
-1. Grayscale: ``decode_image`` (serve.images.decode), with transparency composited onto the paper.
+1. Grayscale: ``decode_image`` (contracts.images.decode), with transparency composited onto the paper.
 2. Polarity (``fix_polarity``): the background level is the median of the outermost ring of
    pixels; the ink is whichever extreme (darkest or brightest pixel) lies farther from it. Dark
    ink on light paper is inverted so the ink is bright, as in MNIST (``to_mnist_format`` inverts
@@ -49,9 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from serve.core.errors import InvalidInput
-from serve.images.decode import ImageLimits, decode_image, raw_pixels_to_array
-from serve.images.digit_format import (
+from contracts.digit_format import (
     DIGIT_BOX,
     DIGIT_SHAPE,
     DIGIT_SIZE,
@@ -61,6 +59,8 @@ from serve.images.digit_format import (
     pad_to_input_size,
     placement,
 )
+from contracts.errors import InvalidInput
+from contracts.images.decode import ImageLimits, decode_image, raw_pixels_to_array
 
 __all__ = [
     "ImageLimits",

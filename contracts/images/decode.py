@@ -3,7 +3,7 @@
 Hostile input is the normal case here, so every step is bounded before it costs memory:
 
 1. The encoded size is checked against ``ImageLimits.max_image_bytes``.
-2. The format is sniffed from the magic bytes (serve.images.formats); only PNG, JPEG, BMP, GIF,
+2. The format is sniffed from the magic bytes (contracts.images.formats); only PNG, JPEG, BMP, GIF,
    TIFF and WebP reach a decoder, the formats the API documents. Anything else is refused with a
    message naming what it looks like (HEIC, AVIF, base64 text, ...).
 3. The width and height are read from the header and checked against
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image
 
-from serve.core.errors import InvalidInput, TooLarge
-from serve.images.formats import SUPPORTED_FORMATS, identify
+from contracts.errors import InvalidInput, TooLarge
+from contracts.images.formats import SUPPORTED_FORMATS, identify
 
 # EXIF orientation tag value -> the transpose that shows the image upright (1 = already upright).
 _EXIF_TRANSPOSES = {

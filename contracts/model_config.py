@@ -7,18 +7,19 @@ Triton Inference Server. Fields outside our subset of Triton's schema are skippe
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Sequence
 
 from google.protobuf import text_format
 
-from serve.core.batching import BatchingOptions
-from serve.generated.inference import model_config_pb2 as mc
+from contracts.generated.inference import model_config_pb2 as mc
 
 CONFIG_FILE = "config.pbtxt"
 DEFAULT_MODEL_FILE = "model.onnx"
 PLATFORM = "onnxruntime_onnx"  # the platform name Triton gives ONNX Runtime models
+# The dynamic batching a served model gets unless its config says otherwise (export writes them too).
+DEFAULT_MAX_BATCH_SIZE = 256
+DEFAULT_MAX_DELAY_MS = 2.0
 
 # KServe v2 datatype names -> Triton's config enum (BYTES is Triton's TYPE_STRING).
 _CONFIG_TYPES = {
@@ -97,23 +98,6 @@ def describe_policy(config: ModelConfig | None) -> str:
     return "the newest version" if count == 1 else f"the newest {count} versions"
 
 
-def batching_for(config: ModelConfig | None, default: BatchingOptions) -> BatchingOptions:
-    """The server's batching options, with what the model's config says in place of the defaults."""
-    if config is None:
-        return default
-    changes: dict = {}
-    if config.max_batch_size > 0:
-        changes["max_batch_size"] = config.max_batch_size
-        changes["max_queue_images"] = max(default.max_queue_images, config.max_batch_size)
-    elif config.max_batch_size == 0 and config.input:
-        # Triton's "no batching": one request per inference call.
-        changes["max_batch_size"] = 1
-        changes["max_delay_ms"] = 0.0
-    if config.HasField("dynamic_batching"):
-        changes["max_delay_ms"] = config.dynamic_batching.max_queue_delay_microseconds / 1000.0
-    return dataclasses.replace(default, **changes) if changes else default
-
-
 def instances_for(config: ModelConfig | None, default: int) -> int:
     """Model instances: the sum of the instance groups' counts (Triton's meaning), else the server's."""
     if config is None or not config.instance_group:
@@ -125,8 +109,9 @@ def triton_config(
     name: str,
     inputs: Sequence[tuple[str, str, Sequence[int]]],
     outputs: Sequence[tuple[str, str, Sequence[int]]],
-    batching: BatchingOptions,
     instances: int,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_delay_ms: float = DEFAULT_MAX_DELAY_MS,
 ) -> ModelConfig:
     """The config.pbtxt Triton needs for an ONNX model whose tensors are (name, v2 datatype, shape).
 
@@ -137,14 +122,14 @@ def triton_config(
     """
     tensors = [*inputs, *outputs]
     batched = all(len(shape) >= 1 and shape[0] == -1 for _, _, shape in tensors)
-    config = ModelConfig(name=name, platform=PLATFORM, max_batch_size=batching.max_batch_size if batched else 0)
+    config = ModelConfig(name=name, platform=PLATFORM, max_batch_size=max_batch_size if batched else 0)
     config.version_policy.latest.num_versions = 1
     for tensor_name, datatype, shape in inputs:
         config.input.add(name=tensor_name, data_type=config_datatype(datatype), dims=list(shape[1:] if batched else shape))
     for tensor_name, datatype, shape in outputs:
         config.output.add(name=tensor_name, data_type=config_datatype(datatype), dims=list(shape[1:] if batched else shape))
     stackable = batched and all(all(d > 0 for d in shape[1:]) for _, _, shape in inputs)
-    if stackable and batching.max_batch_size > 1:
-        config.dynamic_batching.max_queue_delay_microseconds = round(batching.max_delay_ms * 1000)
+    if stackable and max_batch_size > 1:
+        config.dynamic_batching.max_queue_delay_microseconds = round(max_delay_ms * 1000)
     config.instance_group.add(count=instances)
     return config

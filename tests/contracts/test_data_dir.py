@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from serve.images.data_dir import DATA_DIR_ENV, resolve_data_dir
+from contracts.data_dir import DATA_DIR_ENV, resolve_data_dir
 
 
 def test_an_explicit_folder_wins_over_the_environment(monkeypatch, tmp_path):

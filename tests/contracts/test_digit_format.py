@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve.images import digit_format
-from serve.images.digit_format import (
+from contracts.digit_format import (
     DIGIT_BOX,
     DIGIT_CENTRE,
     DIGIT_SIZE,
@@ -20,7 +19,8 @@ from serve.images.digit_format import (
     to_uint8,
     to_unit_float,
 )
-from serve.images.mnist_idx import read_idx_images
+from contracts import digit_format
+from contracts.mnist_idx import read_idx_images
 
 
 @pytest.fixture(scope="module")

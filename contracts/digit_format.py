@@ -7,7 +7,7 @@ pixels (aspect ratio kept) and placed so that the ink's centre of mass lies at
 digit padded with background. Stored digits (MNIST's IDX files, training tensors, raw pixels on
 the wire) are uint8, 0-255 standing for 0-1.
 
-How an arbitrary picture is brought to this format is serve.images.preprocess; this module only
+How an arbitrary picture is brought to this format is contracts.images.preprocess; this module only
 says what the format is. numpy only: the server imports it without torch, and zoo imports it too.
 """
 from __future__ import annotations

@@ -13,9 +13,15 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from serve.core.errors import InvalidInput, TooLarge
-from serve.images.formats import identify
-from serve.images.preprocess import ImageLimits, decode_image, prepare_digit, raw_pixels_to_array, to_mnist_format
+from contracts.errors import InvalidInput, TooLarge
+from contracts.images.formats import identify
+from contracts.images.preprocess import (
+    ImageLimits,
+    decode_image,
+    prepare_digit,
+    raw_pixels_to_array,
+    to_mnist_format,
+)
 
 # No warning may escape either (a numpy overflow, a Pillow DecompressionBombWarning): each is an error.
 pytestmark = pytest.mark.filterwarnings("error")

@@ -7,8 +7,14 @@ import struct
 import numpy as np
 import pytest
 
-from serve.images.mnist_idx import (
-    MNIST_FILES, IdxFormatError, load_mnist_test, missing_mnist_files, mnist_raw_dir, read_idx_images, read_idx_labels,
+from contracts.mnist_idx import (
+    MNIST_FILES,
+    IdxFormatError,
+    load_mnist_test,
+    missing_mnist_files,
+    mnist_raw_dir,
+    read_idx_images,
+    read_idx_labels,
 )
 
 
