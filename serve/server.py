@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +27,7 @@ from serve.api.http_server import (
     tls_context,
 )
 from serve.api.metrics import Metrics
-from serve.api.network import FrontDoorError, address, read_tls_files
+from serve.api.network import ServerStartError, address, read_tls_files, write_port_file
 from serve.core.admission import Admission
 from serve.core.batching import BatchingOptions
 from serve.core.dataplane import DataPlane
@@ -47,7 +45,6 @@ DEFAULT_PORT = 50051
 LAME_DUCK_S = 1.0
 MiB = 1024 * 1024
 # Raised when the server cannot start as configured; the message says why.
-ServerStartError = FrontDoorError
 
 
 def package_version() -> str:
@@ -119,14 +116,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _write_port_file(path: Path, ports: list[int]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, prefix=f".{path.name}.") as f:
-        f.write("".join(f"{port}\n" for port in ports))
-    os.replace(f.name, path)
 
 
 class Server:
@@ -219,7 +208,7 @@ class Server:
             served, config.batching.max_batch_size, config.batching.max_delay_ms,
         )
         if config.port_file is not None:
-            _write_port_file(config.port_file, [self.port] + ([self.http_port] if self.http_port is not None else []))
+            write_port_file(config.port_file, [self.port] + ([self.http_port] if self.http_port is not None else []))
         return self.port
 
     async def _release(self) -> None:

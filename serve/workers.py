@@ -45,7 +45,7 @@ from pathlib import Path
 
 from contracts.sessions import usable_cpus
 from serve.api.metrics import PROMETHEUS_MULTIPROC_DIR, SupervisorMetrics
-from serve.api.network import FrontDoorError, address
+from serve.api.network import ServerStartError, address, write_port_file
 
 log = logging.getLogger("serve.workers")
 
@@ -112,7 +112,7 @@ def reserve_port(host: str, port: int, what: str) -> tuple[int, list[socket.sock
     try:
         infos = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise FrontDoorError(f"cannot listen {what}on {address(host, port)}: {exc.strerror} (is the host local?)") from exc
+        raise ServerStartError(f"cannot listen {what}on {address(host, port)}: {exc.strerror} (is the host local?)") from exc
     held: list[socket.socket] = []
     seen = set()
     try:
@@ -136,7 +136,7 @@ def reserve_port(host: str, port: int, what: str) -> tuple[int, list[socket.sock
     except OSError as exc:
         for reserved in held:
             reserved.close()
-        raise FrontDoorError(
+        raise ServerStartError(
             f"cannot listen {what}on {address(host, port)}: {exc.strerror or exc} (is the port in use, or the host not local?)"
         ) from exc
     return port, held
@@ -209,7 +209,7 @@ class Supervisor:
     def run(self) -> int:
         """Start the workers, supervise them until SIGTERM/SIGINT, drain them; the exit status.
 
-        Raises FrontDoorError, before anything was served, when a port is in use or a worker cannot
+        Raises ServerStartError, before anything was served, when a port is in use or a worker cannot
         start (with that worker's own message).
         """
         config = self.config
@@ -228,7 +228,7 @@ class Supervisor:
                 try:
                     self.metrics.serve_http(config.host, config.metrics_port)
                 except OSError as exc:
-                    raise FrontDoorError(f"cannot serve metrics on port {config.metrics_port}: {exc}") from exc
+                    raise ServerStartError(f"cannot serve metrics on port {config.metrics_port}: {exc}") from exc
             self._start_workers(port, http_port)
             if not self._wait_until_all_ready():
                 return self._drain()
@@ -281,20 +281,18 @@ class Supervisor:
         while not all(worker.check_ready() for worker in self.workers):
             for worker in self.workers:
                 if worker.process.poll() is not None:
-                    raise FrontDoorError(worker.start_error())
+                    raise ServerStartError(worker.start_error())
             if self._stop_requested:
                 return False
             if time.monotonic() > give_up:
-                raise FrontDoorError(f"the workers were not all ready within {START_TIMEOUT_S:.0f} s")
+                raise ServerStartError(f"the workers were not all ready within {START_TIMEOUT_S:.0f} s")
             self._wake.wait(POLL_S)
         self.metrics.workers_ready(len(self.workers))
         return True
 
     def _write_port_file(self, port: int, http_port: int | None) -> None:
-        from serve.server import _write_port_file
-
         if self.config.port_file is not None:
-            _write_port_file(self.config.port_file, [port] + ([http_port] if http_port is not None else []))
+            write_port_file(self.config.port_file, [port] + ([http_port] if http_port is not None else []))
 
     # Serving
 

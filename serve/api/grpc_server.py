@@ -20,7 +20,7 @@ from serve.api.auth import BearerTokenInterceptor, BearerTokens
 from serve.api.grpc_digits import DigitsServicer
 from serve.api.grpc_kserve import KServeServicer
 from serve.api.metrics import Metrics
-from serve.api.network import FrontDoorError, address
+from serve.api.network import ServerStartError, address
 from serve.core.admission import Admission
 from serve.core.dataplane import DataPlane
 
@@ -98,7 +98,7 @@ class GrpcFrontDoor:
             else:
                 bound = self._server.add_insecure_port(where)
         except RuntimeError as exc:
-            raise FrontDoorError(f"cannot listen on {where}: {exc} (is the port in use, or the host not local?)") from exc
+            raise ServerStartError(f"cannot listen on {where}: {exc} (is the port in use, or the host not local?)") from exc
         await self._server.start()
         return bound
 

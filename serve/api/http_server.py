@@ -26,7 +26,7 @@ from contracts.errors import InvalidInput, StatusError
 from serve.api.auth import AUTHORIZATION, BearerTokens
 from serve.api.grpc_calls import INTERNAL_DETAIL, bounded_detail
 from serve.api.metrics import Metrics
-from serve.api.network import FrontDoorError
+from serve.api.network import ServerStartError
 from serve.core.admission import Admission
 from serve.core.dataplane import DataPlane
 from serve.core.errors import DeadlineExceeded
@@ -190,7 +190,7 @@ class HttpFrontDoor:
         except OSError as exc:
             await self._runner.cleanup()
             self._runner = None
-            raise FrontDoorError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc} (is the port in use?)") from exc
+            raise ServerStartError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc} (is the port in use?)") from exc
         return self._runner.addresses[0][1]
 
     async def stop(self) -> None:
@@ -208,5 +208,5 @@ def tls_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext
             context.load_verify_locations(cafile=client_ca)
             context.verify_mode = ssl.CERT_REQUIRED
     except (ssl.SSLError, OSError) as exc:
-        raise FrontDoorError(f"cannot use the TLS files {cert}, {key} for HTTP: {exc}") from exc
+        raise ServerStartError(f"cannot use the TLS files {cert}, {key} for HTTP: {exc}") from exc
     return context

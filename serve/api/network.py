@@ -1,11 +1,13 @@
-"""What both front doors need to listen: addresses, TLS files, and the error a failed start raises."""
+"""What both front doors need to listen: addresses, TLS files, the port file, and the error a failed start raises."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 
-class FrontDoorError(RuntimeError):
-    """A front door cannot open as configured (bad TLS files, port in use, ...); the message says why."""
+class ServerStartError(RuntimeError):
+    """The server cannot start as configured (bad TLS files, a port in use, workers not ready, ...); the message says why."""
 
 
 def address(host: str, port: int) -> str:
@@ -18,7 +20,7 @@ def read_file(path: Path, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise FrontDoorError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+        raise ServerStartError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
 
 
 def read_tls_files(cert: Path, key: Path, client_ca: Path | None) -> tuple[bytes, bytes, bytes | None]:
@@ -26,8 +28,17 @@ def read_tls_files(cert: Path, key: Path, client_ca: Path | None) -> tuple[bytes
     key_pem = read_file(key, "TLS key")
     cert_pem = read_file(cert, "TLS certificate")
     if b"PRIVATE KEY" not in key_pem:
-        raise FrontDoorError(f"{key} does not hold a PEM private key")
+        raise ServerStartError(f"{key} does not hold a PEM private key")
     if b"CERTIFICATE" not in cert_pem:
-        raise FrontDoorError(f"{cert} does not hold a PEM certificate")
+        raise ServerStartError(f"{cert} does not hold a PEM certificate")
     client_ca_pem = read_file(client_ca, "client CA certificate") if client_ca else None
     return cert_pem, key_pem, client_ca_pem
+
+
+def write_port_file(path: Path, ports: list[int]) -> None:
+    """The listening ports, one per line, written whole or not at all (a reader never sees half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, prefix=f".{path.name}.") as f:
+        f.write("".join(f"{port}\n" for port in ports))
+    os.replace(f.name, path)
