@@ -4,7 +4,8 @@ Health, metadata, v2 inference (tensors in, tensors out), digit classification (
 ranked digits out), the model repository and the statistics, over the served model versions
 (serve.core.lifecycle: each call holds the version it started on) and the image-decoding pool. It knows
 nothing of gRPC or HTTP: the front doors in serve/api turn their messages into the plain requests
-here and the results back into messages, and turn the StatusErrors raised here into status codes.
+here and the results (and serve.core.answers' descriptions) back into messages, and turn the
+StatusErrors raised here into status codes.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from contracts.errors import ModelNotFound
 from contracts.model_card import PROBABILITIES_OUTPUT
 from contracts.model_file import Model, TensorSpec
 from serve.core import digit_inputs
+from serve.core.answers import EXTENSIONS, SERVER_NAME, InferenceMetadata, ModelDescription, ServerMetadata
 from serve.core.digit_inputs import EncodedImage, RawImage, RequestLimits
 from serve.core.lifecycle import IndexEntry, ModelManager, ServedVersion
 from serve.core.pool_queue import PoolQueue
@@ -28,7 +30,6 @@ from serve.core.tensors import InferInput, decode_inputs, requested_outputs
 
 _Result = TypeVar("_Result")
 
-SERVER_NAME = "digit-zoo"
 DEFAULT_TOP_K = 3
 # Below this many images, ranking in plain Python beats numpy's per-call overhead (single-image
 # requests are the common case, and every microsecond there is per request).
@@ -54,6 +55,10 @@ class InferResult:
 
 @dataclass(frozen=True)
 class Classification:
+    """Ranked classes of each image. Each front door writes one prediction per image from it: the
+    first of the image's `classes` as `digit`, with its label and probability, then as `top_k` every
+    one of its classes (`digit`, `label`, `probability`), most probable first."""
+
     model: Model
     labels: list[str]
     # N x C, every class.
@@ -127,21 +132,27 @@ class DataPlane:
         """The model named (the version named, or the newest served); NOT_FOUND when it is not served."""
         return self.manager.served(name, version).model
 
-    def model_versions(self, name: str) -> list[str]:
-        """The versions of the model being served, oldest first (what v2 metadata lists)."""
-        return self.manager.versions(name)
-
-    def classifier(self, name: str, version: str = "") -> Model:
-        """The digits API's model: `name`, or the default classifier when empty."""
-        return self.manager.classifier(name, version).model
-
     def models(self) -> list[Model]:
         """The newest served version of every model."""
         return [served.model for served in self.manager.newest()]
 
-    def model_max_batch_size(self, model: Model) -> int:
-        """Most images one inference call of `model` takes (1 when requests cannot be stacked)."""
-        return self.manager.served(model.name, model.version).max_batch_size
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(SERVER_NAME, self.version, EXTENSIONS)
+
+    def model_description(self, name: str = "") -> ModelDescription:
+        """The digits API's description of the model named (its newest version), or of the default
+        classifier when `name` is empty."""
+        served = self.manager.served(name) if name else self.manager.classifier("")
+        return ModelDescription.of(served.model, served.max_batch_size)
+
+    def model_descriptions(self) -> list[ModelDescription]:
+        """The digits API's description of the newest served version of every model."""
+        return [ModelDescription.of(served.model, served.max_batch_size) for served in self.manager.newest()]
+
+    def inference_metadata(self, name: str, version: str = "") -> InferenceMetadata:
+        """The v2 metadata of the model named (the version named, or the newest served)."""
+        model = self.manager.served(name, version).model
+        return InferenceMetadata.of(model, self.manager.versions(model.name))
 
     # The model repository and statistics extensions
     def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
