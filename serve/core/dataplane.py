@@ -6,13 +6,16 @@ ranked digits out), the model repository and the statistics, over the served mod
 nothing of gRPC or HTTP: the front doors in serve/api turn their messages into the plain requests
 here and the results (and serve.core.answers' descriptions) back into messages, and turn the
 StatusErrors raised here into status codes.
+
+The served versions come through the narrow `ServedModels` interface below (serve.core.lifecycle's
+ModelManager in the server), so the data plane can be tested with a fake.
 """
 from __future__ import annotations
 
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import Awaitable, Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -21,9 +24,15 @@ from contracts.errors import ModelNotFound
 from contracts.model_card import PROBABILITIES_OUTPUT
 from contracts.model_file import Model, TensorSpec
 from serve.core import digit_inputs
-from serve.core.answers import EXTENSIONS, SERVER_NAME, InferenceMetadata, ModelDescription, ServerMetadata
+from serve.core.answers import (
+    EXTENSIONS,
+    SERVER_NAME,
+    InferenceMetadata,
+    ModelDescription,
+    ServerMetadata,
+)
 from serve.core.digit_inputs import EncodedImage, RawImage, RequestLimits
-from serve.core.lifecycle import IndexEntry, ModelManager, ServedVersion
+from serve.core.lifecycle import IndexEntry
 from serve.core.pool_queue import PoolQueue
 from serve.core.statistics import VersionStatistics
 from serve.core.tensors import InferInput, decode_inputs, requested_outputs
@@ -95,19 +104,65 @@ def top_k(probabilities: np.ndarray, k: int) -> tuple[list[list[int]], list[list
     return order.tolist(), np.take_along_axis(probabilities, order, axis=1).tolist()
 
 
+class InferenceRunner(Protocol):
+    async def infer(self, feeds: dict[str, np.ndarray], deadline: float | None = None) -> list[np.ndarray]: ...
+
+
+class ServedModelVersion(Protocol):
+    """One served version of a model, as a call uses it; a call holds it (`with`) until it is answered."""
+
+    model: Model
+    runner: InferenceRunner
+    statistics: VersionStatistics
+
+    @property
+    def max_batch_size(self) -> int: ...
+
+    def __enter__(self) -> "ServedModelVersion": ...
+
+    def __exit__(self, *exc_info) -> None: ...
+
+
+class ServedModels(Protocol):
+    """What the data plane asks of the served models (serve.core.lifecycle's ModelManager).
+
+    Lookups raise ModelNotFound for a model or version not served; `classifier` with an empty
+    name means the default classifier, and refuses a model that is not one (InvalidInput).
+    """
+
+    def served(self, name: str, version: str = "") -> ServedModelVersion: ...
+
+    def classifier(self, name: str, version: str = "") -> ServedModelVersion: ...
+
+    def newest(self) -> Sequence[ServedModelVersion]: ...
+
+    def versions(self, name: str) -> list[str]: ...
+
+    def index(self, ready_only: bool = False) -> list[IndexEntry]: ...
+
+    def statistics(self, name: str = "", version: str = "") -> list[VersionStatistics]: ...
+
+    def request_load(self, name: str) -> Awaitable[None]: ...
+
+    def request_unload(self, name: str) -> Awaitable[None]: ...
+
+
 class DataPlane:
     def __init__(
         self,
-        manager: ModelManager,
+        manager: ServedModels,
         limits: RequestLimits,
         preprocess_executor: Executor,
         version: str,
         preprocess_threads: int = 1,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        """`clock` times each call for its version's statistics (seconds; a fake in tests)."""
         self.manager = manager
         self.limits = limits
         self.version = version
         self._pool = PoolQueue(preprocess_executor, max_trips=preprocess_threads)
+        self._clock = clock
         self._ready = False
 
     # Health and metadata
@@ -178,7 +233,8 @@ class DataPlane:
         """A v2 request's outputs (those it named, in its order), from the model's batcher or alone."""
         with self.manager.served(request.model_name, request.model_version) as served:
             model = served.model
-            started = time.perf_counter()
+            clock = self._clock
+            started = clock()
             succeeded = False
             try:
                 feeds = decode_inputs(model, request.inputs, self.limits.max_images_per_request)
@@ -186,7 +242,7 @@ class DataPlane:
                 outputs = await served.runner.infer(feeds, deadline)
                 succeeded = True
             finally:
-                served.statistics.request_done(succeeded, time.perf_counter() - started)
+                served.statistics.request_done(succeeded, clock() - started)
         return InferResult(model, request.id, [(model.outputs[i], outputs[i]) for i in wanted])
 
     async def classify(
@@ -200,18 +256,19 @@ class DataPlane:
         """
         with self.manager.classifier(model_name, model_version) as served:
             model = served.model
-            started = time.perf_counter()
+            clock = self._clock
+            started = clock()
             succeeded = False
             try:
                 pixels, probabilities = await self._classify(served, images, deadline)
                 succeeded = True
             finally:
-                served.statistics.request_done(succeeded, time.perf_counter() - started)
+                served.statistics.request_done(succeeded, clock() - started)
         labels = model_labels(model, probabilities.shape[1])
         classes, top_probabilities = top_k(probabilities, resolve_top_k(requested_top_k, len(labels)))
         return Classification(model, labels, probabilities, classes, top_probabilities, pixels)
 
-    async def _classify(self, served: ServedVersion, images, deadline: float | None) -> tuple[np.ndarray, np.ndarray]:
+    async def _classify(self, served: ServedModelVersion, images, deadline: float | None) -> tuple[np.ndarray, np.ndarray]:
         model = served.model
         input_size = model.card.input_size or DIGIT_SHAPE
         if digit_inputs.is_bulk_mnist(images):
