@@ -3,9 +3,9 @@
 Handlers raise serve.core.errors.StatusError subclasses and know nothing of status codes; here each one
 becomes the gRPC status it names, with its message as the detail the caller reads. Anything else is
 a bug: logged with its traceback, answered INTERNAL without internals. Details are bounded
-(serve.core.answers.bounded_detail) so that they fit the trailing metadata clients accept. Every answer is counted in
-the metrics by method and status code, with its latency. Every call passes the server's `Admission`,
-which counts the calls in progress and refuses new ones while the server drains.
+(serve.core.answers.bounded_detail) to fit the trailing metadata clients accept. Every answer is
+counted in the metrics by method and status code, with its latency. Every call passes the server's
+`Admission`, which counts the calls in progress and refuses new ones while the server drains.
 """
 from __future__ import annotations
 

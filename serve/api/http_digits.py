@@ -113,7 +113,7 @@ async def classify(request: web.Request) -> web.Response:
 
 def float32_json(value: float) -> float | str:
     """`value` as a float32 field holds it, in the fewest digits that read back as the same float32
-    (protobuf's JSON mapping: 0.9912, not 0.9911999702453613); non-finite values as its strings."""
+    (protobuf's JSON mapping: 0.9912, not 0.9911999702453613); non-finite values as its strings do."""
     stored = float(np.float32(value))
     if not math.isfinite(stored):
         return "NaN" if math.isnan(stored) else ("Infinity" if stored > 0 else "-Infinity")
