@@ -6,7 +6,8 @@ Each first-party module's imports (top level and inside functions, absolute and 
 edges; an edge is allowed when its target's layer is one the source's layer may use. The layers,
 from the bottom: contracts (torch-free; the digit format, image pipeline, model card, data folder,
 ONNX Runtime sessions, repository layout, generated stubs), then zoo, export, serve and harness,
-then bench and the tests on top.
+then bench and the tests on top. Within a layer, some modules must not import others: the HTTP
+front door stands beside the gRPC one, not on it.
 """
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
     "serve": {"torch", "torchvision"},
     "harness": {"torch", "torchvision"},
 }
+# Module-name prefix -> prefixes of what those modules must not import. The HTTP front door writes
+# its JSON from the data plane's answers; it needs neither gRPC's modules nor protobuf.
+FORBIDDEN_PREFIXES: dict[str, tuple[str, ...]] = {
+    "serve.api.http_": ("serve.api.grpc_", "grpc", "google.protobuf", "contracts.generated"),
+}
 
 
 @dataclass(frozen=True)
@@ -48,9 +54,12 @@ class Edge:
     target: str  # imported module, dotted
     path: Path
     line: int
+    # `from target import a, b`: the names imported, each of which may be a module itself.
+    names: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return f"{self.path.relative_to(REPO_ROOT)}:{self.line}: {self.source} imports {self.target}"
+        imported = f"{', '.join(self.names)} from {self.target}" if self.names else self.target
+        return f"{self.path.relative_to(REPO_ROOT)}:{self.line}: {self.source} imports {imported}"
 
 
 def layer_of(module: str) -> str | None:
@@ -80,7 +89,7 @@ def imports_of(path: Path) -> list[Edge]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            edges.append(Edge(source, target, path, node.lineno))
+            edges.append(Edge(source, target, path, node.lineno, tuple(alias.name for alias in node.names)))
     return edges
 
 
@@ -94,8 +103,19 @@ def all_edges() -> list[Edge]:
     return [edge for path in project_modules() for edge in imports_of(path)]
 
 
+def _forbidden_within(edge: Edge) -> bool:
+    """Whether `edge` imports what its module's FORBIDDEN_PREFIXES rule excludes."""
+    targets = [edge.target, *(f"{edge.target}.{name}" for name in edge.names)]
+    return any(
+        target.startswith(forbidden)
+        for prefix, forbiddens in FORBIDDEN_PREFIXES.items() if edge.source.startswith(prefix)
+        for forbidden in forbiddens for target in targets
+    )
+
+
 def wrong_way(edges: list[Edge]) -> list[Edge]:
-    """Imports that point up or sideways between layers, or into a forbidden third-party package."""
+    """Imports that point up or sideways between layers, into a forbidden third-party package, or
+    into what FORBIDDEN_PREFIXES keeps a module from."""
     bad = []
     for edge in edges:
         source_layer = layer_of(edge.source)
@@ -103,6 +123,8 @@ def wrong_way(edges: list[Edge]) -> list[Edge]:
         if target_layer is not None and target_layer not in ALLOWED[source_layer]:
             bad.append(edge)
         elif target_layer is None and edge.target.split(".")[0] in FORBIDDEN_THIRD_PARTY.get(source_layer, ()):
+            bad.append(edge)
+        elif _forbidden_within(edge):
             bad.append(edge)
     return bad
 

@@ -2,9 +2,10 @@
 
 Handlers raise serve.core.errors.StatusError subclasses and know nothing of status codes; here each one
 becomes the gRPC status it names, with its message as the detail the caller reads. Anything else is
-a bug: logged with its traceback, answered INTERNAL without internals. Every answer is counted in
-the metrics by method and status code, with its latency. Every call passes the server's `Admission`,
-which counts the calls in progress and refuses new ones while the server drains.
+a bug: logged with its traceback, answered INTERNAL without internals. Details are bounded
+(serve.core.answers.bounded_detail) to fit the trailing metadata clients accept. Every answer is
+counted in the metrics by method and status code, with its latency. Every call passes the server's
+`Admission`, which counts the calls in progress and refuses new ones while the server drains.
 """
 from __future__ import annotations
 
@@ -16,31 +17,10 @@ import time
 import grpc
 
 from contracts.errors import StatusError
+from serve.core.answers import INTERNAL_DETAIL, bounded_detail
 from serve.core.errors import Unavailable
 
 log = logging.getLogger(__name__)
-
-INTERNAL_DETAIL = "internal server error; the server log has the details"
-
-# Details often quote what the caller sent (a model or input name, a shape), and a caller can send
-# megabytes of it. The detail travels in the trailing metadata, which clients cap (8 KiB by default)
-# after percent-encoding every non-ASCII byte as 3 characters; beyond the cap the caller would get
-# RESOURCE_EXHAUSTED "received metadata size exceeds limit" instead of the real status. 1,800 UTF-8
-# bytes stay under 5.5 KiB whatever they hold.
-_DETAIL_HEAD_BYTES = 1200
-_DETAIL_TAIL_BYTES = 600
-
-
-def bounded_detail(detail: str) -> str:
-    """`detail`, with its middle cut when it is too long (the end often says what to send instead)."""
-    encoded = detail.encode("utf-8")
-    if len(encoded) <= _DETAIL_HEAD_BYTES + _DETAIL_TAIL_BYTES:
-        return detail
-    head = encoded[:_DETAIL_HEAD_BYTES].decode("utf-8", "ignore")
-    tail = encoded[-_DETAIL_TAIL_BYTES:].decode("utf-8", "ignore")
-    cut = len(encoded) - _DETAIL_HEAD_BYTES - _DETAIL_TAIL_BYTES
-    return f"{head}...[{cut} bytes cut]...{tail}"
-
 
 # How long a refused stream's messages are read (and dropped) before the refusal is sent.
 REFUSED_STREAM_READ_S = 0.25

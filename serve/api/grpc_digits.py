@@ -11,16 +11,17 @@ from typing import Sequence
 
 from contracts.errors import InvalidInput, StatusError
 from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
-from contracts.model_file import Model
+from contracts.model_file import TensorSpec
 from serve.api.grpc_calls import deadline_from, stream, unary
 from serve.api.metrics import Metrics
+from serve.api.services import DIGITS_SERVICE
 from serve.core.admission import Admission
+from serve.core.answers import ModelDescription
 from serve.core.dataplane import Classification, DataPlane
 from serve.core.digit_inputs import EncodedImage, RawImage
 
 log = logging.getLogger(__name__)
 
-SERVICE = "digits.v1.DigitClassifier"
 # Answers a stream may have in progress before the server stops reading its next image.
 STREAM_WINDOW = 64
 
@@ -67,24 +68,27 @@ def write_predictions(predictions, classification: Classification) -> None:
         write_prediction(add(), classes, probs, labels)
 
 
-def model_metadata(model: Model, max_batch_size: int) -> digits_pb2.ModelMetadata:
-    card = model.card
+def _tensor_info(spec: TensorSpec) -> digits_pb2.TensorInfo:
+    return digits_pb2.TensorInfo(name=spec.name, datatype=spec.datatype, shape=spec.shape)
+
+
+def model_metadata(description: ModelDescription) -> digits_pb2.ModelMetadata:
     metadata = digits_pb2.ModelMetadata(
-        name=model.name,
-        task=model.task,
-        classifies_images=model.classifies_images,
-        labels=model.labels,
-        input_size=list(card.input_size) if card and card.input_size else [],
-        inputs=[digits_pb2.TensorInfo(name=t.name, datatype=t.datatype, shape=t.shape) for t in model.inputs],
-        outputs=[digits_pb2.TensorInfo(name=t.name, datatype=t.datatype, shape=t.shape) for t in model.outputs],
-        execution_provider=model.provider,
-        provider_note=model.provider_note,
-        dataset=(card.dataset or "") if card else "",
-        file_sha256=model.file_sha256,
-        max_batch_size=max_batch_size,
+        name=description.name,
+        task=description.task,
+        classifies_images=description.classifies_images,
+        labels=description.labels,
+        input_size=description.input_size,
+        inputs=[_tensor_info(spec) for spec in description.inputs],
+        outputs=[_tensor_info(spec) for spec in description.outputs],
+        execution_provider=description.execution_provider,
+        provider_note=description.provider_note,
+        dataset=description.dataset,
+        file_sha256=description.file_sha256,
+        max_batch_size=description.max_batch_size,
     )
-    if card is not None and card.test_accuracy is not None:
-        metadata.test_accuracy = float(card.test_accuracy)
+    if description.test_accuracy is not None:
+        metadata.test_accuracy = description.test_accuracy
     return metadata
 
 
@@ -94,7 +98,7 @@ class DigitsServicer(digits_pb2_grpc.DigitClassifierServicer):
         self.metrics = metrics
         self.admission = admission
 
-    @unary(SERVICE)
+    @unary(DIGITS_SERVICE)
     async def Classify(self, request: digits_pb2.ClassifyRequest, context) -> digits_pb2.ClassifyResponse:
         classification = await self.dataplane.classify(
             request.model, core_images(request.images), request.top_k, deadline_from(context), request.model_version,
@@ -121,7 +125,7 @@ class DigitsServicer(digits_pb2_grpc.DigitClassifierServicer):
                 id=request.id, model=request.model, error=digits_pb2.Error(code=exc.status, message=str(exc))
             )
 
-    @stream(SERVICE)
+    @stream(DIGITS_SERVICE)
     async def ClassifyStream(self, request_iterator, context):
         # Images are read ahead and classified concurrently (so they can share batches), but answered in
         # request order. The window bounds what one stream holds; a full window stops the reading, and
@@ -157,15 +161,12 @@ class DigitsServicer(digits_pb2_grpc.DigitClassifierServicer):
                 if leftover is not done:
                     leftover.cancel()
 
-    @unary(SERVICE)
+    @unary(DIGITS_SERVICE)
     async def ListModels(self, request, context) -> digits_pb2.ListModelsResponse:
-        dataplane = self.dataplane
         return digits_pb2.ListModelsResponse(
-            models=[model_metadata(model, dataplane.model_max_batch_size(model)) for model in dataplane.models()]
+            models=[model_metadata(description) for description in self.dataplane.model_descriptions()]
         )
 
-    @unary(SERVICE)
+    @unary(DIGITS_SERVICE)
     async def GetModelMetadata(self, request, context) -> digits_pb2.ModelMetadata:
-        dataplane = self.dataplane
-        model = dataplane.model(request.name) if request.name else dataplane.classifier("")
-        return model_metadata(model, dataplane.model_max_batch_size(model))
+        return model_metadata(self.dataplane.model_description(request.name))

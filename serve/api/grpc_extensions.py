@@ -10,8 +10,7 @@ from google.protobuf import json_format
 from contracts.errors import InvalidInput
 from contracts.generated.inference import grpc_service_pb2 as pb
 from serve.api.grpc_calls import unary
-
-SERVICE = "inference.GRPCInferenceService"
+from serve.api.services import INFERENCE_SERVICE
 
 
 def _check_repository(repository_name: str) -> None:
@@ -24,7 +23,7 @@ def _check_repository(repository_name: str) -> None:
 class TritonExtensionRpcs:
     """Needs `dataplane`, `metrics` and `admission` attributes (those of the servicer it is mixed into)."""
 
-    @unary(SERVICE)
+    @unary(INFERENCE_SERVICE)
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context) -> pb.RepositoryIndexResponse:
         _check_repository(request.repository_name)
         response = pb.RepositoryIndexResponse()
@@ -32,7 +31,7 @@ class TritonExtensionRpcs:
             response.models.add(name=entry.name, version=entry.version, state=entry.state, reason=entry.reason)
         return response
 
-    @unary(SERVICE)
+    @unary(INFERENCE_SERVICE)
     async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest, context) -> pb.RepositoryModelLoadResponse:
         _check_repository(request.repository_name)
         if request.parameters:
@@ -43,7 +42,7 @@ class TritonExtensionRpcs:
         await self.dataplane.load_model(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
-    @unary(SERVICE)
+    @unary(INFERENCE_SERVICE)
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context,
     ) -> pb.RepositoryModelUnloadResponse:
@@ -52,7 +51,7 @@ class TritonExtensionRpcs:
         await self.dataplane.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
-    @unary(SERVICE)
+    @unary(INFERENCE_SERVICE)
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context) -> pb.ModelStatisticsResponse:
         response = pb.ModelStatisticsResponse()
         for stats in self.dataplane.statistics(request.name, request.version):

@@ -16,19 +16,18 @@ import numpy as np
 from contracts.errors import InvalidInput
 from contracts.generated.inference import grpc_service_pb2 as pb
 from contracts.generated.inference import grpc_service_pb2_grpc as pb_grpc
-from contracts.model_config import PLATFORM
 from contracts.model_file import Model
 from serve.api.grpc_calls import deadline_from, unary
 from serve.api.grpc_extensions import TritonExtensionRpcs
 from serve.api.metrics import Metrics
+from serve.api.services import INFERENCE_SERVICE
 from serve.core import tensors
 from serve.core.admission import Admission
-from serve.core.dataplane import SERVER_NAME, DataPlane, InferRequest
+from serve.core.dataplane import DataPlane, InferRequest
 from serve.core.tensors import InferInput
 
 log = logging.getLogger(__name__)
 
-SERVICE = "inference.GRPCInferenceService"
 PROVIDER_METADATA_KEY = "x-execution-provider"
 
 # The InferTensorContents field that carries each datatype (the small integers travel widened).
@@ -104,45 +103,42 @@ def fill_contents(contents, array: np.ndarray, datatype: str) -> None:
     getattr(contents, field_name).extend(array.ravel().tolist())
 
 
-# Triton's protocol extensions this server implements (ServerMetadata lists them).
-EXTENSIONS = ["model_repository", "statistics"]
-
-
 class KServeServicer(TritonExtensionRpcs, pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane, metrics: Metrics | None = None, admission: Admission | None = None) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
         self.admission = admission
 
-    @unary(SERVICE)
+    @unary(INFERENCE_SERVICE)
     async def ServerLive(self, request, context) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self.dataplane.live())
 
-    @unary(SERVICE)
+    @unary(INFERENCE_SERVICE)
     async def ServerReady(self, request, context) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.dataplane.ready())
 
-    @unary(SERVICE)
+    @unary(INFERENCE_SERVICE)
     async def ModelReady(self, request, context) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self.dataplane.model_ready(request.name, request.version))
 
-    @unary(SERVICE)
+    @unary(INFERENCE_SERVICE)
     async def ServerMetadata(self, request, context) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self.dataplane.version, extensions=EXTENSIONS)
+        metadata = self.dataplane.server_metadata()
+        return pb.ServerMetadataResponse(name=metadata.name, version=metadata.version, extensions=metadata.extensions)
 
-    @unary(SERVICE)
+    @unary(INFERENCE_SERVICE)
     async def ModelMetadata(self, request, context) -> pb.ModelMetadataResponse:
-        model = self.dataplane.model(request.name, request.version)
-        await context.send_initial_metadata(((PROVIDER_METADATA_KEY, model.provider),))
+        metadata = self.dataplane.inference_metadata(request.name, request.version)
+        await context.send_initial_metadata(((PROVIDER_METADATA_KEY, metadata.execution_provider),))
         return pb.ModelMetadataResponse(
-            name=model.name,
-            versions=self.dataplane.model_versions(model.name),
-            platform=PLATFORM,
-            inputs=[_tensor_metadata(spec) for spec in model.inputs],
-            outputs=[_tensor_metadata(spec) for spec in model.outputs],
+            name=metadata.name,
+            versions=metadata.versions,
+            platform=metadata.platform,
+            inputs=[_tensor_metadata(spec) for spec in metadata.inputs],
+            outputs=[_tensor_metadata(spec) for spec in metadata.outputs],
         )
 
-    @unary(SERVICE)
+    @unary(INFERENCE_SERVICE)
     async def ModelInfer(self, request: pb.ModelInferRequest, context) -> pb.ModelInferResponse:
         self.dataplane.model(request.model_name, request.model_version)  # an unknown model is NOT_FOUND first
         inputs, uses_raw = core_inputs(request)

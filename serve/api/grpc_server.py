@@ -16,7 +16,8 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from contracts.generated._pool import POOL as STUBS_POOL
 from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from contracts.generated.inference import grpc_service_pb2, grpc_service_pb2_grpc
-from serve.api.auth import BearerTokenInterceptor, BearerTokens
+from serve.api.auth import BearerTokens
+from serve.api.grpc_auth import BearerTokenInterceptor
 from serve.api.grpc_digits import DigitsServicer
 from serve.api.grpc_kserve import KServeServicer
 from serve.api.metrics import Metrics

@@ -7,25 +7,27 @@
     GET  /digits/v1/models/{model}            ModelMetadata
 
 A prediction has the fields of gRPC's Prediction with the same values (probabilities are the model's
-float32 values, written exactly); metadata is protobuf's JSON mapping of the gRPC ModelMetadata message
-(so int64 shapes are strings), built by the same function. Metrics count these calls under the gRPC
-service and method names.
+float32 values, written exactly); metadata is what protobuf's JSON mapping makes of gRPC's
+ModelMetadata (field names as in the .proto, int64 shapes as strings), both written here from the
+data plane's answers. Metrics count these calls under the gRPC service and method names.
 """
 from __future__ import annotations
 
 import base64
 import io
 import json
+import math
 
 import numpy as np
 from aiohttp import web
-from google.protobuf import json_format
 from PIL import Image
 
 from contracts.errors import InvalidInput
-from serve.api.grpc_digits import SERVICE, model_metadata
+from contracts.model_file import TensorSpec
 from serve.api.http_digit_images import DigitsBody, non_negative_int, read_digits_body
 from serve.api.http_server import DATAPLANE, DEADLINE, route
+from serve.api.services import DIGITS_SERVICE
+from serve.core.answers import ModelDescription
 from serve.core.dataplane import Classification, DataPlane
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
@@ -67,7 +69,7 @@ def png_data_url(pixels: np.ndarray) -> str:
 
 
 def predictions_json(classification: Classification, details: bool) -> list[dict]:
-    """One dict per image, with gRPC's Prediction fields (see grpc_digits.write_prediction)."""
+    """One dict per image: the prediction that serve.core.dataplane.Classification describes."""
     labels = classification.labels
     predictions = []
     for index, (classes, probabilities) in enumerate(zip(classification.classes, classification.top_probabilities)):
@@ -92,7 +94,7 @@ def answer_text(classification: Classification, details: bool) -> str:
                        "predictions": predictions_json(classification, details)})
 
 
-@route(SERVICE, "Classify")
+@route(DIGITS_SERVICE, "Classify")
 async def classify(request: web.Request) -> web.Response:
     dataplane: DataPlane = request.app[DATAPLANE]
     top_k, details = query_top_k(request), query_details(request)  # checked before the body is read
@@ -109,21 +111,59 @@ async def classify(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="application/json")
 
 
-def metadata_json(dataplane: DataPlane, model) -> dict:
-    message = model_metadata(model, dataplane.model_max_batch_size(model))
-    return json_format.MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+def float32_json(value: float) -> float | str:
+    """`value` as a float32 field holds it, in the fewest digits that read back as the same float32
+    (protobuf's JSON mapping: 0.9912, not 0.9911999702453613); non-finite values as its strings do."""
+    stored = float(np.float32(value))
+    if not math.isfinite(stored):
+        return "NaN" if math.isnan(stored) else ("Infinity" if stored > 0 else "-Infinity")
+    digits = 6
+    while float(np.float32(shortest := float(f"{stored:.{digits}g}"))) != stored:
+        digits += 1
+    return shortest
 
 
-@route(SERVICE, "ListModels")
+def _tensor_json(spec: TensorSpec) -> dict:
+    # int64 dimensions, which protobuf's JSON mapping writes as strings.
+    return {"name": spec.name, "datatype": spec.datatype, "shape": [str(size) for size in spec.shape]}
+
+
+def metadata_json(description: ModelDescription) -> dict:
+    """gRPC's ModelMetadata as protobuf's JSON mapping writes it, which this answer has always been."""
+    fields = [
+        ("name", description.name),
+        ("task", description.task),
+        ("classifies_images", description.classifies_images),
+        ("labels", list(description.labels)),
+        ("input_size", list(description.input_size)),
+        ("inputs", [_tensor_json(spec) for spec in description.inputs]),
+        ("outputs", [_tensor_json(spec) for spec in description.outputs]),
+        ("execution_provider", description.execution_provider),
+        ("provider_note", description.provider_note),
+        ("test_accuracy", description.test_accuracy),
+        ("dataset", description.dataset),
+        ("file_sha256", description.file_sha256),
+        ("max_batch_size", description.max_batch_size),
+    ]
+    # The same keys in the same order as protobuf wrote them: the fields holding a value, in field
+    # order, then those at their default (false, 0, "" or []); test_accuracy only when it is known.
+    held = {name: value for name, value in fields if value or (name == "test_accuracy" and value is not None)}
+    if "test_accuracy" in held:
+        held["test_accuracy"] = float32_json(description.test_accuracy)
+    at_default = {name: value for name, value in fields if name not in held and name != "test_accuracy"}
+    return held | at_default
+
+
+@route(DIGITS_SERVICE, "ListModels")
 async def list_models(request: web.Request) -> web.Response:
     dataplane: DataPlane = request.app[DATAPLANE]
-    return web.json_response({"models": [metadata_json(dataplane, model) for model in dataplane.models()]})
+    return web.json_response({"models": [metadata_json(description) for description in dataplane.model_descriptions()]})
 
 
-@route(SERVICE, "GetModelMetadata")
+@route(DIGITS_SERVICE, "GetModelMetadata")
 async def get_model_metadata(request: web.Request) -> web.Response:
     dataplane: DataPlane = request.app[DATAPLANE]
-    return web.json_response(metadata_json(dataplane, dataplane.model(request.match_info["model"])))
+    return web.json_response(metadata_json(dataplane.model_description(request.match_info["model"])))
 
 
 def add_routes(app: web.Application) -> None:

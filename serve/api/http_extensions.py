@@ -14,8 +14,8 @@ import json
 from aiohttp import web
 
 from contracts.errors import InvalidInput
-from serve.api.grpc_kserve import SERVICE
 from serve.api.http_server import DATAPLANE, route
+from serve.api.services import INFERENCE_SERVICE
 
 
 async def _json_body(request: web.Request) -> dict:
@@ -45,7 +45,7 @@ def _parameters(body: dict, allowed: set[str]) -> dict:
     return parameters
 
 
-@route(SERVICE, "RepositoryIndex")
+@route(INFERENCE_SERVICE, "RepositoryIndex")
 async def repository_index(request: web.Request) -> web.Response:
     body = await _json_body(request)
     ready = body.get("ready", False)
@@ -62,14 +62,14 @@ async def repository_index(request: web.Request) -> web.Response:
     return web.json_response(entries)
 
 
-@route(SERVICE, "RepositoryModelLoad")
+@route(INFERENCE_SERVICE, "RepositoryModelLoad")
 async def repository_model_load(request: web.Request) -> web.Response:
     _parameters(await _json_body(request), set())
     await request.app[DATAPLANE].load_model(request.match_info["model"])
     return web.json_response({})
 
 
-@route(SERVICE, "RepositoryModelUnload")
+@route(INFERENCE_SERVICE, "RepositoryModelUnload")
 async def repository_model_unload(request: web.Request) -> web.Response:
     # unload_dependents is Triton's parameter for ensembles, which this server has none of.
     _parameters(await _json_body(request), {"unload_dependents"})
@@ -77,7 +77,7 @@ async def repository_model_unload(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
-@route(SERVICE, "ModelStatistics")
+@route(INFERENCE_SERVICE, "ModelStatistics")
 async def model_statistics(request: web.Request) -> web.Response:
     name, version = request.match_info.get("model", ""), request.match_info.get("version", "")
     stats = request.app[DATAPLANE].statistics(name, version)

@@ -12,10 +12,7 @@ import asyncio
 
 from aiohttp import web
 
-from contracts.model_config import PLATFORM
-from contracts.model_file import Model
-from serve.api import grpc_kserve, http_tensors
-from serve.api.grpc_kserve import SERVICE
+from serve.api import http_tensors
 from serve.api.http_server import (
     DATAPLANE,
     DEADLINE,
@@ -24,46 +21,49 @@ from serve.api.http_server import (
     route,
     until_deadline,
 )
-from serve.core.dataplane import SERVER_NAME
+from serve.api.services import INFERENCE_SERVICE
+from serve.core.answers import InferenceMetadata, ServerMetadata
 
-# The protocol extensions served over HTTP (Triton's names, as its server metadata reports them): the
-# data plane's (repository, statistics) and this front door's own binary tensor data.
-EXTENSIONS = [*grpc_kserve.EXTENSIONS, "binary_tensor_data"]
+# Triton's name of this front door's own protocol extension, listed after the data plane's.
+BINARY_TENSOR_DATA = "binary_tensor_data"
 
 
 def _tensors(specs) -> list[dict]:
     return [{"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)} for spec in specs]
 
 
-def model_metadata(model: Model, versions: list[str]) -> dict:
+def server_metadata_json(metadata: ServerMetadata) -> dict:
+    return {"name": metadata.name, "version": metadata.version, "extensions": [*metadata.extensions, BINARY_TENSOR_DATA]}
+
+
+def model_metadata_json(metadata: InferenceMetadata) -> dict:
     return {
-        "name": model.name,
-        "versions": versions,
-        "platform": PLATFORM,
-        "inputs": _tensors(model.inputs),
-        "outputs": _tensors(model.outputs),
+        "name": metadata.name,
+        "versions": list(metadata.versions),
+        "platform": metadata.platform,
+        "inputs": _tensors(metadata.inputs),
+        "outputs": _tensors(metadata.outputs),
     }
 
 
-@route(SERVICE, "ServerLive", exempt=True)
+@route(INFERENCE_SERVICE, "ServerLive", exempt=True)
 async def server_live(request: web.Request) -> web.Response:
     live = request.app[DATAPLANE].live()
     return web.json_response({"live": live}, status=200 if live else 503)
 
 
-@route(SERVICE, "ServerReady", exempt=True)
+@route(INFERENCE_SERVICE, "ServerReady", exempt=True)
 async def server_ready(request: web.Request) -> web.Response:
     ready = request.app[DATAPLANE].ready()
     return web.json_response({"ready": ready}, status=200 if ready else 503)
 
 
-@route(SERVICE, "ServerMetadata")
+@route(INFERENCE_SERVICE, "ServerMetadata")
 async def server_metadata(request: web.Request) -> web.Response:
-    dataplane = request.app[DATAPLANE]
-    return web.json_response({"name": SERVER_NAME, "version": dataplane.version, "extensions": EXTENSIONS})
+    return web.json_response(server_metadata_json(request.app[DATAPLANE].server_metadata()))
 
 
-@route(SERVICE, "ModelReady", exempt=True)
+@route(INFERENCE_SERVICE, "ModelReady", exempt=True)
 async def model_ready(request: web.Request) -> web.Response:
     dataplane = request.app[DATAPLANE]
     name, version = request.match_info["model"], request.match_info.get("version", "")
@@ -72,15 +72,13 @@ async def model_ready(request: web.Request) -> web.Response:
     return web.json_response({"name": name, "ready": ready}, status=200 if ready else 503)
 
 
-@route(SERVICE, "ModelMetadata")
+@route(INFERENCE_SERVICE, "ModelMetadata")
 async def model_metadata_handler(request: web.Request) -> web.Response:
-    dataplane = request.app[DATAPLANE]
-    model = dataplane.model(request.match_info["model"], request.match_info.get("version", ""))
-    return web.json_response(model_metadata(model, dataplane.model_versions(model.name)),
-                             headers={PROVIDER_HEADER: model.provider})
+    metadata = request.app[DATAPLANE].inference_metadata(request.match_info["model"], request.match_info.get("version", ""))
+    return web.json_response(model_metadata_json(metadata), headers={PROVIDER_HEADER: metadata.execution_provider})
 
 
-@route(SERVICE, "ModelInfer")
+@route(INFERENCE_SERVICE, "ModelInfer")
 async def model_infer(request: web.Request) -> web.Response:
     dataplane = request.app[DATAPLANE]
     name, version = request.match_info["model"], request.match_info.get("version", "")

@@ -24,10 +24,10 @@ from aiohttp import web
 
 from contracts.errors import InvalidInput, StatusError
 from serve.api.auth import AUTHORIZATION, BearerTokens
-from serve.api.grpc_calls import INTERNAL_DETAIL, bounded_detail
 from serve.api.metrics import Metrics
 from serve.api.network import ServerStartError
 from serve.core.admission import Admission
+from serve.core.answers import INTERNAL_DETAIL, bounded_detail
 from serve.core.dataplane import DataPlane
 from serve.core.errors import DeadlineExceeded
 

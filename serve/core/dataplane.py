@@ -4,14 +4,18 @@ Health, metadata, v2 inference (tensors in, tensors out), digit classification (
 ranked digits out), the model repository and the statistics, over the served model versions
 (serve.core.lifecycle: each call holds the version it started on) and the image-decoding pool. It knows
 nothing of gRPC or HTTP: the front doors in serve/api turn their messages into the plain requests
-here and the results back into messages, and turn the StatusErrors raised here into status codes.
+here and the results (and serve.core.answers' descriptions) back into messages, and turn the
+StatusErrors raised here into status codes.
+
+The served versions come through the narrow `ServedModels` interface below (serve.core.lifecycle's
+ModelManager in the server), so the data plane can be tested with a fake.
 """
 from __future__ import annotations
 
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import Awaitable, Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -20,15 +24,21 @@ from contracts.errors import ModelNotFound
 from contracts.model_card import PROBABILITIES_OUTPUT
 from contracts.model_file import Model, TensorSpec
 from serve.core import digit_inputs
+from serve.core.answers import (
+    EXTENSIONS,
+    SERVER_NAME,
+    InferenceMetadata,
+    ModelDescription,
+    ServerMetadata,
+)
 from serve.core.digit_inputs import EncodedImage, RawImage, RequestLimits
-from serve.core.lifecycle import IndexEntry, ModelManager, ServedVersion
+from serve.core.lifecycle import IndexEntry
 from serve.core.pool_queue import PoolQueue
 from serve.core.statistics import VersionStatistics
 from serve.core.tensors import InferInput, decode_inputs, requested_outputs
 
 _Result = TypeVar("_Result")
 
-SERVER_NAME = "digit-zoo"
 DEFAULT_TOP_K = 3
 # Below this many images, ranking in plain Python beats numpy's per-call overhead (single-image
 # requests are the common case, and every microsecond there is per request).
@@ -54,6 +64,10 @@ class InferResult:
 
 @dataclass(frozen=True)
 class Classification:
+    """Ranked classes of each image. Each front door writes one prediction per image from it: the
+    first of the image's `classes` as `digit`, with its label and probability, then as `top_k` every
+    one of its classes (`digit`, `label`, `probability`), most probable first."""
+
     model: Model
     labels: list[str]
     # N x C, every class.
@@ -90,19 +104,65 @@ def top_k(probabilities: np.ndarray, k: int) -> tuple[list[list[int]], list[list
     return order.tolist(), np.take_along_axis(probabilities, order, axis=1).tolist()
 
 
+class InferenceRunner(Protocol):
+    async def infer(self, feeds: dict[str, np.ndarray], deadline: float | None = None) -> list[np.ndarray]: ...
+
+
+class ServedModelVersion(Protocol):
+    """One served version of a model, as a call uses it; a call holds it (`with`) until it is answered."""
+
+    model: Model
+    runner: InferenceRunner
+    statistics: VersionStatistics
+
+    @property
+    def max_batch_size(self) -> int: ...
+
+    def __enter__(self) -> "ServedModelVersion": ...
+
+    def __exit__(self, *exc_info) -> None: ...
+
+
+class ServedModels(Protocol):
+    """What the data plane asks of the served models (serve.core.lifecycle's ModelManager).
+
+    Lookups raise ModelNotFound for a model or version not served; `classifier` with an empty
+    name means the default classifier, and refuses a model that is not one (InvalidInput).
+    """
+
+    def served(self, name: str, version: str = "") -> ServedModelVersion: ...
+
+    def classifier(self, name: str, version: str = "") -> ServedModelVersion: ...
+
+    def newest(self) -> Sequence[ServedModelVersion]: ...
+
+    def versions(self, name: str) -> list[str]: ...
+
+    def index(self, ready_only: bool = False) -> list[IndexEntry]: ...
+
+    def statistics(self, name: str = "", version: str = "") -> list[VersionStatistics]: ...
+
+    def request_load(self, name: str) -> Awaitable[None]: ...
+
+    def request_unload(self, name: str) -> Awaitable[None]: ...
+
+
 class DataPlane:
     def __init__(
         self,
-        manager: ModelManager,
+        manager: ServedModels,
         limits: RequestLimits,
         preprocess_executor: Executor,
         version: str,
         preprocess_threads: int = 1,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        """`clock` times each call for its version's statistics (seconds; a fake in tests)."""
         self.manager = manager
         self.limits = limits
         self.version = version
         self._pool = PoolQueue(preprocess_executor, max_trips=preprocess_threads)
+        self._clock = clock
         self._ready = False
 
     # Health and metadata
@@ -127,21 +187,27 @@ class DataPlane:
         """The model named (the version named, or the newest served); NOT_FOUND when it is not served."""
         return self.manager.served(name, version).model
 
-    def model_versions(self, name: str) -> list[str]:
-        """The versions of the model being served, oldest first (what v2 metadata lists)."""
-        return self.manager.versions(name)
-
-    def classifier(self, name: str, version: str = "") -> Model:
-        """The digits API's model: `name`, or the default classifier when empty."""
-        return self.manager.classifier(name, version).model
-
     def models(self) -> list[Model]:
         """The newest served version of every model."""
         return [served.model for served in self.manager.newest()]
 
-    def model_max_batch_size(self, model: Model) -> int:
-        """Most images one inference call of `model` takes (1 when requests cannot be stacked)."""
-        return self.manager.served(model.name, model.version).max_batch_size
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(SERVER_NAME, self.version, EXTENSIONS)
+
+    def model_description(self, name: str = "") -> ModelDescription:
+        """The digits API's description of the model named (its newest version), or of the default
+        classifier when `name` is empty."""
+        served = self.manager.served(name) if name else self.manager.classifier("")
+        return ModelDescription.of(served.model, served.max_batch_size)
+
+    def model_descriptions(self) -> list[ModelDescription]:
+        """The digits API's description of the newest served version of every model."""
+        return [ModelDescription.of(served.model, served.max_batch_size) for served in self.manager.newest()]
+
+    def inference_metadata(self, name: str, version: str = "") -> InferenceMetadata:
+        """The v2 metadata of the model named (the version named, or the newest served)."""
+        model = self.manager.served(name, version).model
+        return InferenceMetadata.of(model, self.manager.versions(model.name))
 
     # The model repository and statistics extensions
     def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
@@ -167,7 +233,8 @@ class DataPlane:
         """A v2 request's outputs (those it named, in its order), from the model's batcher or alone."""
         with self.manager.served(request.model_name, request.model_version) as served:
             model = served.model
-            started = time.perf_counter()
+            clock = self._clock
+            started = clock()
             succeeded = False
             try:
                 feeds = decode_inputs(model, request.inputs, self.limits.max_images_per_request)
@@ -175,7 +242,7 @@ class DataPlane:
                 outputs = await served.runner.infer(feeds, deadline)
                 succeeded = True
             finally:
-                served.statistics.request_done(succeeded, time.perf_counter() - started)
+                served.statistics.request_done(succeeded, clock() - started)
         return InferResult(model, request.id, [(model.outputs[i], outputs[i]) for i in wanted])
 
     async def classify(
@@ -189,18 +256,19 @@ class DataPlane:
         """
         with self.manager.classifier(model_name, model_version) as served:
             model = served.model
-            started = time.perf_counter()
+            clock = self._clock
+            started = clock()
             succeeded = False
             try:
                 pixels, probabilities = await self._classify(served, images, deadline)
                 succeeded = True
             finally:
-                served.statistics.request_done(succeeded, time.perf_counter() - started)
+                served.statistics.request_done(succeeded, clock() - started)
         labels = model_labels(model, probabilities.shape[1])
         classes, top_probabilities = top_k(probabilities, resolve_top_k(requested_top_k, len(labels)))
         return Classification(model, labels, probabilities, classes, top_probabilities, pixels)
 
-    async def _classify(self, served: ServedVersion, images, deadline: float | None) -> tuple[np.ndarray, np.ndarray]:
+    async def _classify(self, served: ServedModelVersion, images, deadline: float | None) -> tuple[np.ndarray, np.ndarray]:
         model = served.model
         input_size = model.card.input_size or DIGIT_SHAPE
         if digit_inputs.is_bulk_mnist(images):

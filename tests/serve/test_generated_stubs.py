@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 
 from contracts import generate_stubs
+from contracts.generated.digits.v1 import digits_pb2
+from contracts.generated.inference import grpc_service_pb2
+from serve.api import services
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -38,3 +41,8 @@ def test_relative_import_rewriting():
     assert rewritten.splitlines() == ["from ..a.b import x_pb2 as a_dot_b_dot_x__pb2", "from google.protobuf import empty_pb2 as e"]
     same_package = generate_stubs._relative_imports(source, ("a", "b"), {("a", "b")})
     assert same_package.splitlines()[0] == "from . import x_pb2 as a_dot_b_dot_x__pb2"
+
+
+def test_the_services_that_label_calls_are_the_protos_services():
+    assert services.DIGITS_SERVICE == digits_pb2.DESCRIPTOR.services_by_name["DigitClassifier"].full_name
+    assert services.INFERENCE_SERVICE == grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name

@@ -4,6 +4,7 @@ the right status with a detail that says what to fix."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 
@@ -16,8 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from serve_testing import TEST_LIMITS, TEST_MAX_MESSAGE_BYTES
 
 from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from contracts.model_file import TensorSpec
 from contracts.sessions import RuntimeOptions
-from serve.api.grpc_digits import SERVICE
+from serve.api import grpc_digits, http_digits
+from serve.api.services import DIGITS_SERVICE as SERVICE
+from serve.core.answers import ModelDescription
 from serve.server import BackgroundServer, ServerConfig
 
 TOKEN = "http-token-0123456789"
@@ -270,6 +274,28 @@ def test_metadata_is_the_grpc_metadata(api, digits):
         digits_pb2.GetModelMetadataRequest(name="centroid"), timeout=10)
     assert centroid["classifies_images"] is True and centroid["input_size"] == [28, 28]
     assert centroid["labels"] == [str(i) for i in range(10)] and centroid["max_batch_size"] == 256
+
+
+FP32 = np.dtype(np.float32)
+DESCRIPTION = ModelDescription(
+    name="lenet", task="classification", classifies_images=True, labels=tuple("0123456789"), input_size=(28, 28),
+    inputs=(TensorSpec("pixels", "FP32", FP32, (-1, 1, 28, 28)),), outputs=(TensorSpec("probabilities", "FP32", FP32, (-1, 10)),),
+    execution_provider="CPUExecutionProvider", provider_note="", test_accuracy=0.9912, dataset="mnist",
+    file_sha256="ab" * 32, max_batch_size=256,
+)
+THIRD_PARTY = {"task": "unknown", "classifies_images": False, "labels": (), "input_size": (), "test_accuracy": None,
+               "dataset": "", "inputs": (TensorSpec("x", "INT64", np.dtype(np.int64), ()),)}
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"test_accuracy": None}, {"test_accuracy": 1 / 3}, {"test_accuracy": 0.0}, {"test_accuracy": 0.98765432},
+    {"provider_note": "CUDA was asked for but is not available"}, {"max_batch_size": 1}, THIRD_PARTY,
+])
+def test_metadata_json_is_protobufs_json_mapping_of_the_grpc_message(changes):
+    description = dataclasses.replace(DESCRIPTION, **changes)
+    expected = json_format.MessageToDict(grpc_digits.model_metadata(description), preserving_proto_field_name=True,
+                                         always_print_fields_with_no_presence=True)
+    assert json.dumps(http_digits.metadata_json(description)) == json.dumps(expected)
 
 
 # Bad input: the right status and a detail that says what to send

@@ -20,8 +20,8 @@ from contracts.generated.inference import grpc_service_pb2 as v2_pb
 from contracts.generated.inference import grpc_service_pb2_grpc as v2_grpc
 from contracts.sessions import RuntimeOptions
 from serve.api.auth import BearerTokens, TokenFileError, read_tokens
-from serve.api.grpc_calls import bounded_detail
 from serve.client import ClientError, DigitClient
+from serve.core.answers import bounded_detail
 from serve.server import BackgroundServer, ServerConfig, ServerStartError
 
 TOKEN = "s3cret-token-0123456789"
