@@ -37,7 +37,7 @@ from contracts.model_file import ModelLoadError, load_model
 from contracts.sessions import RuntimeOptions
 from serve.client import DigitClient
 from serve.core.batching import BatchingOptions
-from serve.core.lifecycle import LifecycleOptions
+from serve.core.control import LifecycleOptions
 from serve.core.warmup import warm_up
 from serve.server import BackgroundServer, ServerConfig
 
