@@ -206,6 +206,9 @@ class Server:
             await self._release()
             raise
         dataplane.set_ready(True)
+        if config.default_model and config.default_model not in [model.name for model in dataplane.models()]:
+            log.warning("the default model %s (--default-model) is not being served: digits requests that name no "
+                        "model get NOT_FOUND until it is loaded", config.default_model)
 
         if not config.uses_tls and not is_loopback(config.host):
             log.warning(

@@ -8,6 +8,7 @@ versions served.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -82,7 +83,8 @@ class ModelIndex:
         """Every model of the source (and every model served, or tried) with its versions' states."""
         names = list(self._served.names())
         names += [name for name in self._states.names() if name not in names]
-        names += [name for name in self._source_names() if name not in names]
+        with contextlib.suppress(OSError):  # a repository that cannot be read now adds no names
+            names += [name for name in self._source_names() if name not in names]
         entries = []
         for name in sorted(names):
             states = self._states.of(name)

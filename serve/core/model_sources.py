@@ -32,7 +32,7 @@ class ModelSource(Protocol):
         """ModelLoadError when the source cannot be served at all."""
 
     def names(self) -> list[str]:
-        """The models the source holds, by name."""
+        """The models the source holds, by name; OSError when it cannot be read now."""
 
     def read(self, name: str) -> ModelFolder:
         """The model's config and version files; ModelNotFound when the source has no such model."""
@@ -55,7 +55,8 @@ class RepositoryFolder:
             raise ModelLoadError(f"the model repository {self.root} is not a folder")
 
     def names(self) -> list[str]:
-        return model_names(self.root) if self.root.is_dir() else []
+        # OSError when the folder is gone: a re-read must not take that for a repository emptied.
+        return model_names(self.root)
 
     def read(self, name: str) -> ModelFolder:
         return read_model_folder(self.root, name)

@@ -162,6 +162,31 @@ def test_a_re_read_unloads_the_models_gone_from_the_source(tmp_path):
     asyncio.run(scenario())
 
 
+def test_a_source_that_cannot_be_read_unloads_nothing(tmp_path):
+    class Unmounted(FakeSource):
+        readable = True
+
+        def names(self) -> list[str]:
+            if not self.readable:
+                raise FileNotFoundError(self.folder)
+            return super().names()
+
+    async def scenario() -> None:
+        source = Unmounted(tmp_path)
+        source.add("digits", 1)
+        lifecycle, table, _, _ = lifecycle_of(source)
+        await lifecycle.start()
+        try:
+            source.readable = False
+            with pytest.raises(FileNotFoundError):
+                await lifecycle.reload()  # the poller logs it and polls on
+            assert table.version_names("digits") == ["1"]
+        finally:
+            await lifecycle.close()
+
+    asyncio.run(scenario())
+
+
 def test_model_files_are_served_as_version_1_and_never_reloaded(tmp_path):
     files = ModelFiles.load([tagged_classifier(tmp_path / "seven.onnx", 7, name="seven")], CPU)
 

@@ -232,6 +232,12 @@ def test_flags_fill_the_server_config(model_dir, tmp_path):
     assert no_batching.runtime.instances == 2, "two instances by default, as Triton runs ONNX Runtime on the CPU"
 
 
+def test_the_default_model_is_declared_by_flag():
+    parse = serve_main.build_parser().parse_args
+    assert serve_main.config_from_args(parse(["--model", "m.onnx"])).default_model == ""
+    assert serve_main.config_from_args(parse(["--model", "m.onnx", "--default-model", "lenet"])).default_model == "lenet"
+
+
 def test_only_models_whose_outputs_follow_the_batch_are_batched(model_dir, tmp_path):
     from onnx_models import batch_mean_model
 
