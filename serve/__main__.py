@@ -33,9 +33,9 @@ from contracts.model_file import ModelLoadError
 from contracts.sessions import DEVICES, DeviceUnavailable, RuntimeOptions
 from serve.api.http_server import DEFAULT_HTTP_PORT
 from serve.core.batching import BatchingOptions
+from serve.core.control import CONTROL_MODES, LifecycleOptions
 from serve.core.digit_inputs import RequestLimits
-from serve.core.lifecycle import CONTROL_MODES, LifecycleOptions
-from serve.core.repository import ModelRepository
+from serve.core.model_sources import ModelFiles
 from serve.server import DEFAULT_PORT, MiB, Server, ServerConfig, ServerStartError
 from serve.workers import (
     Supervisor,
@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds between two reads of the repository in poll mode")
     models.add_argument("--load-model", dest="load_models", action="append", default=[], metavar="NAME",
                         help="in explicit mode, a model to load at start-up (repeatable; '*' for every model)")
+    models.add_argument("--default-model", default="", metavar="NAME",
+                        help="the digits API's model for requests that name none (default: the first digit classifier "
+                             "given: the --model files in order, a folder's by file name, or the repository's models "
+                             "by name)")
     models.add_argument("--device", choices=DEVICES, default="auto",
                         help="auto: CUDA when it really runs, else CPU; cuda: fail unless CUDA runs; cpu: never try CUDA")
     models.add_argument("--instances", type=int, default=defaults.runtime.instances,
@@ -150,18 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def worker_count(args: argparse.Namespace) -> int:
     """--workers, or its default; ValueError when it cannot work with the other flags."""
-    explicit = args.model_control_mode == "explicit"
+    lifecycle = lifecycle_from_args(args)
     workers = getattr(args, "workers", None)  # absent unless given: its default depends on the other flags
     if workers is None:
-        # A load or unload through the repository extension changes the models of the one process
-        # that answers it: with several workers they would disagree.
-        return 1 if explicit else default_workers()
+        return 1 if lifecycle.one_process_only else default_workers()
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    if workers > 1 and explicit:
-        raise ValueError("--model-control-mode explicit needs --workers 1: a load or unload would reach one worker "
-                         "only (poll and none re-read the repository in every worker; SIGHUP reaches them all)")
+    lifecycle.check_workers(workers)
     return workers
+
+
+def lifecycle_from_args(args: argparse.Namespace) -> LifecycleOptions:
+    return LifecycleOptions(args.model_control_mode, args.repository_poll_secs, tuple(args.load_models))
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -176,7 +180,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     return ServerConfig(
         model_paths=tuple(args.models),
         model_repository=args.model_repository,
-        lifecycle=LifecycleOptions(args.model_control_mode, args.repository_poll_secs, tuple(args.load_models)),
+        lifecycle=lifecycle_from_args(args),
+        default_model=args.default_model,
         host=args.host,
         port=args.port,
         http_port=None if args.no_http else args.http_port,
@@ -201,8 +206,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-async def serve(config: ServerConfig, repository: ModelRepository | None) -> int:
-    server = Server(config, repository)
+async def serve(config: ServerConfig, model_files: ModelFiles | None) -> int:
+    server = Server(config, model_files)
     await server.start()
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
@@ -256,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                 count=config.runtime.workers, argv=tuple(argv), host=config.host, port=config.port, http_port=config.http_port,
                 metrics_port=config.metrics_port, port_file=config.port_file, grace_s=config.grace_s,
             )).run()
-        repository = ModelRepository.load(config.model_paths, config.runtime) if config.model_paths else None
-        return asyncio.run(serve(config, repository))
+        model_files = ModelFiles.load(config.model_paths, config.runtime) if config.model_paths else None
+        return asyncio.run(serve(config, model_files))
     except (ModelLoadError, DeviceUnavailable, ServerStartError) as exc:
         print(f"python -m serve: error: {exc}", file=sys.stderr)
         return EXIT_START_FAILED
@@ -268,8 +273,8 @@ def run_worker(config: ServerConfig, supervisor_pid: int) -> int:
     if not bind_to_supervisor(supervisor_pid):
         return EXIT_OK  # the supervisor is gone already: nothing to serve for
     try:
-        repository = ModelRepository.load(config.model_paths, config.runtime) if config.model_paths else None
-        return asyncio.run(serve(config, repository))
+        model_files = ModelFiles.load(config.model_paths, config.runtime) if config.model_paths else None
+        return asyncio.run(serve(config, model_files))
     except (ModelLoadError, DeviceUnavailable, ServerStartError) as exc:
         worker_error_file(config.port_file).write_text(str(exc))
         return EXIT_START_FAILED

@@ -30,10 +30,11 @@ from serve.api.metrics import Metrics
 from serve.api.network import ServerStartError, address, read_tls_files, write_port_file
 from serve.core.admission import Admission
 from serve.core.batching import BatchingOptions
+from serve.core.control import LifecycleOptions
 from serve.core.dataplane import DataPlane
 from serve.core.digit_inputs import RequestLimits
-from serve.core.lifecycle import LifecycleOptions, ModelManager
-from serve.core.repository import ModelRepository
+from serve.core.lifecycle import ModelManager
+from serve.core.model_sources import ModelFiles, ModelSource, RepositoryFolder
 from serve.core.runner import ModelRunner
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ class ServerConfig:
     model_repository: Path | None = None
     # What loads and unloads the repository's models while serving (control mode, polling).
     lifecycle: LifecycleOptions = field(default_factory=LifecycleOptions)
+    # The digits API's model for requests that name none ("": the first digit classifier given;
+    # serve.core.digit_classifiers).
+    default_model: str = ""
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     # HTTP/REST (KServe v2, the digits API, the page): None turns it off, 0 picks a free port.
@@ -101,8 +105,7 @@ class ServerConfig:
             raise ValueError(f"grace period must be >= 0 seconds, got {self.grace_s}")
         if self.model_repository is not None and self.model_paths:
             raise ValueError("serve either a --model-repository or --model files, not both")
-        if self.model_repository is None and self.lifecycle.control_mode != "none":
-            raise ValueError("--model-control-mode poll and explicit need a --model-repository to load from")
+        self.lifecycle.check_source(from_repository=self.model_repository is not None)
 
     @property
     def uses_tls(self) -> bool:
@@ -119,9 +122,10 @@ def is_loopback(host: str) -> bool:
 
 
 class Server:
-    def __init__(self, config: ServerConfig, repository: ModelRepository | None = None) -> None:
+    def __init__(self, config: ServerConfig, model_files: ModelFiles | None = None) -> None:
+        """`model_files`: config.model_paths loaded already (else start loads them)."""
         self.config = config
-        self.repository = repository
+        self.model_files = model_files
         self.metrics = Metrics()
         self.admission = Admission()
         self.models: ModelManager | None = None
@@ -152,8 +156,7 @@ class Server:
     async def start(self) -> int:
         """Load the models (unless given), open both front doors; returns the bound gRPC port."""
         config = self.config
-        if self.repository is None and config.model_repository is None:
-            self.repository = ModelRepository.load(config.model_paths, config.runtime)
+        source = self._model_source()
         tokens = None
         if config.token_file is not None:
             try:
@@ -162,14 +165,14 @@ class Server:
                 raise ServerStartError(str(exc)) from exc
         tls = read_tls_files(config.tls_cert, config.tls_key, config.tls_client_ca) if config.uses_tls else None
 
-        models = self.models = ModelManager(config.runtime, config.batching, self.metrics, config.model_repository,
-                                            config.lifecycle, on_serving=self._model_serving)
+        models = self.models = ModelManager(source, config.runtime, config.batching, self.metrics, config.lifecycle,
+                                            config.default_model, on_serving=self._model_serving)
         self._preprocess = ThreadPoolExecutor(config.worker_threads, thread_name_prefix="preprocess")
         dataplane = self.dataplane = DataPlane(models, config.limits, self._preprocess, package_version(),
                                                preprocess_threads=config.worker_threads)
         try:
             # Loaded and warmed up before either door opens: the first real call is not the slow one.
-            await models.start(list(self.repository) if self.repository is not None else ())
+            await models.start()
             self.metrics.watch_statistics(models.all_statistics)
             self._grpc = GrpcFrontDoor(dataplane, self.metrics, self.admission, tokens, config.max_message_bytes,
                                        config.max_concurrent_rpcs, on_denied=self._count_denied,
@@ -192,6 +195,9 @@ class Server:
             await self._release()
             raise
         dataplane.set_ready(True)
+        if config.default_model and config.default_model not in [model.name for model in dataplane.models()]:
+            log.warning("the default model %s (--default-model) is not being served: digits requests that name no "
+                        "model get NOT_FOUND until it is loaded", config.default_model)
 
         if not config.uses_tls and not is_loopback(config.host):
             log.warning(
@@ -210,6 +216,13 @@ class Server:
         if config.port_file is not None:
             write_port_file(config.port_file, [self.port] + ([self.http_port] if self.http_port is not None else []))
         return self.port
+
+    def _model_source(self) -> ModelSource:
+        if self.config.model_repository is not None:
+            return RepositoryFolder(self.config.model_repository)
+        if self.model_files is None:
+            self.model_files = ModelFiles.load(self.config.model_paths, self.config.runtime)
+        return self.model_files
 
     async def _release(self) -> None:
         """Close what a server that failed to start had opened."""
@@ -272,8 +285,8 @@ class Server:
 class BackgroundServer:
     """A Server on its own event-loop thread: `with BackgroundServer(config) as server: ... server.target`."""
 
-    def __init__(self, config: ServerConfig, repository: ModelRepository | None = None) -> None:
-        self.server = Server(config, repository)
+    def __init__(self, config: ServerConfig, model_files: ModelFiles | None = None) -> None:
+        self.server = Server(config, model_files)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()

@@ -89,7 +89,7 @@ def test_an_operators_choices_in_config_pbtxt_survive_a_new_export(random_export
 
 def test_export_writes_numbered_versions_that_the_server_serves(tmp_path, mnist_root):
     from contracts.sessions import RuntimeOptions
-    from serve.core.lifecycle import LifecycleOptions
+    from serve.core.control import LifecycleOptions
     from serve.server import BackgroundServer, ServerConfig
 
     grpcclient = pytest.importorskip("tritonclient.grpc")

@@ -37,7 +37,7 @@ from contracts.model_file import ModelLoadError, load_model
 from contracts.sessions import RuntimeOptions
 from serve.client import DigitClient
 from serve.core.batching import BatchingOptions
-from serve.core.lifecycle import LifecycleOptions
+from serve.core.control import LifecycleOptions
 from serve.core.warmup import warm_up
 from serve.server import BackgroundServer, ServerConfig
 
@@ -47,6 +47,8 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 PIXELS = np.zeros((1, 1, 28, 28), np.float32)
 OTHER_TAG = 7
+# Calls the steady load makes on each version before the next swap.
+CALLS_PER_VERSION = 40
 
 
 def version_file(repo: Path, name: str, version: int) -> Path:
@@ -72,6 +74,25 @@ def repository_server(repo: Path, mode: str = "explicit", **lifecycle) -> Backgr
         batching=BatchingOptions(max_batch_size=64, max_delay_ms=1.0),
         grace_s=2.0,
     ))
+
+
+def wait_until(condition, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Whether `condition()` came true within `timeout` seconds (checked every `interval`)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def queued_images(server: BackgroundServer, model: str) -> float:
+    """Images waiting in the model's batching queue, as the metrics endpoint reports them."""
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics").read().decode()
+    for line in metrics.splitlines():
+        if line.startswith(f'serve_queue_images{{model="{model}"}} '):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def index(client) -> dict[tuple[str, str], str]:
@@ -124,6 +145,7 @@ class Load:
         self.target, self.http_url, self.model = target, http_url, model
         self.calls: list[tuple[float, float, str, int]] = []  # sent, answered, model_version, digit
         self.errors: list[str] = []
+        self._answered = threading.Condition()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=caller, daemon=True)
                          for caller in (self._v2, self._digits, self._http_v2, self._http_digits)
@@ -139,15 +161,26 @@ class Load:
         for thread in self._threads:
             thread.join(30)
 
+    def wait_for_calls(self, count: int, timeout: float = 30.0) -> None:
+        """Return once `count` more calls have been answered (or any failed)."""
+        with self._answered:
+            target = len(self.calls) + count
+            answered = self._answered.wait_for(lambda: len(self.calls) >= target or self.errors, timeout)
+        assert answered and not self.errors, f"{len(self.calls)} calls answered, errors: {self.errors[:3]}"
+
     def _record(self, call) -> None:
         while not self._stop.is_set():
             sent = time.monotonic()
             try:
                 version, digit = call()
             except Exception as exc:  # every failure is a finding: kept, reported by the test
-                self.errors.append(repr(exc)[:300])
+                with self._answered:
+                    self.errors.append(repr(exc)[:300])
+                    self._answered.notify_all()
                 continue
-            self.calls.append((sent, time.monotonic(), version, digit))
+            with self._answered:
+                self.calls.append((sent, time.monotonic(), version, digit))
+                self._answered.notify_all()
 
     def _v2(self) -> None:
         client = grpcclient.InferenceServerClient(url=self.target)
@@ -191,7 +224,7 @@ def test_versions_replaced_and_a_model_reloaded_under_load_lose_no_call(tmp_path
         assert index(triton) == {("digits", "1"): "READY", ("other", "1"): "READY"}
         swaps: list[tuple[int, float, float]] = []  # version, load asked, load answered
         with Load(server.target, server.http_url, "digits") as load:
-            time.sleep(0.3)
+            load.wait_for_calls(CALLS_PER_VERSION)
             for version in (2, 3, 4):
                 add_version(repo, "digits", version)
                 asked = time.monotonic()
@@ -200,7 +233,7 @@ def test_versions_replaced_and_a_model_reloaded_under_load_lose_no_call(tmp_path
                 states = index(triton_http if version % 2 else triton)
                 assert states[("digits", str(version))] == "READY"
                 assert all(states[("digits", str(old))] == "UNAVAILABLE" for old in range(1, version))
-                time.sleep(0.3)
+                load.wait_for_calls(CALLS_PER_VERSION)
             # The other model goes (test_queued_calls_finish_on_the_version_they_were_queued_on
             # shows its queue is drained first) and comes back, while the first stays under load.
             assert v2_answer(triton, "other") == ("1", OTHER_TAG)
@@ -214,7 +247,7 @@ def test_versions_replaced_and_a_model_reloaded_under_load_lose_no_call(tmp_path
             assert index(triton_http)[("other", "1")] == "READY"
             assert model_health(server.target, "other") == health_pb2.HealthCheckResponse.SERVING
             assert v2_answer(triton, "other") == ("1", OTHER_TAG)
-            time.sleep(0.3)
+            load.wait_for_calls(CALLS_PER_VERSION)
         assert load.errors == []
         calls = load.calls
         assert len(calls) > 100, f"only {len(calls)} calls: the load was not steady"
@@ -299,18 +332,21 @@ def test_queued_calls_finish_on_the_version_they_were_queued_on(tmp_path):
     """A swap, then an unload, while calls wait in a queue: the version they wait for answers them."""
     repo = tmp_path / "repo"
     add_version(repo, "digits", 1)
-    (repo / "digits" / "config.pbtxt").write_text("dynamic_batching { max_queue_delay_microseconds: 400000 }\n")
+    (repo / "digits" / "config.pbtxt").write_text("dynamic_batching { max_queue_delay_microseconds: 1000000 }\n")
     with repository_server(repo) as server:
         clients = [grpcclient.InferenceServerClient(url=server.target) for _ in range(4)]
         answers: list = []
         queued = [threading.Thread(target=lambda c=c: answers.append(v2_answer(c))) for c in clients[:3]]
         for thread in queued:
             thread.start()
-        time.sleep(0.1)  # they wait in version 1's queue for its 400 ms batching delay
+        # They wait in version 1's queue for its 1 s batching delay.
+        assert wait_until(lambda: queued_images(server, "digits") == 3), "the calls did not queue"
         add_version(repo, "digits", 2)
         loaded_at = time.monotonic()
         clients[3].load_model("digits")
-        assert v2_answer(clients[3]) == ("2", 2)
+        # Version 2 serves now. No lone call checks it: its batcher would then send the next lone
+        # calls at once instead of queueing them; the three calls below are its first.
+        assert clients[3].get_model_metadata("digits", as_json=True)["versions"] == ["2"]
         for thread in queued:
             thread.join(10)
         assert answers == [("1", 1)] * 3
@@ -319,7 +355,7 @@ def test_queued_calls_finish_on_the_version_they_were_queued_on(tmp_path):
         queued = [threading.Thread(target=lambda c=c: answers.append(v2_answer(c))) for c in clients[:3]]
         for thread in queued:
             thread.start()
-        time.sleep(0.1)
+        assert wait_until(lambda: queued_images(server, "digits") == 3), "the calls did not queue on version 2"
         clients[3].unload_model("digits")  # drains the queue: the calls in it are answered, not dropped
         assert index(clients[3]) == {("digits", "1"): "UNAVAILABLE", ("digits", "2"): "UNAVAILABLE"}
         for thread in queued:
@@ -445,9 +481,7 @@ def test_control_modes(tmp_path):
         assert refused.value.status() == "StatusCode.FAILED_PRECONDITION" and "--model-control-mode poll" in refused.value.message()
         add_version(repo, "digits", 2)
         shutil.rmtree(repo / "other")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and index(triton).get(("other", "1")) != "UNAVAILABLE":
-            time.sleep(0.1)
+        assert wait_until(lambda: index(triton).get(("other", "1")) == "UNAVAILABLE")
         assert index(triton) == {("digits", "1"): "UNAVAILABLE", ("digits", "2"): "READY", ("other", "1"): "UNAVAILABLE"}
         assert v2_answer(triton) == ("2", 2)
         triton.close()
@@ -509,17 +543,14 @@ def test_sighup_reloads_the_repository(tmp_path):
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not port_file.exists() and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.1)
+        wait_until(lambda: port_file.exists() or process.poll() is not None, timeout=60, interval=0.1)
         assert port_file.exists(), process.stdout.read().decode() if process.poll() is not None else "no port file"
         grpc_port = int(port_file.read_text().split()[0])
         triton = grpcclient.InferenceServerClient(url=f"127.0.0.1:{grpc_port}")
         assert v2_answer(triton) == ("1", 1)
         add_version(repo, "digits", 2)
         process.send_signal(signal.SIGHUP)
-        while time.monotonic() < deadline and triton.get_model_metadata("digits", as_json=True)["versions"] != ["2"]:
-            time.sleep(0.1)
+        assert wait_until(lambda: triton.get_model_metadata("digits", as_json=True)["versions"] == ["2"], timeout=60)
         assert v2_answer(triton) == ("2", 2)
         triton.close()
     finally:

@@ -25,7 +25,7 @@ from contracts.sessions import (
 from serve import __main__ as serve_main
 from serve.core.batching import BatchingOptions
 from serve.core.lifecycle import ModelManager
-from serve.core.repository import ModelRepository
+from serve.core.model_sources import ModelFiles
 
 
 @pytest.fixture(scope="module")
@@ -90,31 +90,31 @@ def test_runtime_options_are_checked():
 def test_missing_truncated_and_non_onnx_files_are_refused(model_dir, tmp_path):
     cpu = RuntimeOptions(device="cpu")
     with pytest.raises(ModelLoadError, match=r"model file not found: .*nope\.onnx"):
-        ModelRepository.load([tmp_path / "nope.onnx"], cpu)
+        ModelFiles.load([tmp_path / "nope.onnx"], cpu)
     truncated = tmp_path / "truncated.onnx"
     data = (model_dir / "centroid.onnx").read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelLoadError, match=r"truncated\.onnx is not a loadable ONNX model"):
-        ModelRepository.load([truncated], cpu)
+        ModelFiles.load([truncated], cpu)
     text = tmp_path / "notes.onnx"
     text.write_text("these are not the weights you are looking for")
     with pytest.raises(ModelLoadError, match=r"notes\.onnx is not a loadable ONNX model"):
-        ModelRepository.load([text], cpu)
+        ModelFiles.load([text], cpu)
     empty = tmp_path / "empty.onnx"
     empty.write_bytes(b"")
     with pytest.raises(ModelLoadError, match=r"empty\.onnx is empty"):
-        ModelRepository.load([empty], cpu)
+        ModelFiles.load([empty], cpu)
     folder = tmp_path / "no-models"
     folder.mkdir()
     with pytest.raises(ModelLoadError, match="holds no .onnx files"):
-        ModelRepository.load([folder], cpu)
+        ModelFiles.load([folder], cpu)
 
 
 def test_two_models_with_one_name_are_refused(model_dir, tmp_path):
     copy = tmp_path / "copy.onnx"
     shutil.copy(model_dir / "centroid.onnx", copy)
     with pytest.raises(ModelLoadError, match="two models are named 'centroid'"):
-        ModelRepository.load([model_dir / "centroid.onnx", copy], RuntimeOptions(device="cpu"))
+        ModelFiles.load([model_dir / "centroid.onnx", copy], RuntimeOptions(device="cpu"))
 
 
 def test_a_card_that_disagrees_with_the_graph_is_refused(tmp_path):
@@ -232,6 +232,12 @@ def test_flags_fill_the_server_config(model_dir, tmp_path):
     assert no_batching.runtime.instances == 2, "two instances by default, as Triton runs ONNX Runtime on the CPU"
 
 
+def test_the_default_model_is_declared_by_flag():
+    parse = serve_main.build_parser().parse_args
+    assert serve_main.config_from_args(parse(["--model", "m.onnx"])).default_model == ""
+    assert serve_main.config_from_args(parse(["--model", "m.onnx", "--default-model", "lenet"])).default_model == "lenet"
+
+
 def test_only_models_whose_outputs_follow_the_batch_are_batched(model_dir, tmp_path):
     from onnx_models import batch_mean_model
 
@@ -242,19 +248,23 @@ def test_only_models_whose_outputs_follow_the_batch_are_batched(model_dir, tmp_p
     assert not load_model(batch_mean_model(tmp_path / "mean.onnx"), cpu).batchable
 
 
-def test_default_classifier_prefers_a_model_over_its_variants(tmp_path):
-    # A folder lists lenet.int8.onnx before lenet.onnx; the digits API's default must be the model itself.
+def test_the_default_classifier_is_the_one_declared_else_the_first_given(tmp_path):
+    # A folder lists lenet.int8.onnx before lenet.onnx: without --default-model the first given is the
+    # default; a server meant to answer with lenet says so.
     random_linear_classifier(tmp_path / "a.int8.onnx", name="lenet.int8")
     random_linear_classifier(tmp_path / "b.onnx", name="lenet")
-    repository = ModelRepository.load([tmp_path], RuntimeOptions(device="cpu"))
-    assert [model.name for model in repository] == ["lenet.int8", "lenet"]
+    model_files = ModelFiles.load([tmp_path], RuntimeOptions(device="cpu"))
+    assert [model.name for model in model_files] == ["lenet.int8", "lenet"]
 
-    async def default_classifier() -> str:
-        models = ModelManager(RuntimeOptions(device="cpu"), BatchingOptions(max_batch_size=8))
-        await models.start(list(repository))
+    async def default_classifier(default_model: str) -> str:
+        models = ModelManager(model_files, RuntimeOptions(device="cpu"), BatchingOptions(max_batch_size=8),
+                              default_model=default_model)
+        await models.start()
         try:
-            return models.default_classifier().model.name
+            with models.classifier("") as served:
+                return served.model.name
         finally:
             await models.close()
 
-    assert asyncio.run(default_classifier()) == "lenet"
+    assert asyncio.run(default_classifier("")) == "lenet.int8"
+    assert asyncio.run(default_classifier("lenet")) == "lenet"

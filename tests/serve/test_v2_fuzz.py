@@ -231,9 +231,9 @@ def fuzz_server(tmp_path_factory):
 @given(data=st.data())
 def test_a_live_server_answers_random_v2_requests_with_documented_statuses_only(fuzz_server, data):
     server, stub = fuzz_server
-    repository = server.server.repository
-    names = repository.names()
-    model = repository.get(data.draw(st.sampled_from(names)))
+    model_files = server.server.model_files
+    names = model_files.names()
+    model = model_files.get(data.draw(st.sampled_from(names)))
     request = data.draw(v2_requests(model, model_names=[model.name] * 9 + ["nope"]))
     try:
         response = stub.ModelInfer(request, timeout=10)
@@ -300,8 +300,8 @@ def http_infer(url: str, body: bytes, headers: dict):
 @given(data=st.data())
 def test_a_live_server_answers_random_http_v2_bodies_with_documented_statuses_only(fuzz_server, data):
     server, _ = fuzz_server
-    repository = server.server.repository
-    model = repository.get(data.draw(st.sampled_from(repository.names())))
+    model_files = server.server.model_files
+    model = model_files.get(data.draw(st.sampled_from(model_files.names())))
     request = data.draw(v2_requests(model, model_names=[model.name] * 9 + ["nope"]))
     body, headers = data.draw(http_bodies(request))
     status, answer_headers, answer = http_infer(f"{server.http_url}/v2/models/{request.model_name}/infer", body, headers)
