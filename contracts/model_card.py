@@ -52,6 +52,9 @@ class ModelCard:
     recipe: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     opset: int | None = None
+    # The model this file is a variant of ("lenet" for lenet.int8 and lenet.opt): served beside it,
+    # never chosen as the digits API's default in its place.
+    variant_of: str | None = None
 
     @property
     def is_classifier(self) -> bool:

@@ -183,7 +183,9 @@ class _ExportRun:
 
     def _variant_card(self, variant: str, **changes: Any) -> ModelCard:
         """A variant is served beside its model, so it needs a name of its own: lenet.int8, lenet.opt."""
-        return dataclasses.replace(self.card, model_name=f"{self.card.model_name}.{variant}", **changes)
+        return dataclasses.replace(
+            self.card, model_name=f"{self.card.model_name}.{variant}", variant_of=self.card.model_name, **changes
+        )
 
     def _check(self, path: Path, providers: list[str], enforced: bool = True) -> ParityReport:
         return check_parity(

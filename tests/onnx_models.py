@@ -52,6 +52,7 @@ def linear_classifier(
     name: str = "linear",
     input_size: int = 28,
     labels: list[str] | None = None,
+    variant_of: str | None = None,
 ) -> Path:
     """logits = ((pixels - mean) / std).flatten() @ weights + bias; probabilities = softmax(logits).
 
@@ -87,15 +88,18 @@ def linear_classifier(
         std=[MNIST_STD],
         test_accuracy=None,
         dataset="mnist",
+        variant_of=variant_of,
     )
     return _save(graph, path, card.to_metadata_props())
 
 
-def random_linear_classifier(path: Path, *, name: str = "linear", input_size: int = 28, seed: int = 0) -> Path:
+def random_linear_classifier(
+    path: Path, *, name: str = "linear", input_size: int = 28, seed: int = 0, variant_of: str | None = None
+) -> Path:
     rng = np.random.default_rng(seed)
     weights = rng.normal(0, 0.05, size=(input_size * input_size, 10)).astype(np.float32)
     bias = rng.normal(0, 0.1, size=10).astype(np.float32)
-    return linear_classifier(path, weights, bias, name=name, input_size=input_size)
+    return linear_classifier(path, weights, bias, name=name, input_size=input_size, variant_of=variant_of)
 
 
 def tagged_classifier(path: Path, tag: int, *, name: str = "tagged", input_size: int = 28) -> Path:

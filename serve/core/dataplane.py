@@ -7,7 +7,7 @@ nothing of gRPC or HTTP: the front doors in serve/api turn their messages into t
 here and the results (and serve.core.answers' descriptions) back into messages, and turn the
 StatusErrors raised here into status codes.
 
-The served versions come through the narrow `ServedModels` interface below (serve.core.lifecycle's
+The served versions come through the narrow `ManagedModels` interface below (serve.core.lifecycle's
 ModelManager in the server), so the data plane can be tested with a fake.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from serve.core.answers import (
     ServerMetadata,
 )
 from serve.core.digit_inputs import EncodedImage, RawImage, RequestLimits
-from serve.core.lifecycle import IndexEntry
+from serve.core.model_index import IndexEntry
 from serve.core.pool_queue import PoolQueue
 from serve.core.statistics import VersionStatistics
 from serve.core.tensors import InferInput, decode_inputs, requested_outputs
@@ -123,7 +123,7 @@ class ServedModelVersion(Protocol):
     def __exit__(self, *exc_info) -> None: ...
 
 
-class ServedModels(Protocol):
+class ManagedModels(Protocol):
     """What the data plane asks of the served models (serve.core.lifecycle's ModelManager).
 
     Lookups raise ModelNotFound for a model or version not served; `classifier` with an empty
@@ -150,7 +150,7 @@ class ServedModels(Protocol):
 class DataPlane:
     def __init__(
         self,
-        manager: ServedModels,
+        manager: ManagedModels,
         limits: RequestLimits,
         preprocess_executor: Executor,
         version: str,

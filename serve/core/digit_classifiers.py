@@ -5,9 +5,11 @@ file names:
 
 - `--default-model NAME` (ServerConfig.default_model): that model. While it is not served (not yet
   loaded in explicit mode, or unloaded) such requests get NOT_FOUND, as a request naming it would.
-- otherwise, the first digit classifier in the order the models were given: the --model files in
-  the order of the flags (a folder's files by name), or a repository's models by name (then those
-  loaded later, in the order they were loaded). With one classifier, that one.
+- otherwise, the first digit classifier in the order the models were given (the --model files in
+  the order of the flags, a folder's files by name, or a repository's models by name, then those
+  loaded later, in the order they were loaded) that is not a variant of another model: export's
+  cards declare lenet.int8 and lenet.opt `variant_of` lenet, so lenet answers. With only variants,
+  the first of them; with one classifier, that one.
 
 A digit classifier is a model whose card says it classifies images; the others (feature maps,
 third-party models without a card) are served through the KServe v2 API only.
@@ -27,7 +29,9 @@ class DigitClassifiers:
         """The newest version of the default classifier; None when there is none to serve."""
         if self.default_model:
             return self._served.served(self.default_model)
-        return next((served for served in self._served.newest() if served.model.classifies_images), None)
+        classifiers = [served for served in self._served.newest() if served.model.classifies_images]
+        originals = [served for served in classifiers if served.model.card.variant_of is None]
+        return (originals or classifiers or [None])[0]
 
     def classifier(self, name: str, version: str = "") -> ServedVersion:
         """The classifier a call uses (held as `with ...:` like any served version): `name`, or the default."""

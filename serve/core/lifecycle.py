@@ -35,7 +35,6 @@ from serve.core.model_index import (
     READY,
     UNAVAILABLE,
     UNLOADING,
-    IndexEntry,
     ModelIndex,
     ModelStates,
     version_order,
@@ -44,7 +43,7 @@ from serve.core.model_sources import ModelSource
 from serve.core.served_models import ServedModels, ServedVersion
 from serve.core.warmup import warm_up
 
-__all__ = ["IndexEntry", "ModelLifecycle", "ModelManager", "ServedVersion", "check_replaces"]
+__all__ = ["ModelLifecycle", "ModelManager", "check_replaces"]
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ def test_trained_lenet_export_is_proven_on_all_of_mnist(trained_lenet_checkpoint
     card = read_card(onnx.load(paths.model))
     assert card.checkpoint_sha256 == file_sha256(trained_lenet_checkpoint)
     assert card.test_accuracy == report["checkpoint_test_accuracy"]
-    assert read_card(onnx.load(paths.optimized)) == dataclasses.replace(card, model_name="lenet.opt")
+    assert read_card(onnx.load(paths.optimized)) == dataclasses.replace(card, model_name="lenet.opt", variant_of="lenet")
     table = "\n".join(result.tables)
     assert "top-1 agreement 100.000% (10072/10072)" in table and "PASS" in table
 
@@ -126,7 +126,7 @@ def test_int8_keeps_accuracy_within_0_3_points(trained_lenet_checkpoint, mnist_r
     model = onnx.load(result.paths.int8)
     assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in model.graph.node}
     card = read_card(model)
-    assert card.model_name == "lenet.int8"
+    assert card.model_name == "lenet.int8" and card.variant_of == "lenet"
     assert card.test_accuracy == pytest.approx(int8["int8_accuracy"]) and card.dataset == "mnist"
     assert "INT8" in model.doc_string
 

@@ -22,10 +22,19 @@ from contracts.model_config import PLATFORM
 from contracts.model_file import Model, load_model
 from contracts.sessions import RuntimeOptions
 from serve.core.answers import EXTENSIONS, SERVER_NAME
-from serve.core.dataplane import DataPlane, InferRequest, ServedModels, ServedModelVersion
+from serve.core.batching import BatchingOptions
+from serve.core.dataplane import (
+    DataPlane,
+    InferRequest,
+    ManagedModels,
+    ServedModelVersion,
+)
 from serve.core.digit_inputs import EncodedImage, RawImage, RequestLimits
 from serve.core.errors import DeadlineExceeded
-from serve.core.lifecycle import IndexEntry, ModelManager, ServedVersion
+from serve.core.lifecycle import ModelManager
+from serve.core.model_index import IndexEntry
+from serve.core.model_sources import ModelFiles
+from serve.core.served_models import ServedVersion
 from serve.core.statistics import VersionStatistics
 from serve.core.tensors import InferInput
 
@@ -385,7 +394,8 @@ def test_run_in_pool_runs_off_the_event_loop(dataplane):
 
 
 def test_the_servers_model_manager_offers_what_the_data_plane_asks():
-    for protocol, implementation in ((ServedModels, ModelManager), (ServedModelVersion, ServedVersion)):
+    manager = ModelManager(ModelFiles([]), RuntimeOptions(device="cpu"), BatchingOptions())
+    for protocol, implementation in ((ManagedModels, manager), (ServedModelVersion, ServedVersion)):
         asked = [name for name in vars(protocol) if not name.startswith("_") or name in ("__enter__", "__exit__")]
         missing = [name for name in asked if not hasattr(implementation, name)]
-        assert asked and not missing, f"{implementation.__name__} lacks {missing}"
+        assert asked and not missing, f"{type(implementation).__name__ if implementation is manager else implementation.__name__} lacks {missing}"

@@ -248,10 +248,10 @@ def test_only_models_whose_outputs_follow_the_batch_are_batched(model_dir, tmp_p
     assert not load_model(batch_mean_model(tmp_path / "mean.onnx"), cpu).batchable
 
 
-def test_the_default_classifier_is_the_one_declared_else_the_first_given(tmp_path):
-    # A folder lists lenet.int8.onnx before lenet.onnx: without --default-model the first given is the
-    # default; a server meant to answer with lenet says so.
-    random_linear_classifier(tmp_path / "a.int8.onnx", name="lenet.int8")
+def test_the_default_classifier_is_the_one_declared_else_the_first_that_is_no_variant(tmp_path):
+    # A folder lists lenet.int8.onnx before lenet.onnx: the int8 file's card declares it a variant of
+    # lenet, so lenet is the default, whatever the files are called; --default-model overrides it.
+    random_linear_classifier(tmp_path / "a.int8.onnx", name="lenet.int8", variant_of="lenet")
     random_linear_classifier(tmp_path / "b.onnx", name="lenet")
     model_files = ModelFiles.load([tmp_path], RuntimeOptions(device="cpu"))
     assert [model.name for model in model_files] == ["lenet.int8", "lenet"]
@@ -266,5 +266,5 @@ def test_the_default_classifier_is_the_one_declared_else_the_first_given(tmp_pat
         finally:
             await models.close()
 
-    assert asyncio.run(default_classifier("")) == "lenet.int8"
-    assert asyncio.run(default_classifier("lenet")) == "lenet"
+    assert asyncio.run(default_classifier("")) == "lenet"
+    assert asyncio.run(default_classifier("lenet.int8")) == "lenet.int8"
