@@ -116,10 +116,10 @@ def test_a_partial_batch_waits_for_company_up_to_the_delay():
         clock.advance(0.02)  # well inside the 400 ms delay
         second = asyncio.ensure_future(batcher.submit(rows(2)))
         await until(lambda: batcher.queued_images == 2)
-        clock.advance(0.379)
+        clock.advance(0.378)
         await settled()
         assert not model.batches, "the batch was cut before the delay was over"
-        clock.advance(0.001)
+        clock.advance(0.002)
         await asyncio.gather(first, second)
         await batcher.close()
 
