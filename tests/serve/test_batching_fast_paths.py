@@ -128,15 +128,19 @@ def test_a_lone_client_stops_waiting_out_the_delay_and_company_brings_the_wait_b
         clock.advance(delay_s)
         await answers
 
+    async def answered_at_once(clock: FakeClock, request) -> bool:
+        """Whether `request` is answered while the clock stands still (it did not wait for company)."""
+        answer = asyncio.ensure_future(request)
+        await until(lambda: answer.done() or bool(clock.timers))
+        return answer.done()
+
     async def scenario():
         clock = FakeClock()
         batcher = DynamicBatcher("m", model, BatchingOptions(max_delay_ms=1000 * delay_s), clock=clock)
         # Company is assumed at first: this one waits the delay out.
         await waited_for_company(clock, batcher.submit(rows(0)))
         for i in range(1, 4):
-            lone = asyncio.ensure_future(batcher.submit(rows(i)))
-            await until(lambda: lone.done() or bool(clock.timers))
-            assert lone.done(), f"lone request {i} after a lone request waited for company"
+            assert await answered_at_once(clock, batcher.submit(rows(i))), f"lone request {i} waited for company"
         # Two in the queue together: company again, so the partial batch waits for more.
         await waited_for_company(clock, batcher.submit(rows(4)), batcher.submit(rows(5)))
         # After a batch with company, a lone request waits, and the next one catches it.
