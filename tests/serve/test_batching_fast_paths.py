@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 from loop_testing import FakeClock, until
+from onnx_models import random_linear_classifier
 
 from contracts.generated.digits.v1 import digits_pb2
 from contracts.model_file import load_model
@@ -90,11 +91,11 @@ def test_waiting_in_the_inference_thread_does_not_count_as_inference():
     assert [float(a[0][0, 0]) for a in answers] == [1.0, 2.0, 3.0, 4.0]
 
 
-def test_gpu_models_keep_every_batch_on_the_inference_threads(model_dir):
+def test_gpu_models_keep_every_batch_on_the_inference_threads(tmp_path):
     # On a GPU the calling thread mostly waits for the device: its CPU time cannot say how long an
     # inline run would hold the event loop, so GPU batches never run inline. The same CPU model
     # (told it runs on CUDA) shows the difference.
-    cpu_model = load_model(model_dir / "centroid.onnx", RuntimeOptions(device="cpu"))
+    cpu_model = load_model(random_linear_classifier(tmp_path / "linear.onnx"), RuntimeOptions(device="cpu"))
     gpu_model = dataclasses.replace(cpu_model, provider="CUDAExecutionProvider")
     pixels = np.zeros((1, 1, 28, 28), np.float32)
 
