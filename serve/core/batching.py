@@ -32,7 +32,9 @@ from serve.core.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchingOptions", "batching_for", "BatchObserver", "BatcherStats", "Clock", "DynamicBatcher", "InferenceFailed"]
+__all__ = [
+    "BatchingOptions", "batching_for", "BatchObserver", "BatcherStats", "Clock", "DynamicBatcher", "InferenceFailed",
+]
 
 
 @dataclass(frozen=True)

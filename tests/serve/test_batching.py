@@ -60,7 +60,8 @@ def test_concurrent_requests_share_batches_and_answers_reach_their_callers():
     async def scenario():
         clock = FakeClock()
         batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=64, max_delay_ms=50), clock=clock)
-        results = await with_time_passing(clock, asyncio.gather(*(batcher.submit(rows(i, 1 + i % 3)) for i in range(20))))
+        requests = asyncio.gather(*(batcher.submit(rows(i, 1 + i % 3)) for i in range(20)))
+        results = await with_time_passing(clock, requests)
         await batcher.close()
         return batcher, results
 
