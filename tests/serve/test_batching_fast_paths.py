@@ -121,10 +121,10 @@ def test_a_lone_client_stops_waiting_out_the_delay_and_company_brings_the_wait_b
     model = ThreadRecordingModel()
     delay_s = 0.5
 
-    async def waited_for_company(clock: FakeClock, *requests) -> None:
-        """Each of `requests` is held until the delay is over, then answered."""
+    async def waited_for_company(clock: FakeClock, batcher: DynamicBatcher, *requests) -> None:
+        """`requests` (an image each) are queued together and held until the delay is over, then answered."""
         answers = asyncio.gather(*requests)
-        await until(lambda: bool(clock.timers))
+        await until(lambda: batcher.queued_images == len(requests) and bool(clock.timers))
         assert not answers.done()
         clock.advance(delay_s)
         await answers
@@ -139,16 +139,16 @@ def test_a_lone_client_stops_waiting_out_the_delay_and_company_brings_the_wait_b
         clock = FakeClock()
         batcher = DynamicBatcher("m", model, BatchingOptions(max_delay_ms=1000 * delay_s), clock=clock)
         # Company is assumed at first: this one waits the delay out.
-        await waited_for_company(clock, batcher.submit(rows(0)))
+        await waited_for_company(clock, batcher, batcher.submit(rows(0)))
         for i in range(1, 4):
             assert await answered_at_once(clock, batcher.submit(rows(i))), f"lone request {i} waited for company"
         # Two in the queue together: company again, so the partial batch waits for more.
-        await waited_for_company(clock, batcher.submit(rows(4)), batcher.submit(rows(5)))
+        await waited_for_company(clock, batcher, batcher.submit(rows(4)), batcher.submit(rows(5)))
         # After a batch with company, a lone request waits, and the next one catches it.
         late = asyncio.ensure_future(batcher.submit(rows(6)))
         await until(lambda: bool(clock.timers))
         clock.advance(delay_s / 5)
-        await waited_for_company(clock, late, batcher.submit(rows(7)))
+        await waited_for_company(clock, batcher, late, batcher.submit(rows(7)))
         await batcher.close()
 
     run(scenario())
