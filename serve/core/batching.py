@@ -27,7 +27,13 @@ from contracts.model_config import (
     ModelConfig,
 )
 from serve.core.batch_executor import BatchExecutor, InferenceFailed, RunBatch, fail
-from serve.core.batch_queue import BatcherStats, BatchObserver, BatchQueue, Clock, Pending
+from serve.core.batch_queue import (
+    BatcherStats,
+    BatchObserver,
+    BatchQueue,
+    Clock,
+    Pending,
+)
 from serve.core.errors import Unavailable
 
 log = logging.getLogger(__name__)
