@@ -53,7 +53,7 @@ def proto_files(proto_root: Path = PROTO_ROOT) -> list[Path]:
     return files
 
 
-def _relative_imports(source: str, module_package: tuple[str, ...], generated_packages: set[tuple[str, ...]]) -> str:
+def relative_imports(source: str, module_package: tuple[str, ...], generated_packages: set[tuple[str, ...]]) -> str:
     """Rewrite `from a.b import x_pb2 as y` as a relative import when a.b is one of ours."""
 
     def rewrite(match: re.Match) -> str:
@@ -119,7 +119,7 @@ def generate(out_dir: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
         written.append(pool)
         for produced in sorted(scratch_dir.rglob("*.py*")):
             relative = produced.relative_to(scratch_dir)
-            text = _relative_imports(produced.read_text(), relative.parent.parts, packages)
+            text = relative_imports(produced.read_text(), relative.parent.parts, packages)
             if relative.name.endswith("_pb2.py"):
                 text = _private_pool(text, relative.parent.parts)
             target = out_dir / relative

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from serve.core.errors import Unavailable
 
@@ -21,15 +22,17 @@ class Admission:
     waits for arrivals to stop before core shuts the door, so that nothing is left to cancel.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        """`clock`: seconds that the drain's periods are measured in (a test passes one it moves by hand)."""
         self.active = 0
         self.draining = False
         self.refused = 0
-        self._last_arrival = time.monotonic()
+        self._clock = clock
+        self._last_arrival = clock()
 
     def enter(self) -> None:
         """Count a call in, or raise Unavailable while draining (then do not call leave())."""
-        self._last_arrival = time.monotonic()
+        self._last_arrival = self._clock()
         if self.draining:
             self.refused += 1
             raise Unavailable("the server is shutting down: retry on another replica or later")
@@ -39,7 +42,7 @@ class Admission:
         self.active -= 1
 
     def _quiet_for(self, seconds: float) -> bool:
-        return time.monotonic() - self._last_arrival >= seconds
+        return self._clock() - self._last_arrival >= seconds
 
     async def drain(self, timeout: float, lame_duck_s: float = 0.0, quiet_s: float = 0.05,
                     max_settle_s: float = 0.5, poll_s: float = 0.005) -> bool:
@@ -49,16 +52,16 @@ class Admission:
 
         Bounded by `timeout` seconds in all; returns whether the calls in progress all ended in time.
         """
-        now = time.monotonic()
+        now = self._clock()
         give_up = now + timeout
         lame_duck_ends = now + min(lame_duck_s, timeout)
-        while time.monotonic() < lame_duck_ends and not (self.active == 0 and self._quiet_for(quiet_s)):
+        while self._clock() < lame_duck_ends and not (self.active == 0 and self._quiet_for(quiet_s)):
             await asyncio.sleep(poll_s)
         self.draining = True
-        while self.active > 0 and time.monotonic() < give_up:
+        while self.active > 0 and self._clock() < give_up:
             await asyncio.sleep(poll_s)
         finished = self.active == 0
-        settled_by = min(give_up, time.monotonic() + max_settle_s)
-        while not self._quiet_for(quiet_s) and time.monotonic() < settled_by:
+        settled_by = min(give_up, self._clock() + max_settle_s)
+        while not self._quiet_for(quiet_s) and self._clock() < settled_by:
             await asyncio.sleep(poll_s)
         return finished

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from contracts.errors import StatusError
-from serve.core.batch_queue import BatcherStats, BatchObserver, Pending
+from serve.core.batch_queue import BatcherStats, BatchObserver, Clock, Pending
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class InferenceFailed(StatusError):
 
 class BatchExecutor:
     def __init__(self, name: str, run_batch: RunBatch, instances: int, max_batch_size: int, inline_max_ms: float,
-                 stats: BatcherStats, observer: BatchObserver | None) -> None:
+                 stats: BatcherStats, observer: BatchObserver | None, clock: Clock | None = None) -> None:
         if instances < 1:
             raise ValueError(f"instances must be >= 1, got {instances}")
         self.name = name
@@ -43,6 +43,7 @@ class BatchExecutor:
         self._inline_max_s = inline_max_ms / 1000.0
         self._stats = stats
         self._observer = observer
+        self._clock = clock  # what the requests' time in the queue is measured by (the running loop unless given)
         # Recent inference seconds per batch size (a moving average): what decides where a batch runs.
         self._inference_s: dict[int, float] = {}
         self._threads = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"infer-{name}")
@@ -132,7 +133,7 @@ class BatchExecutor:
         self._inference_s[images] = seconds if recent is None else recent + _RECENT_WEIGHT * (seconds - recent)
 
     async def _infer(self, batch: list[Pending]) -> None:
-        started = asyncio.get_running_loop().time()
+        started = (self._clock or asyncio.get_running_loop()).time()
         stacking_started = time.perf_counter()
         inputs, buffer = self._stack(batch)
         input_s = time.perf_counter() - stacking_started

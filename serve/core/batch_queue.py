@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -29,6 +29,22 @@ class BatchObserver(Protocol):
     def queue_depth(self, model: str, images: int) -> None: ...
 
     def dropped(self, model: str, reason: str, requests: int) -> None: ...
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """The time the batcher measures waits and deadlines in, and wakes itself up by.
+
+    The running event loop is one (loop.time, loop.call_later), and the one the server uses; the
+    seam lets a test move time on by hand instead of sleeping.
+    """
+
+    def time(self) -> float: ...
+
+    def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Timer: ...
 
 
 @dataclass

@@ -27,12 +27,20 @@ from contracts.model_config import (
     ModelConfig,
 )
 from serve.core.batch_executor import BatchExecutor, InferenceFailed, RunBatch, fail
-from serve.core.batch_queue import BatcherStats, BatchObserver, BatchQueue, Pending
+from serve.core.batch_queue import (
+    BatcherStats,
+    BatchObserver,
+    BatchQueue,
+    Clock,
+    Pending,
+)
 from serve.core.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchingOptions", "batching_for", "BatchObserver", "BatcherStats", "DynamicBatcher", "InferenceFailed"]
+__all__ = [
+    "BatchingOptions", "batching_for", "BatchObserver", "BatcherStats", "Clock", "DynamicBatcher", "InferenceFailed",
+]
 
 
 @dataclass(frozen=True)
@@ -73,15 +81,18 @@ class DynamicBatcher:
         options: BatchingOptions = BatchingOptions(),
         observer: BatchObserver | None = None,
         instances: int = 1,
+        clock: Clock | None = None,
     ) -> None:
         """`instances`: batches that may run at once, each in its own inference thread (see
-        contracts.sessions.RuntimeOptions.instances for how they share the cores)."""
+        contracts.sessions.RuntimeOptions.instances for how they share the cores). `clock`: what
+        delays and deadlines are measured by; the running event loop unless given."""
         self.name = name
         self.options = options
         self.stats = BatcherStats()
+        self._clock = clock
         self._queue = BatchQueue(name, options.max_batch_size, options.max_queue_images, self.stats, observer)
         self._executor = BatchExecutor(name, run_batch, instances, options.max_batch_size, options.inline_max_ms,
-                                       self.stats, observer)
+                                       self.stats, observer, clock)
         self.instances = instances
         self._max_delay_s = options.max_delay_ms / 1000.0
         self._task: asyncio.Task | None = None
@@ -95,11 +106,16 @@ class DynamicBatcher:
         # Until a batch shows otherwise, company is assumed.
         self._company_seen = True
 
+    @property
+    def queued_images(self) -> int:
+        """Images waiting for a batch to take them (what the queue-depth metric reports)."""
+        return self._queue.images
+
     async def submit(self, inputs: np.ndarray, deadline: float | None = None) -> list[np.ndarray]:
         """Infer `inputs` (images x ...) with other callers' images; returns this caller's rows of every output.
 
-        `deadline` is in the event loop's clock (loop.time()). Cancelling the awaiting task takes the
-        request out of the next batch.
+        `deadline` is in the batcher's clock: the event loop's (loop.time()) unless one was given.
+        Cancelling the awaiting task takes the request out of the next batch.
         """
         if self._closing:
             raise Unavailable(f"model {self.name} is shutting down: send the request to another replica or retry later")
@@ -108,7 +124,7 @@ class DynamicBatcher:
             raise InvalidInput("a request must carry at least one image")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put(Pending(inputs, images, future, loop.time(), deadline))
+        self._queue.put(Pending(inputs, images, future, (self._clock or loop).time(), deadline))
         if self._task is None:
             self._task = loop.create_task(self._run(), name=f"batcher-{self.name}")
         if self._wakeup is not None and not self._wakeup.done():
@@ -150,6 +166,7 @@ class DynamicBatcher:
 
     async def _batch_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        clock = self._clock or loop
         queue = self._queue
         while True:
             # Every instance busy: the queue grows into the next batch meanwhile.
@@ -167,14 +184,14 @@ class DynamicBatcher:
                 and (self._company_seen or len(queue) > 1)
             )
             if queue.images < self.options.max_batch_size and waiting_pays:
-                wait_s = queue.oldest_enqueued_at + self._max_delay_s - loop.time()
+                wait_s = queue.oldest_enqueued_at + self._max_delay_s - clock.time()
                 if wait_s > 0:
                     self._batch_full = loop.create_future()
-                    timer = loop.call_later(wait_s, _resolve, self._batch_full)
+                    timer = clock.call_later(wait_s, _resolve, self._batch_full)
                     await self._batch_full
                     timer.cancel()
                     self._batch_full = None
-            batch = queue.take_batch(loop.time())
+            batch = queue.take_batch(clock.time())
             if batch:
                 self._company_seen = len(batch) > 1
                 await self._executor.run(batch)

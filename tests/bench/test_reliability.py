@@ -121,13 +121,15 @@ def soak_plan(monkeypatch, tmp_path):
     return plan
 
 
-def test_the_report_by_default_runs_the_soak_the_readme_reports(soak_plan):
-    # README, Reliability: the soak keeps 64 calls in flight for 120 s, from two load processes.
+def test_the_report_by_default_runs_the_full_soak_its_config_describes(soak_plan):
     config, specs = soak_plan([])
-    assert [spec.concurrency for spec in specs] == [32, 32]
-    assert {spec.duration_s for spec in specs} == {120.0}
+    defaults = reliability.ReliabilityConfig()
+    assert not config.quick and (config.soak_s, config.concurrency) == (defaults.soak_s, defaults.concurrency)
+    # Every call in flight is sent, by the load processes together, with the soak's mix, for the whole soak.
+    assert len(specs) == defaults.load_processes and sum(spec.concurrency for spec in specs) == defaults.concurrency
+    assert {spec.duration_s for spec in specs} == {defaults.soak_s}
     assert {spec.mix == reliability.SOAK_MIX for spec in specs} == {True}
-    assert not config.quick and config.warmup_s < 120
+    assert config.warmup_s < config.soak_s
 
 
 def test_quick_and_explicit_flags_change_what_the_soak_sends(soak_plan):

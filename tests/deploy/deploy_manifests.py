@@ -124,10 +124,11 @@ def memory_bytes(quantity: str | int) -> int:
 
 
 def server_flags() -> set[str]:
-    """Every flag `python -m serve` accepts in this checkout."""
+    """Every flag the usage line of `python -m serve` offers in this checkout (those it hides are the
+    supervisor's to pass its workers, never a manifest's)."""
     from serve.__main__ import build_parser
 
-    return set(build_parser()._option_string_actions)
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", build_parser().format_usage()))
 
 
 def runnable_here(argv: list[str]) -> list[str]:

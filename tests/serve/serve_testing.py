@@ -1,6 +1,8 @@
 """Shared pieces of the serve tests (a plain module: conftest files are not for importing)."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,3 +28,14 @@ def offline_probabilities(model_path: Path, images_uint8: np.ndarray, input_size
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     pixels = pixels_from_uint8(images_uint8, (input_size, input_size))
     return session.run(["probabilities"], {"pixels": pixels})[0]
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = 10.0, poll_s: float = 0.01) -> bool:
+    """Whether `condition()` came true within `timeout_s`, polled every `poll_s`: for what a real
+    server does in its own time (a drop counted after the answer went out, a task that ends)."""
+    give_up = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() >= give_up:
+            return False
+        time.sleep(poll_s)
+    return True

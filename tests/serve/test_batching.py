@@ -1,4 +1,8 @@
-"""The dynamic batcher on its own: coalescing, routing, limits, deadlines, cancellation, shutdown."""
+"""The dynamic batcher on its own: coalescing, routing, limits, deadlines, cancellation, shutdown.
+
+Delays and deadlines run on a fake clock that moves only when a scenario says so, so every order of
+events below holds however slow the machine.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -6,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+from loop_testing import FakeClock, settled, until, with_time_passing
 
 from contracts.errors import InvalidInput
 from serve.api.metrics import Metrics
@@ -53,8 +58,10 @@ def test_concurrent_requests_share_batches_and_answers_reach_their_callers():
     model = RecordingModel()
 
     async def scenario():
-        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=64, max_delay_ms=50))
-        results = await asyncio.gather(*(batcher.submit(rows(i, 1 + i % 3)) for i in range(20)))
+        clock = FakeClock()
+        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=64, max_delay_ms=50), clock=clock)
+        requests = asyncio.gather(*(batcher.submit(rows(i, 1 + i % 3)) for i in range(20)))
+        results = await with_time_passing(clock, requests)
         await batcher.close()
         return batcher, results
 
@@ -73,8 +80,9 @@ def test_batches_never_exceed_max_batch_size_and_requests_are_never_split():
     model = RecordingModel()
 
     async def scenario():
-        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=8, max_delay_ms=20))
-        results = await asyncio.gather(*(batcher.submit(rows(i, 3)) for i in range(10)))
+        clock = FakeClock()
+        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=8, max_delay_ms=20), clock=clock)
+        results = await with_time_passing(clock, asyncio.gather(*(batcher.submit(rows(i, 3)) for i in range(10))))
         await batcher.close()
         return results
 
@@ -102,10 +110,17 @@ def test_a_partial_batch_waits_for_company_up_to_the_delay():
     model = RecordingModel()
 
     async def scenario():
-        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=64, max_delay_ms=400))
+        clock = FakeClock()
+        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=64, max_delay_ms=400), clock=clock)
         first = asyncio.ensure_future(batcher.submit(rows(1)))
-        await asyncio.sleep(0.02)  # well inside the 400 ms delay
+        await until(lambda: bool(clock.timers))  # the batcher holds the lone request for company
+        clock.advance(0.02)  # well inside the 400 ms delay
         second = asyncio.ensure_future(batcher.submit(rows(2)))
+        await until(lambda: batcher.queued_images == 2)
+        clock.advance(0.378)
+        await settled()
+        assert not model.batches, "the batch was cut before the delay was over"
+        clock.advance(0.002)
         await asyncio.gather(first, second)
         await batcher.close()
 
@@ -117,8 +132,8 @@ def test_a_full_batch_goes_without_waiting_out_the_delay():
     model = RecordingModel()
 
     async def scenario():
-        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=4, max_delay_ms=60_000))
-        # A minute of delay: only a full batch can finish inside wait_for's 10 s.
+        # A clock that never moves: only a full batch can go at all.
+        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=4, max_delay_ms=60_000), clock=FakeClock())
         await asyncio.wait_for(asyncio.gather(*(batcher.submit(rows(i)) for i in range(4))), timeout=10)
         await batcher.close()
 
@@ -131,14 +146,16 @@ def test_requests_past_their_deadline_are_dropped_before_inference():
 
     async def scenario():
         loop = asyncio.get_running_loop()
-        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=64, max_delay_ms=0))
+        clock = FakeClock()
+        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=64, max_delay_ms=0), clock=clock)
         model.release.clear()
         blocker = asyncio.ensure_future(batcher.submit(rows(1)))
         await loop.run_in_executor(None, model.started.wait, 5)
         # Queued behind the held batch, with a deadline that passes while it waits.
-        late = asyncio.ensure_future(batcher.submit(rows(99), deadline=loop.time() + 0.05))
-        on_time = asyncio.ensure_future(batcher.submit(rows(2), deadline=loop.time() + 30))
-        await asyncio.sleep(0.15)
+        late = asyncio.ensure_future(batcher.submit(rows(99), deadline=clock.time() + 0.05))
+        on_time = asyncio.ensure_future(batcher.submit(rows(2), deadline=clock.time() + 30))
+        await until(lambda: batcher.queued_images == 2)
+        clock.advance(0.15)
         model.release.set()
         await blocker
         with pytest.raises(DeadlineExceeded, match="deadline passed"):
@@ -164,7 +181,7 @@ def test_cancelled_requests_are_dropped_before_inference():
         await loop.run_in_executor(None, model.started.wait, 5)
         abandoned = asyncio.ensure_future(batcher.submit(rows(42)))
         kept = asyncio.ensure_future(batcher.submit(rows(3)))
-        await asyncio.sleep(0.01)
+        await until(lambda: batcher.queued_images == 2)
         abandoned.cancel()
         model.release.set()
         await asyncio.gather(blocker, kept)
@@ -186,7 +203,7 @@ def test_a_full_queue_refuses_new_requests_with_unavailable():
         blocker = asyncio.ensure_future(batcher.submit(rows(0, 4)))
         await loop.run_in_executor(None, model.started.wait, 5)
         queued = [asyncio.ensure_future(batcher.submit(rows(i, 4))) for i in (1, 2)]
-        await asyncio.sleep(0)
+        await until(lambda: batcher.queued_images == 8)
         with pytest.raises(Unavailable, match="overloaded"):
             await batcher.submit(rows(3, 1))
         model.release.set()
@@ -232,10 +249,11 @@ def test_close_infers_what_is_queued_then_refuses_new_requests():
     model = RecordingModel()
 
     async def scenario():
-        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=64, max_delay_ms=60_000))
+        clock = FakeClock()
+        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=64, max_delay_ms=60_000), clock=clock)
         pending = [asyncio.ensure_future(batcher.submit(rows(i))) for i in range(3)]
-        await asyncio.sleep(0.01)
-        await asyncio.wait_for(batcher.close(), timeout=10)  # does not wait out the minute of delay
+        await until(lambda: batcher.queued_images == 3 and bool(clock.timers))  # held for company
+        await asyncio.wait_for(batcher.close(), timeout=10)  # the clock never moves: close does not wait the delay out
         results = await asyncio.gather(*pending)
         with pytest.raises(Unavailable, match="shutting down"):
             await batcher.submit(rows(9))
@@ -249,9 +267,10 @@ def test_drain_stops_waiting_for_batches_to_fill():
     model = RecordingModel()
 
     async def scenario():
-        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=64, max_delay_ms=60_000))
+        clock = FakeClock()
+        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=64, max_delay_ms=60_000), clock=clock)
         pending = asyncio.ensure_future(batcher.submit(rows(5)))
-        await asyncio.sleep(0.01)
+        await until(lambda: bool(clock.timers))  # held for company; the clock never moves
         batcher.drain()
         result = await asyncio.wait_for(pending, timeout=10)
         await batcher.close()
@@ -275,8 +294,10 @@ def test_batch_sizes_and_drops_reach_the_metrics():
     metrics = Metrics()
 
     async def scenario():
-        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=64, max_delay_ms=50), observer=metrics)
-        await asyncio.gather(*(batcher.submit(rows(i)) for i in range(5)))
+        clock = FakeClock()
+        batcher = DynamicBatcher("m", model, BatchingOptions(max_batch_size=64, max_delay_ms=50), observer=metrics,
+                                 clock=clock)
+        await with_time_passing(clock, asyncio.gather(*(batcher.submit(rows(i)) for i in range(5))))
         await batcher.close()
 
     run(scenario())

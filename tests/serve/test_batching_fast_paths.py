@@ -8,6 +8,8 @@ import time
 
 import numpy as np
 import pytest
+from loop_testing import FakeClock, until
+from onnx_models import random_linear_classifier
 
 from contracts.generated.digits.v1 import digits_pb2
 from contracts.model_file import load_model
@@ -89,11 +91,11 @@ def test_waiting_in_the_inference_thread_does_not_count_as_inference():
     assert [float(a[0][0, 0]) for a in answers] == [1.0, 2.0, 3.0, 4.0]
 
 
-def test_gpu_models_keep_every_batch_on_the_inference_threads(model_dir):
+def test_gpu_models_keep_every_batch_on_the_inference_threads(tmp_path):
     # On a GPU the calling thread mostly waits for the device: its CPU time cannot say how long an
     # inline run would hold the event loop, so GPU batches never run inline. The same CPU model
     # (told it runs on CUDA) shows the difference.
-    cpu_model = load_model(model_dir / "centroid.onnx", RuntimeOptions(device="cpu"))
+    cpu_model = load_model(random_linear_classifier(tmp_path / "linear.onnx"), RuntimeOptions(device="cpu"))
     gpu_model = dataclasses.replace(cpu_model, provider="CUDAExecutionProvider")
     pixels = np.zeros((1, 1, 28, 28), np.float32)
 
@@ -119,25 +121,37 @@ def test_a_lone_client_stops_waiting_out_the_delay_and_company_brings_the_wait_b
     model = ThreadRecordingModel()
     delay_s = 0.5
 
+    async def waited_for_company(clock: FakeClock, batcher: DynamicBatcher, *requests) -> None:
+        """`requests` (an image each) are queued together and held until the delay is over, then answered."""
+        answers = asyncio.gather(*requests)
+        await until(lambda: batcher.queued_images == len(requests) and bool(clock.timers))
+        assert not answers.done()
+        clock.advance(delay_s)
+        await answers
+
+    async def answered_at_once(clock: FakeClock, request) -> bool:
+        """Whether `request` is answered while the clock stands still (it did not wait for company)."""
+        answer = asyncio.ensure_future(request)
+        await until(lambda: answer.done() or bool(clock.timers))
+        return answer.done()
+
     async def scenario():
-        batcher = DynamicBatcher("m", model, BatchingOptions(max_delay_ms=1000 * delay_s))
-        await batcher.submit(rows(0))  # company is assumed at first: this one waits the delay out
-        lone_s = []
+        clock = FakeClock()
+        batcher = DynamicBatcher("m", model, BatchingOptions(max_delay_ms=1000 * delay_s), clock=clock)
+        # Company is assumed at first: this one waits the delay out.
+        await waited_for_company(clock, batcher, batcher.submit(rows(0)))
         for i in range(1, 4):
-            started = time.perf_counter()
-            await batcher.submit(rows(i))
-            lone_s.append(time.perf_counter() - started)
+            assert await answered_at_once(clock, batcher.submit(rows(i))), f"lone request {i} waited for company"
         # Two in the queue together: company again, so the partial batch waits for more.
-        await asyncio.gather(batcher.submit(rows(4)), batcher.submit(rows(5)))
+        await waited_for_company(clock, batcher, batcher.submit(rows(4)), batcher.submit(rows(5)))
         # After a batch with company, a lone request waits, and the next one catches it.
         late = asyncio.ensure_future(batcher.submit(rows(6)))
-        await asyncio.sleep(delay_s / 5)
-        await asyncio.gather(late, batcher.submit(rows(7)))
+        await until(lambda: bool(clock.timers))
+        clock.advance(delay_s / 5)
+        await waited_for_company(clock, batcher, late, batcher.submit(rows(7)))
         await batcher.close()
-        return lone_s
 
-    lone_s = run(scenario())
-    assert max(lone_s) < delay_s / 2, f"lone requests waited for company: {lone_s}"
+    run(scenario())
     assert model.sizes == [1, 1, 1, 1, 2, 2]
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import numpy as np
 import pytest
+from loop_testing import settled, until
 
 from contracts.sessions import RuntimeOptions, session_options, usable_cpus
 from serve.core.batching import BatchingOptions, DynamicBatcher, InferenceFailed
@@ -48,17 +48,24 @@ def test_two_instances_run_two_batches_at_the_same_time():
 
 def test_one_instance_never_overlaps_two_batches():
     running, overlaps = [0], []
+    release = threading.Event()
 
     def run_batch(inputs):
         running[0] += 1
         overlaps.append(running[0])
-        time.sleep(0.01)
+        assert release.wait(10), "the test never released the first batch"
         running[0] -= 1
         return [inputs * 2.0]
 
     async def scenario():
         batcher = DynamicBatcher("m", run_batch, THREADED, instances=1)
-        await asyncio.gather(*(batcher.submit(rows(i, 4)) for i in range(4)))
+        requests = asyncio.gather(*(batcher.submit(rows(i, 4)) for i in range(4)))
+        # The first batch is held while the other three wait: a second instance would take one.
+        await until(lambda: len(overlaps) == 1 and batcher.queued_images == 12)
+        await settled()
+        assert len(overlaps) == 1, "a second batch started while the only instance was busy"
+        release.set()
+        await requests
         await batcher.close()
 
     run(scenario())
@@ -66,14 +73,20 @@ def test_one_instance_never_overlaps_two_batches():
 
 
 def test_batches_in_flight_never_share_a_stacking_buffer():
-    # Each run reads its inputs, sleeps while the next batch is stacked, then reads them again:
-    # a buffer shared between batches in flight would have changed under it.
+    # Each run reads its inputs, waits until the other batch in flight has been stacked too, then
+    # reads them again: a buffer shared between batches in flight would have changed under it.
+    both_stacked = threading.Barrier(2, timeout=10)
     changed = []
+    # The arrays the stacked batches are views of: one per batch in flight at most, reused after.
+    buffers, lock = [], threading.Lock()
 
     def run_batch(inputs):
         before = inputs.copy()
-        time.sleep(0.02)
+        both_stacked.wait()
         changed.append(not np.array_equal(before, inputs))
+        with lock:
+            if inputs.base is not None and not any(inputs.base is buffer for buffer in buffers):
+                buffers.append(inputs.base)
         return [inputs * 2.0]
 
     async def scenario():
@@ -88,23 +101,25 @@ def test_batches_in_flight_never_share_a_stacking_buffer():
     for i, (doubled,) in enumerate(results):
         np.testing.assert_array_equal(doubled, rows(2.0 * i, 2))
     assert batcher.stats.largest_batch == 4, "requests should have been stacked into shared batches"
-    assert changed and not any(changed)
-    assert len(batcher._executor._free_buffers) <= 2
+    assert len(changed) == 12 and not any(changed)
+    assert 1 <= len(buffers) <= 2, "more stacking buffers than batches in flight"
 
 
 def test_close_waits_for_every_batch_in_flight():
     release = threading.Event()
+    started = []
 
     def run_batch(inputs):
+        started.append(len(inputs))
         assert release.wait(10)
         return [inputs + 1.0]
 
     async def scenario():
         batcher = DynamicBatcher("m", run_batch, THREADED, instances=2)
         pending = [asyncio.ensure_future(batcher.submit(rows(i, 4))) for i in range(3)]
-        await asyncio.sleep(0.05)
+        await until(lambda: len(started) == 2 and batcher.queued_images == 4)
         closing = asyncio.ensure_future(batcher.close())
-        await asyncio.sleep(0.05)
+        await settled()
         assert not closing.done(), "close() returned with batches still running"
         release.set()
         await closing

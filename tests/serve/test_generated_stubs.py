@@ -37,9 +37,9 @@ def test_stub_imports_are_package_relative():
 
 def test_relative_import_rewriting():
     source = "from a.b import x_pb2 as a_dot_b_dot_x__pb2\nfrom google.protobuf import empty_pb2 as e\n"
-    rewritten = generate_stubs._relative_imports(source, ("c",), {("a", "b"), ("c",)})
+    rewritten = generate_stubs.relative_imports(source, ("c",), {("a", "b"), ("c",)})
     assert rewritten.splitlines() == ["from ..a.b import x_pb2 as a_dot_b_dot_x__pb2", "from google.protobuf import empty_pb2 as e"]
-    same_package = generate_stubs._relative_imports(source, ("a", "b"), {("a", "b")})
+    same_package = generate_stubs.relative_imports(source, ("a", "b"), {("a", "b")})
     assert same_package.splitlines()[0] == "from . import x_pb2 as a_dot_b_dot_x__pb2"
 
 

@@ -14,7 +14,7 @@ import urllib.request
 import numpy as np
 import pytest
 from certificates import issue, make_ca
-from serve_testing import TEST_MAX_MESSAGE_BYTES, offline_probabilities
+from serve_testing import TEST_MAX_MESSAGE_BYTES, offline_probabilities, wait_until
 
 from contracts.sessions import RuntimeOptions
 from serve.api.http_tensors import INFER_HEADER_LENGTH
@@ -411,9 +411,7 @@ def test_a_deadline_that_passes_in_the_queue_is_answered_504_at_the_deadline(slo
     elapsed = time.monotonic() - started
     assert "deadline passed" in detail
     assert elapsed < 0.8, f"answered after {elapsed:.2f} s: at the batch's delay, not at the 0.1 s deadline"
-    give_up = time.monotonic() + 10
-    while stats.dropped_cancelled + stats.dropped_expired == dropped and time.monotonic() < give_up:
-        time.sleep(0.05)
+    wait_until(lambda: stats.dropped_cancelled + stats.dropped_expired != dropped)
     assert stats.dropped_cancelled + stats.dropped_expired == dropped + 1
     assert stats.images_inferred == inferred, "a request whose deadline had passed was inferred"
 
@@ -434,9 +432,9 @@ def test_a_full_queue_answers_503(slow_server):
     waiting = threading.Thread(target=lambda: first.append(send(infer_url(slow_server), body, headers)))
     waiting.start()
     try:
-        give_up = time.monotonic() + 20  # generous: on a loaded machine the callers start slowly
-        while not slow_server.server.runners["centroid"].batcher._queue and time.monotonic() < give_up:
-            time.sleep(0.01)
+        batcher = slow_server.server.runners["centroid"].batcher
+        # Generous: on a loaded machine the callers start slowly.
+        assert wait_until(lambda: batcher.queued_images > 0, timeout_s=20), "the first request never reached the queue"
         answer = send(infer_url(slow_server), body, headers)
         assert answer.status == 503 and "overloaded" in answer.error and "retry with backoff" in answer.error
     finally:
@@ -520,9 +518,8 @@ def test_a_drain_answers_http_calls_in_flight_and_refuses_new_ones_with_503(mode
         callers = [threading.Thread(target=call, args=(i,)) for i in range(len(batches))]
         for caller in callers:
             caller.start()
-        give_up = time.monotonic() + 20  # generous: on a loaded machine the callers start slowly
-        while server.server.admission.active < len(batches) and time.monotonic() < give_up:
-            time.sleep(0.01)
+        # Generous: on a loaded machine the callers start slowly.
+        wait_until(lambda: server.server.admission.active >= len(batches), timeout_s=20)
         assert server.server.admission.active == len(batches) and not in_flight
         stopping = threading.Thread(target=server.stop, kwargs={"grace": 10})
         stopping.start()

@@ -7,8 +7,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from loop_testing import tasks_started
 
 from serve.core.pool_queue import PoolQueue
+
+
+async def running(started: threading.Event) -> None:
+    """Return once a call in the pool has set `started`."""
+    assert await asyncio.get_running_loop().run_in_executor(None, started.wait, 10), "the call never started"
 
 
 class CountingPool(ThreadPoolExecutor):
@@ -40,21 +46,22 @@ def test_results_and_exceptions_reach_their_callers():
 
 
 def test_calls_queued_while_the_pool_is_busy_go_in_one_trip():
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
     threads: set[str] = set()
 
     def work(value: int) -> int:
         threads.add(threading.current_thread().name)
         if value == 0:
+            started.set()
             release.wait(5)
         return value
 
     async def main():
         queue = PoolQueue(pool, max_trips=1)
         first = asyncio.ensure_future(queue.run(work, 0))
-        await asyncio.sleep(0.05)  # the first call is running, holding the only trip
+        await running(started)  # the first call holds the only trip
         rest = [asyncio.ensure_future(queue.run(work, value)) for value in range(1, 21)]
-        await asyncio.sleep(0.05)
+        await tasks_started()  # every one of them queued
         release.set()
         return await asyncio.gather(first, *rest)
 
@@ -104,16 +111,17 @@ def test_a_shut_down_pool_fails_the_call_instead_of_hanging():
 
 
 def test_a_cancelled_caller_leaves_the_others_answered():
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     def work(value: int) -> int:
+        started.set()
         release.wait(5)
         return value
 
     async def main():
         queue = PoolQueue(pool)
         calls = [asyncio.ensure_future(queue.run(work, value)) for value in range(4)]
-        await asyncio.sleep(0.05)
+        await running(started)  # all four queued (in one loop turn), the first running
         calls[1].cancel()
         release.set()
         return await asyncio.gather(*calls, return_exceptions=True)
@@ -129,16 +137,20 @@ def test_max_trips_must_be_positive():
 
 
 def test_calls_waiting_in_a_pool_shut_down_with_cancel_futures_are_cancelled():
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        started.set()
+        return release.wait(5)
 
     async def main():
         pool = ThreadPoolExecutor(1)
         blocker = PoolQueue(pool)  # holds the pool's only thread
         queue = PoolQueue(pool)
-        held = asyncio.ensure_future(blocker.run(release.wait, 5))
-        await asyncio.sleep(0.05)
-        waiting = asyncio.ensure_future(queue.run(int, "7"))  # its trip waits for the thread
-        await asyncio.sleep(0.05)
+        held = asyncio.ensure_future(blocker.run(hold))
+        await running(started)
+        waiting = asyncio.ensure_future(queue.run(int, "7"))
+        await tasks_started()  # its trip is in the pool, waiting for the thread
         pool.shutdown(wait=False, cancel_futures=True)
         release.set()
         results = await asyncio.wait_for(asyncio.gather(held, waiting, return_exceptions=True), timeout=5)

@@ -45,7 +45,8 @@ class HealthWatch:
 def test_a_signal_drains_requests_in_flight_and_exits_0(signum, model_dir, mnist_test_set, tmp_path):
     images, _ = mnist_test_set
     # Batches wait up to 3 s to fill: requests are still in flight when the signal arrives.
-    with ServerProcess([model_dir / "centroid.onnx"], tmp_path, flags=("--max-delay-ms", "3000"), grace_s=20) as server:
+    with ServerProcess([model_dir / "centroid.onnx"], tmp_path, flags=("--max-delay-ms", "3000"), grace_s=20,
+                       metrics=True) as server:
         process = server.process
         with grpc.insecure_channel(server.target) as channel:
             watch = HealthWatch(channel)
@@ -57,7 +58,10 @@ def test_a_signal_drains_requests_in_flight_and_exits_0(signum, model_dir, mnist
                 for i in range(8)
             ]
             in_flight = [stub.Classify.future(request, timeout=30) for request in requests]
-            time.sleep(0.5)  # they reach the server and wait in the batcher
+            give_up = time.monotonic() + 10  # they reach the server and wait in the batcher
+            while (server.metric_total("serve_queue_images", model="centroid") < len(requests)
+                   and not any(f.done() for f in in_flight) and time.monotonic() < give_up):
+                time.sleep(0.01)
             assert not any(f.done() for f in in_flight)
             signalled_at = time.monotonic()
             process.send_signal(signum)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -147,14 +148,20 @@ def test_offline_download_fails_fast_without_leaving_folders(tmp_path, monkeypat
 
 
 def test_network_probe_gives_up_within_its_timeout(monkeypatch):
-    # An offline machine can hang in name resolution, which no socket timeout bounds.
+    # An offline machine can hang in name resolution, which no socket timeout bounds: this one
+    # hangs until the test is over.
+    test_over = threading.Event()
+
     def hang(*args, **kwargs):
-        time.sleep(2)
+        test_over.wait(10)
         raise TimeoutError("timed out")
 
     monkeypatch.setattr(data.urllib.request, "urlopen", hang)
     started = time.perf_counter()
-    reachable = data._network_reachable.__wrapped__(("https://example.invalid/file.gz",), timeout=0.3)
+    try:
+        reachable = data._network_reachable.__wrapped__(("https://example.invalid/file.gz",), timeout=0.3)
+    finally:
+        test_over.set()
     assert not reachable
     assert time.perf_counter() - started < 2.0
 

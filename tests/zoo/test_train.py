@@ -16,11 +16,13 @@ import torch
 from torch import nn
 
 import zoo.train as train_module
+from contracts.data_dir import DATA_DIR_ENV
 from zoo.checkpoint import load_checkpoint
 from zoo.data import InMemoryLoader, load_split
+from zoo.models import list_models
 from zoo.ops.reference import corr2d
 from zoo.preprocessing import Preprocessing
-from zoo.recipes import MIN_FALLBACK_STEPS
+from zoo.recipes import MIN_FALLBACK_STEPS, RECIPES
 from zoo.train import EXIT_DATA_UNAVAILABLE, EXIT_INTERRUPTED, main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -231,7 +233,7 @@ def test_edge_run_takes_the_documents_gradient_steps(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "get_model", build_and_record)
     assert main(["edge", "--out", str(tmp_path), "--no-plots"]) == 0
     metrics = _metrics(tmp_path)
-    assert len(metrics["losses"]) == 20  # the README's recipe: 20 plain gradient steps
+    assert len(metrics["losses"]) == RECIPES["edge"].epochs  # its recipe's plain gradient steps
 
     # The documents' data: 6x8 ones with a dark band in columns 2-5, and its edges under [1, -1].
     X = torch.ones((6, 8))
@@ -322,7 +324,7 @@ def test_cuda_without_a_gpu_is_a_usage_error(capsys):
     assert "--device cpu" in capsys.readouterr().err
 
 
-def test_help_documents_every_flag(capsys):
+def test_help_documents_every_flag_model_and_recipe(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["--help"])
     assert caught.value.code == 0
@@ -330,7 +332,8 @@ def test_help_documents_every_flag(capsys):
     for flag in ("--epochs", "--batch-size", "--lr", "--seed", "--device", "--data-dir", "--dataset", "--out",
                  "--train-limit", "--test-limit", "--max-steps", "--threads", "--no-download"):
         assert flag in text, flag
-    assert "ZOO_DATA_DIR" in text and "for quick runs" in text and "default recipes" in text
+    assert all(name in text for name in list_models()), "the help is built from the registry: every model is named"
+    assert DATA_DIR_ENV in text  # the variable the data folder is really read from
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
