@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     operations.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)
     operations.add_argument("--metrics-port", type=int, default=0,
                             help="Prometheus metrics on http://HOST:PORT/metrics (0: off)")
-    operations.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    operations.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                            help="the least severe log lines written to stderr (default: %(default)s)")
     return parser
 
 

@@ -1,6 +1,8 @@
 """Start-up: execution providers, model files that cannot be served, and the command line's exit codes."""
 from __future__ import annotations
 
+import re
+
 import asyncio
 import logging
 import shutil
@@ -202,11 +204,12 @@ def test_help_documents_every_flag(capsys):
         serve_main.main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--model", "--device", "--host", "--port", "--max-batch-size", "--max-delay-ms", "--no-batching",
-                 "--worker-threads", "--max-message-mb", "--max-images-per-request", "--max-image-bytes",
-                 "--max-image-pixels", "--tls-cert", "--tls-key", "--tls-client-ca", "--token-file",
-                 "--metrics-port", "--grace-seconds", "--intra-op-threads", "--instances", "--workers"):
-        assert flag in text, flag
+    flags = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", serve_main.build_parser().format_usage())) - {"--help"}
+    # Each option's entry in --help: its flags and metavars, then (after two spaces or a new line) its help.
+    entries = {re.match(r"\s*(--?[\w-]+)", entry).group(1): entry for entry in re.split(r"\n(?=  -)", text) if entry.startswith("  -")}
+    assert len(flags) > 20 and flags <= set(entries)
+    undocumented = [flag for flag in flags if not re.search(r"(  |\n)\s*\S", entries[flag].strip())]
+    assert not undocumented, f"flags without help text: {undocumented}"
 
 
 def test_flags_fill_the_server_config(model_dir, tmp_path):
