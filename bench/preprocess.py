@@ -4,7 +4,7 @@
     python -m bench.preprocess --quick          # 2 digits, 1 round (seconds: CI)
     python -m bench.preprocess --against main   # also time that git revision's pipeline, A/B
 
-Each kind of image (bench/_sample_images.py: the 28x28 digit as a PNG, a 600x600 photo of paper, the
+Each kind of image (harness/sample_images.py: the 28x28 digit as a PNG, a 600x600 photo of paper, the
 drawing page's canvas, a transparent canvas, a phone's JPEG) is made from MNIST test digits. Every
 stage of contracts.images.preprocess is timed on the input the previous stage gave it, and the whole
 server path (decode_image then prepare_digit, what serve.core.digit_inputs runs per image) as
@@ -42,7 +42,7 @@ from bench._report import (
     result_document,
     run_and_report,
 )
-from bench._sample_images import KINDS, ImageKind
+from harness.sample_images import KINDS, ImageKind
 from contracts.data_dir import DATA_DIR_HELP, resolve_data_dir
 from contracts.digit_format import DIGIT_BOX, DIGIT_SHAPE
 

@@ -49,7 +49,7 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench._machine import describe_machine, finish_machine_record, machine_summary
-from bench._processes import (
+from harness.processes import (
     REPO_ROOT,
     ProcessError,
     RssSampler,
@@ -62,7 +62,7 @@ from bench._processes import (
     reset_peak_rss,
     run_load_processes,
 )
-from bench._reliability_traffic import (
+from harness.load.mixed import (
     AIO_WRITE_RACE,
     FAILURES,
     KINDS,
@@ -75,7 +75,7 @@ from bench._reliability_traffic import (
     raw_image,
 )
 from bench._report import RESULTS_DIR, format_table, result_document, write_json
-from bench.hostile_images import (
+from harness.hostile_images import (
     bmp_declaring,
     gif_declaring,
     jpeg_declaring,

@@ -14,8 +14,8 @@ preprocessing included); the v2 single-image load against servers of each --scal
 Runtime run per call) under the same v2 loads; and a bare gRPC server that answers canned bytes (the
 transport's ceiling on this machine, measured in the same run).
 
-Unary gRPC calls are driven by h2load when it is installed (bench/_h2load.py; `apt-get install
-nghttp2-client`), else by Python grpc.aio clients (bench/_load.py), which also drive the stream and
+Unary gRPC calls are driven by h2load when it is installed (harness/h2load.py; `apt-get install
+nghttp2-client`), else by Python grpc.aio clients (harness/load/replay.py), which also drive the stream and
 the HTTP row. Either way a scenario's gRPC calls are spread over up to 16 connections, so that the
 kernel hands them to every worker of a server of several.
 
@@ -46,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import _h2load
-from bench._load import (
+from harness import h2load
+from harness.load.replay import (
     CHECK_CLASSIFY,
     CHECK_STREAM,
     CHECK_V2,
@@ -66,7 +66,7 @@ from bench._machine import (
     machine_summary,
     usable_cores,
 )
-from bench._processes import ServerProcess
+from harness.processes import ServerProcess
 from bench._report import (
     RESULTS_DIR,
     Latency,
@@ -193,7 +193,7 @@ class ServeBenchConfig:
             raise ValueError("worker counts must be >= 1")
         if self.load_generator not in ("auto", H2LOAD, PYTHON_LOAD):
             raise ValueError(f"--load-generator must be auto, h2load or python, got {self.load_generator!r}")
-        if self.load_generator == H2LOAD and not _h2load.installed():
+        if self.load_generator == H2LOAD and not h2load.installed():
             raise ValueError("--load-generator h2load, but h2load is not installed (apt-get install nghttp2-client)")
 
     @property
@@ -205,7 +205,7 @@ class ServeBenchConfig:
     @property
     def unary_load(self) -> str:
         if self.load_generator == "auto":
-            return H2LOAD if _h2load.installed() else PYTHON_LOAD
+            return H2LOAD if h2load.installed() else PYTHON_LOAD
         return self.load_generator
 
     @classmethod
@@ -454,7 +454,7 @@ def start_servers(chosen: list[Scenario], model_file: Path, config: "ServeBenchC
                 continue
             name = re.sub(r"\W+", "-", label).strip("-")
             if label == BARE_SERVER:
-                server = ServerProcess.program(["bench._bare_server"], workdir, name)
+                server = ServerProcess.program(["harness.bare_server"], workdir, name)
             elif label == NAIVE_SERVER:
                 server = ServerProcess.program(["bench._naive_server", "--model", str(model_file), "--device",
                                                 "cpu" if config.device == "cpu" else "auto"], workdir, name)
@@ -485,7 +485,7 @@ def load_specs(
     """The scenario's concurrency split over the load processes (streams, for the stream)."""
     units = scenario.streams if scenario.kind == STREAM else scenario.concurrency
     shares = [units // processes + (1 if i < units % processes else 0) for i in range(min(processes, units))]
-    connections, _ = _h2load.connections_for(units)
+    connections, _ = h2load.connections_for(units)
     method = load_method(scenario)
     check = CHECK_STREAM if scenario.kind == STREAM else CHECK_V2 if scenario.peer_api == V2_API else CHECK_CLASSIFY
     if scenario.kind == HTTP:
@@ -536,14 +536,14 @@ def run_h2load_scenario(scenario: Scenario, server: ServerProcess, payloads: Pay
     """The scenario's calls from h2load: the same window, CPU and metrics readings as the Python clients'."""
     message = payloads.get(scenario)[0]
     method = load_method(scenario)
-    ok_answer_bytes = _h2load.answer_bytes(server.target, method, message)
+    ok_answer_bytes = h2load.answer_bytes(server.target, method, message)
     measure_from = time.time() + CLIENT_START_S + config.warmup_seconds
     measure_to = measure_from + config.seconds
-    load = _h2load.H2load(server.target, method, message, scenario.concurrency,
+    load = h2load.H2load(server.target, method, message, scenario.concurrency,
                           CLIENT_START_S + config.warmup_seconds + config.seconds + 0.1, workdir)
-    _h2load.wait_until(measure_from)
+    h2load.wait_until(measure_from)
     cpu_before, client_cpu_before, batches_before = server.cpu_seconds(), load.cpu_seconds(), batch_totals(server)
-    _h2load.wait_until(measure_to)
+    h2load.wait_until(measure_to)
     cpu_after, client_cpu_after, batches_after = server.cpu_seconds(), load.cpu_seconds(), batch_totals(server)
     result = load.result(ok_answer_bytes, scenario.images_per_request, (measure_from, measure_to),
                          client_cpu_after - client_cpu_before)
@@ -779,7 +779,7 @@ def run_benchmark(config: ServeBenchConfig) -> dict:
     chosen = scenarios(config.quick, config.scaling_workers)
     unary_load = (
         "h2load (C, one thread; a gRPC body sent as is, each answer's bytes checked against a real client's "
-        "OK answer, bench/_h2load.py)" if config.unary_load == H2LOAD else
+        "OK answer, harness/h2load.py)" if config.unary_load == H2LOAD else
         f"{config.load_processes} Python client process(es) (grpc.aio, pre-serialised requests, every answer "
         "parsed and checked)"
     )

@@ -6,7 +6,7 @@ import json
 
 from test_bench_quick import check_machine, run_module
 
-from bench._sample_images import KINDS
+from harness.sample_images import KINDS
 from bench.preprocess import TOTAL, evaluate_targets
 
 

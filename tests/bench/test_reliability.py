@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from bench import reliability
-from bench._reliability_traffic import References
+from harness.load.mixed import References
 from contracts.data_dir import DATA_DIR_ENV
 
 

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from serve_testing import REPO_ROOT  # noqa: F401  (puts bench/ on the import path)
 
 from bench import reliability
-from bench._processes import ServerProcess
+from harness.processes import ServerProcess
 from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from contracts.generated.inference import grpc_service_pb2 as v2_pb
 from contracts.generated.inference import grpc_service_pb2_grpc as v2_grpc

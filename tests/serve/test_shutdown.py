@@ -14,7 +14,7 @@ from serve_testing import (
     offline_probabilities,
 )
 
-from bench._processes import ServerProcess
+from harness.processes import ServerProcess
 from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 
 

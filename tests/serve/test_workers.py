@@ -16,7 +16,7 @@ from onnx_models import tagged_classifier
 from serve_testing import REPO_ROOT
 
 from bench import reliability
-from bench._processes import ServerProcess, health_status
+from harness.processes import ServerProcess, health_status
 from contracts.generated.inference import grpc_service_pb2 as v2_pb
 from contracts.generated.inference import grpc_service_pb2_grpc as v2_grpc
 from contracts.sessions import RuntimeOptions, cgroup_cpu_limit, usable_cpus

@@ -1,4 +1,4 @@
-"""Encoded pictures of MNIST digits as users send them, for the preprocessing benchmark.
+"""Encoded pictures of MNIST digits as users send them, for the preprocessing benchmark and the tests.
 
 Each kind renders a 28x28 test digit the way one kind of client would: the digit itself as a PNG,
 a photo of a digit drawn on paper (grain, uneven lighting, dust), the drawing page's canvas (thick

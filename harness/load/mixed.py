@@ -18,7 +18,7 @@ holds by construction, and a healthy server shows zero of the last three.
 bench/reliability.py starts this module as separate processes (so that the load's CPU is not the
 server's, and a client-side stall cannot hide a server-side one):
 
-    python -m bench._reliability_traffic SPEC.json
+    python -m harness.load.mixed SPEC.json
 
 SPEC.json holds a `LoadSpec`; the process writes a `LoadResult` (JSON) to the spec's `result_path`.
 """
@@ -39,7 +39,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from bench.hostile_images import BOMB_BUILDERS
+from harness.hostile_images import BOMB_BUILDERS
 from contracts.digit_format import DIGIT_SHAPE, pixels_from_uint8
 from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from contracts.generated.inference import grpc_service_pb2 as v2_pb
@@ -667,7 +667,7 @@ def run_load(spec: LoadSpec) -> LoadResult:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m bench._reliability_traffic SPEC.json", file=sys.stderr)
+        print("usage: python -m harness.load.mixed SPEC.json", file=sys.stderr)
         return 2
     spec = LoadSpec(**json.loads(Path(argv[0]).read_text()))
     result = run_load(spec)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._load import LoadResult
+from harness.load.replay import LoadResult
 
 # Connections for a given number of calls in flight: up to this many, the calls shared out among them.
 MAX_CONNECTIONS = 16

@@ -5,7 +5,7 @@ and written to --port-file, its log in a file), with what tests and benchmarks r
 ports, its Prometheus metrics, the CPU time and resident memory of the server's processes (with
 --workers N, the supervisor and every worker), its worker processes, SIGTERM, SIGKILL and its exit
 status. The benchmark's peers (the bare and the naive gRPC servers) run under the same class. A
-`LoadProcess` runs bench/_reliability_traffic.py on a LoadSpec. Everything listens on and talks to
+`LoadProcess` runs harness/load/mixed.py on a LoadSpec. Everything listens on and talks to
 127.0.0.1 only, and every wait is bounded.
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench._reliability_traffic import LoadResult, LoadSpec
+from harness.load.mixed import LoadResult, LoadSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TRAFFIC_MODULE = "bench._reliability_traffic"
+TRAFFIC_MODULE = "harness.load.mixed"
 MiB = 1024 * 1024
 START_TIMEOUT_S = 120.0
 
@@ -318,7 +318,7 @@ class RssSampler(threading.Thread):
 
 
 class LoadProcess:
-    """bench/_reliability_traffic.py in its own process, on one LoadSpec."""
+    """harness/load/mixed.py in its own process, on one LoadSpec."""
 
     def __init__(self, spec: LoadSpec, workdir: Path) -> None:
         self.spec = spec

@@ -2,7 +2,7 @@
 whose frames or pages number in the tens of thousands.
 
 The one home of these bytes: the reliability report (bench/reliability.py) attacks a live server
-with them and the tests (tests/serve/image_samples.py gathers them by format) attack the decoder
+with them and the tests (tests/image_samples.py gathers them by format) attack the decoder
 and the APIs, so both use the same bytes. Built from struct and zlib alone: a load generator must
 not need the image library it attacks, and each file says exactly what it declares.
 """
