@@ -42,9 +42,9 @@ from bench._report import (
     result_document,
     run_and_report,
 )
-from harness.sample_images import KINDS, ImageKind
 from contracts.data_dir import DATA_DIR_HELP, resolve_data_dir
 from contracts.digit_format import DIGIT_BOX, DIGIT_SHAPE
+from harness.sample_images import KINDS, ImageKind
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOTAL = "total"

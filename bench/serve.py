@@ -46,27 +46,12 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import h2load
-from harness.load.replay import (
-    CHECK_CLASSIFY,
-    CHECK_STREAM,
-    CHECK_V2,
-    CHECK_V2_HTTP,
-    HTTP,
-    INFER_HEADER_LENGTH,
-    STREAM,
-    UNARY,
-    LoadGenerators,
-    LoadResult,
-    LoadSpec,
-)
 from bench._machine import (
     describe_machine,
     finish_machine_record,
     machine_summary,
     usable_cores,
 )
-from harness.processes import ServerProcess
 from bench._report import (
     RESULTS_DIR,
     Latency,
@@ -78,6 +63,23 @@ from bench._report import (
 )
 from contracts.data_dir import DATA_DIR_HELP, resolve_data_dir
 from contracts.digit_format import DIGIT_SIZE, pixels_from_uint8
+from harness import h2load
+from harness.load import (
+    CHECK_CLASSIFY,
+    CHECK_STREAM,
+    CHECK_V2,
+    CHECK_V2_HTTP,
+    HTTP,
+    STREAM,
+    UNARY,
+    LoadError,
+    LoadGenerators,
+    LoadResult,
+    LoadSpec,
+    ReplayTraffic,
+)
+from harness.load.replay import INFER_HEADER_LENGTH
+from harness.processes import ServerProcess
 
 log = logging.getLogger("bench.serve")
 
@@ -479,7 +481,7 @@ def start_servers(chosen: list[Scenario], model_file: Path, config: "ServeBenchC
 
 
 def load_specs(
-    scenario: Scenario, target: str, requests: tuple[bytes, ...], processes: int, window: tuple[float, float],
+    scenario: Scenario, target: str, requests: tuple[bytes, ...], processes: int, config: ServeBenchConfig,
     model: str = "", request_headers: tuple = (),
 ) -> list[LoadSpec]:
     """The scenario's concurrency split over the load processes (streams, for the stream)."""
@@ -492,13 +494,14 @@ def load_specs(
         method, check = V2_HTTP_INFER.format(model=model), CHECK_V2_HTTP
     return [
         LoadSpec(
-            target=target, method=method, kind=scenario.kind, requests=requests,
-            images_per_request=scenario.images_per_request, concurrency=share,
-            stream_window=scenario.stream_window, check=check,
-            measure_from=window[0], measure_to=window[1], request_headers=request_headers,
-            connections=max(1, round(connections * share / units)),
+            target=target, concurrency=share, duration_s=config.seconds, warmup_s=config.warmup_seconds, worker=worker,
+            traffic=ReplayTraffic(
+                method=method, kind=scenario.kind, requests=requests, images_per_request=scenario.images_per_request,
+                check=check, stream_window=scenario.stream_window, request_headers=request_headers,
+                connections=max(1, round(connections * share / units)),
+            ),
         )
-        for share in shares
+        for worker, share in enumerate(shares)
     ]
 
 
@@ -514,18 +517,24 @@ def run_scenario(
 ) -> dict:
     if scenario.kind == UNARY and config.unary_load == H2LOAD:
         return run_h2load_scenario(scenario, server, payloads, config, workdir)
-    # The clients start at once, warm up, and all count the same window (one clock for every process).
-    measure_from = time.monotonic() + CLIENT_START_S + config.warmup_seconds
-    measure_to = measure_from + config.seconds
+    # The clients start at once, warm up, and all count the same window; the server is read at its edges.
     target = server.http_target if scenario.kind == HTTP else server.target
-    specs = load_specs(scenario, target, payloads.get(scenario), generators.count, (measure_from, measure_to),
-                       payloads.model, payloads.headers(scenario))
-    generators.start(specs)
-    time.sleep(max(0.0, measure_from - time.monotonic()))
-    cpu_before, batches_before = server.cpu_seconds(), batch_totals(server)
-    time.sleep(max(0.0, measure_to - time.monotonic()))
-    cpu_after, batches_after = server.cpu_seconds(), batch_totals(server)
-    results = generators.collect(timeout_s=config.seconds + config.warmup_seconds + 120)
+    specs = load_specs(scenario, target, payloads.get(scenario), generators.count, config, payloads.model,
+                       payloads.headers(scenario))
+    readings = {}
+
+    def read_server_at_window_edges(start_at: float) -> None:
+        measure_from = start_at + config.warmup_seconds
+        h2load.wait_until(measure_from)
+        readings["before"] = server.cpu_seconds(), batch_totals(server)
+        h2load.wait_until(measure_from + config.seconds)
+        readings["after"] = server.cpu_seconds(), batch_totals(server)
+
+    try:
+        results = generators.run(specs, during=read_server_at_window_edges)
+    except LoadError as exc:
+        raise BenchError(f"scenario {scenario.name!r}: {exc}") from None
+    (cpu_before, batches_before), (cpu_after, batches_after) = readings["before"], readings["after"]
     row = scenario_row(scenario, results, cpu_after - cpu_before, batches_before, batches_after, config)
     row["load_generator"] = PYTHON_LOAD
     return row
@@ -562,7 +571,7 @@ def scenario_row(
     latencies = np.concatenate([r.latencies_s for r in results]) if results else np.zeros(0)
     latency = Latency.from_seconds(latencies)
     images = sum(r.images for r in results)
-    calls = sum(r.calls for r in results)
+    calls = sum(r.answered for r in results)
     errors: dict[str, int] = {}
     for result in results:
         for code, count in result.errors.items():

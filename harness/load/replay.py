@@ -1,6 +1,6 @@
-"""Load-generator processes for the serve benchmark: gRPC and HTTP clients in their own interpreters.
+"""Replayed traffic: the same pre-serialised requests, as fast as they are answered (throughput).
 
-Each process holds `connections` grpc.aio channels per server, each its own HTTP/2 connection (a
+A load process holds `connections` grpc.aio channels per server, each its own HTTP/2 connection (a
 server of several workers gets a connection's calls in the worker that accepted it), or one aiohttp
 session for HTTP/1.1 calls, and keeps `concurrency` calls in flight (unary calls, or streams each with
 a window of messages in flight; HTTP calls each on their own keep-alive connection). Requests are
@@ -8,63 +8,49 @@ serialised once, by the parent, and sent as bytes: the clients spend their CPU o
 tuned load generator (ghz, Triton's perf_analyzer) does, not on building messages. Every answer is still parsed
 and checked (right message, right number of predictions), and anything else counts as an error.
 
-Timing uses one clock for every process (time.monotonic is system-wide on Linux): all processes
-warm up until `measure_from` and count only calls that complete within [measure_from, measure_to].
+Calls start at the common start time, warm up for the spec's warmup_s, and only the calls that
+complete inside the window after it count (time.monotonic is system-wide on Linux).
 """
 from __future__ import annotations
 
 import asyncio
-import multiprocessing as mp
-import queue as queue_module
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-# HTTP: unary calls over HTTP/1.1 (POST `method`, a URL path), the rest gRPC.
-UNARY, STREAM, HTTP = "unary", "stream", "http"
-# What an answer must look like: our Classify, our stream, KServe v2 ModelInfer (over gRPC, or over
-# HTTP with binary outputs), or anything.
-CHECK_CLASSIFY, CHECK_STREAM, CHECK_V2, CHECK_V2_HTTP, CHECK_NONE = "classify", "stream", "v2", "v2 http", "none"
+from .spec import (
+    CHECK_CLASSIFY,
+    CHECK_NONE,
+    CHECK_STREAM,
+    CHECK_V2,
+    CHECK_V2_HTTP,
+    HTTP,
+    UNARY,
+    LoadResult,
+    LoadSpec,
+    ReplayTraffic,
+)
+
 INFER_HEADER_LENGTH = "Inference-Header-Content-Length"
 MiB = 1024 * 1024
-READY = "ready"
-STARTUP_TIMEOUT_S = 60
 
 
 @dataclass(frozen=True)
-class LoadSpec:
-    target: str  # host:port
-    method: str  # "/package.Service/Method"; for HTTP, the URL path
-    kind: str  # UNARY | STREAM | HTTP
-    requests: tuple[bytes, ...]  # serialised requests, sent in turn
-    images_per_request: int
-    concurrency: int  # unary calls in flight, or streams
-    stream_window: int  # messages in flight per stream
-    check: str
-    measure_from: float  # time.monotonic()
+class _Window:
+    """The spec's traffic, and the monotonic-clock window its calls are counted in."""
+
+    traffic: ReplayTraffic
+    target: str
+    concurrency: int
+    timeout_s: float
+    measure_from: float
     measure_to: float
-    timeout_s: float = 30.0
-    connections: int = 1  # channels the calls are spread over, each its own connection
-    # HTTP only: the headers of each request (in the order of `requests`).
-    request_headers: tuple[tuple[tuple[str, str], ...], ...] = ()
-
-
-@dataclass
-class LoadResult:
-    latencies_s: np.ndarray  # calls (or stream messages) completed inside the window
-    images: int
-    calls: int
-    errors: dict[str, int] = field(default_factory=dict)  # status code name -> count (inside the window)
-    first_error: str = ""
-    cpu_s: float = 0.0  # this process's CPU time inside the window
-    wall_s: float = 0.0
-    setup_error: str = ""
 
 
 class _Recorder:
-    def __init__(self, spec: LoadSpec) -> None:
+    def __init__(self, spec: _Window) -> None:
         self.spec = spec
         self.latencies: list[float] = []
         self.errors: Counter = Counter()
@@ -78,7 +64,7 @@ class _Recorder:
             return
         if error is None:
             self.latencies.append(finished - started)
-            self.images += self.spec.images_per_request
+            self.images += self.spec.traffic.images_per_request
         else:
             self.errors[error] += 1
             if not self.first_error:
@@ -138,10 +124,10 @@ def _checker(check: str, images: int):
     return check_classify
 
 
-async def _unary_caller(call, spec: LoadSpec, recorder: _Recorder, check, offset: int) -> None:
+async def _unary_caller(call, spec: _Window, recorder: _Recorder, check, offset: int) -> None:
     import grpc
 
-    requests, count = spec.requests, len(spec.requests)
+    requests, count = spec.traffic.requests, len(spec.traffic.requests)
     index = offset
     clock = time.monotonic
     while True:
@@ -158,12 +144,12 @@ async def _unary_caller(call, spec: LoadSpec, recorder: _Recorder, check, offset
         index += 1
 
 
-async def _http_caller(session, spec: LoadSpec, recorder: _Recorder, check, offset: int) -> None:
+async def _http_caller(session, spec: _Window, recorder: _Recorder, check, offset: int) -> None:
     import aiohttp
 
-    url = f"http://{spec.target}{spec.method}"
-    requests, count = spec.requests, len(spec.requests)
-    headers = spec.request_headers or ((),) * count
+    url = f"http://{spec.target}{spec.traffic.method}"
+    requests, count = spec.traffic.requests, len(spec.traffic.requests)
+    headers = spec.traffic.request_headers or ((),) * count
     timeout = aiohttp.ClientTimeout(total=spec.timeout_s)
     index = offset
     clock = time.monotonic
@@ -187,14 +173,14 @@ async def _http_caller(session, spec: LoadSpec, recorder: _Recorder, check, offs
         index += 1
 
 
-async def _streamer(channel, spec: LoadSpec, recorder: _Recorder, check, offset: int) -> None:
+async def _streamer(channel, spec: _Window, recorder: _Recorder, check, offset: int) -> None:
     """One stream: keep `stream_window` messages in flight, answers come back in order."""
     import grpc
 
-    call = channel.stream_stream(spec.method)(timeout=None)
-    window = asyncio.Semaphore(spec.stream_window)
+    call = channel.stream_stream(spec.traffic.method)(timeout=None)
+    window = asyncio.Semaphore(spec.traffic.stream_window)
     sent: deque = deque()
-    requests, count = spec.requests, len(spec.requests)
+    requests, count = spec.traffic.requests, len(spec.traffic.requests)
     clock = time.monotonic
 
     async def write() -> None:
@@ -225,7 +211,7 @@ async def _streamer(channel, spec: LoadSpec, recorder: _Recorder, check, offset:
 
 async def _open(spec: LoadSpec, channels: dict) -> list:
     """The process's channels to spec.target (one aiohttp session for HTTP), opened on first use."""
-    if spec.kind == HTTP:
+    if spec.traffic.kind == HTTP:
         session = channels.get((True, spec.target))
         if session is None:
             import aiohttp
@@ -237,7 +223,7 @@ async def _open(spec: LoadSpec, channels: dict) -> list:
     import grpc
 
     spread = []
-    for index in range(spec.connections):
+    for index in range(spec.traffic.connections):
         channel = channels.get((False, spec.target, index))
         if channel is None:
             channel = channels[(False, spec.target, index)] = grpc.aio.insecure_channel(
@@ -251,123 +237,54 @@ async def _open(spec: LoadSpec, channels: dict) -> list:
     return spread
 
 
-async def _run_load(spec: LoadSpec, channels: dict) -> LoadResult:
+async def prepare(spec: LoadSpec, channels: dict):
+    """Connect (reusing the process's channels to the same target); returns `run(start_at)`, the load."""
     spread = await _open(spec, channels)
-    recorder = _Recorder(spec)
-    check = _checker(spec.check, spec.images_per_request)
+    traffic = spec.traffic
+    check = _checker(traffic.check, traffic.images_per_request)
 
-    async def cpu_marks() -> None:
-        await asyncio.sleep(max(0.0, spec.measure_from - time.monotonic()))
-        recorder.cpu_at_start = time.process_time()
-        await asyncio.sleep(max(0.0, spec.measure_to - time.monotonic()))
-        recorder.cpu_at_end = time.process_time()
+    async def run(start_at: float) -> LoadResult:
+        # The common start is wall-clock time; the window is counted on the monotonic clock.
+        started = time.monotonic() + max(0.0, start_at - time.time())
+        window = _Window(traffic, spec.target, spec.concurrency, spec.call_timeout_s,
+                         started + spec.warmup_s, started + spec.warmup_s + spec.duration_s)
+        recorder = _Recorder(window)
+        await asyncio.sleep(max(0.0, started - time.monotonic()))
 
-    marks = asyncio.ensure_future(cpu_marks())
-    if spec.kind == UNARY:
-        calls = [channel.unary_unary(spec.method) for channel in spread]  # bytes in, bytes out: no (de)serialisers
-        workers = [_unary_caller(calls[i % len(calls)], spec, recorder, check, i) for i in range(spec.concurrency)]
-    elif spec.kind == HTTP:
-        workers = [_http_caller(spread[0], spec, recorder, check, i) for i in range(spec.concurrency)]
-    else:
-        workers = [_streamer(spread[i % len(spread)], spec, recorder, check, i * 7919) for i in range(spec.concurrency)]
-    await asyncio.gather(*workers)
-    await marks
-    wall = spec.measure_to - spec.measure_from
-    return LoadResult(
-        latencies_s=np.asarray(recorder.latencies, dtype=np.float64),
-        images=recorder.images,
-        calls=len(recorder.latencies),
-        errors=dict(recorder.errors),
-        first_error=recorder.first_error,
-        cpu_s=(recorder.cpu_at_end or 0.0) - (recorder.cpu_at_start or 0.0),
-        wall_s=wall,
-    )
+        async def cpu_marks() -> None:
+            await asyncio.sleep(max(0.0, window.measure_from - time.monotonic()))
+            recorder.cpu_at_start = time.process_time()
+            await asyncio.sleep(max(0.0, window.measure_to - time.monotonic()))
+            recorder.cpu_at_end = time.process_time()
+
+        marks = asyncio.ensure_future(cpu_marks())
+        if traffic.kind == UNARY:
+            calls = [channel.unary_unary(traffic.method) for channel in spread]  # bytes in, bytes out
+            workers = [_unary_caller(calls[i % len(calls)], window, recorder, check, i) for i in range(spec.concurrency)]
+        elif traffic.kind == HTTP:
+            workers = [_http_caller(spread[0], window, recorder, check, i) for i in range(spec.concurrency)]
+        else:
+            workers = [_streamer(spread[i % len(spread)], window, recorder, check, i * 7919)
+                       for i in range(spec.concurrency)]
+        await asyncio.gather(*workers)
+        await marks
+        answered, failed = len(recorder.latencies), sum(recorder.errors.values())
+        codes = {"OK": answered, **recorder.errors}
+        outcomes = {"answered": answered, "failed": failed}
+        return LoadResult(
+            worker=spec.worker, sent=answered + failed, answered=answered, images=recorder.images,
+            latencies_s=np.asarray(recorder.latencies, dtype=np.float64), errors=dict(recorder.errors),
+            first_error=recorder.first_error, outcomes={traffic.method: outcomes}, codes={traffic.method: codes},
+            cpu_s=(recorder.cpu_at_end or 0.0) - (recorder.cpu_at_start or 0.0),
+            started_at=start_at + spec.warmup_s, ended_at=start_at + spec.warmup_s + spec.duration_s,
+        )
+
+    return run
 
 
-def worker_main(inbox: mp.Queue, outbox: mp.Queue) -> None:
-    """A load-generator process: run each LoadSpec it is sent, answer a LoadResult; None ends it."""
-    import aiohttp  # noqa: F401  (imported before saying ready: the first scenario must not wait for them)
+def warm_up_imports() -> None:
+    """Import what the first run needs before the process says it is ready."""
+    import aiohttp  # noqa: F401
     import grpc  # noqa: F401
 
     _checker(CHECK_CLASSIFY, 1), _checker(CHECK_V2, 1), _checker(CHECK_V2_HTTP, 1)
-    outbox.put(READY)
-    loop = asyncio.new_event_loop()
-    channels: dict = {}
-    try:
-        while True:
-            spec = inbox.get()
-            if spec is None:
-                break
-            try:
-                result = loop.run_until_complete(_run_load(spec, channels))
-            except Exception as exc:  # reported to the parent, which fails the scenario with it
-                result = LoadResult(np.zeros(0), 0, 0, setup_error=f"{type(exc).__name__}: {exc}")
-            outbox.put(result)
-    finally:
-        for channel in channels.values():
-            loop.run_until_complete(channel.close())  # a grpc.aio channel or an aiohttp session
-        loop.close()
-
-
-class LoadGenerators:
-    """`processes` long-lived client processes (spawned, so they share nothing with the parent)."""
-
-    def __init__(self, processes: int) -> None:
-        context = mp.get_context("spawn")
-        self._inboxes = [context.Queue() for _ in range(processes)]
-        self._outbox = context.Queue()
-        self._processes = [
-            context.Process(target=worker_main, args=(inbox, self._outbox), name=f"load-{i}", daemon=True)
-            for i, inbox in enumerate(self._inboxes)
-        ]
-        self._pending = 0
-        for process in self._processes:
-            process.start()
-        for _ in self._processes:
-            try:
-                message = self._outbox.get(timeout=STARTUP_TIMEOUT_S)
-            except queue_module.Empty:
-                self.close()
-                raise RuntimeError(f"the load-generator processes did not start within {STARTUP_TIMEOUT_S} s") from None
-            assert message == READY, message
-
-    @property
-    def count(self) -> int:
-        return len(self._processes)
-
-    def start(self, specs: list[LoadSpec]) -> None:
-        """Send one spec to each of the first len(specs) processes; they start at once."""
-        if len(specs) > self.count:
-            raise ValueError(f"{len(specs)} load specs for {self.count} processes")
-        for inbox, spec in zip(self._inboxes, specs):
-            inbox.put(spec)
-        self._pending = len(specs)
-
-    def collect(self, timeout_s: float) -> list[LoadResult]:
-        """The results of what start() sent, once every process has answered."""
-        results = []
-        deadline = time.monotonic() + timeout_s
-        while self._pending:
-            try:
-                results.append(self._outbox.get(timeout=max(0.1, deadline - time.monotonic())))
-            except queue_module.Empty:
-                dead = [p.name for p in self._processes if not p.is_alive()]
-                raise RuntimeError(
-                    f"load generators did not answer within {timeout_s:.0f} s" + (f" (dead: {dead})" if dead else "")
-                ) from None
-            self._pending -= 1
-        return results
-
-    def close(self) -> None:
-        for inbox in self._inboxes:
-            inbox.put(None)
-        for process in self._processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
-
-    def __enter__(self) -> "LoadGenerators":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()

@@ -6,8 +6,8 @@ import json
 
 from test_bench_quick import check_machine, run_module
 
-from harness.sample_images import KINDS
 from bench.preprocess import TOTAL, evaluate_targets
+from harness.sample_images import KINDS
 
 
 def test_preprocess_quick_against_head_writes_every_kind_stage_and_comparison(tmp_path, mnist_root):

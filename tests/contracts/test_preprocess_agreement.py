@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.sample_images import paper_photo_png
 from contracts.images.preprocess import ImageLimits, decode_image, to_mnist_format
 from contracts.mnist_idx import (
     TRAIN_IMAGES_FILE,
@@ -24,6 +23,7 @@ from contracts.mnist_idx import (
     read_idx_images,
     read_idx_labels,
 )
+from harness.sample_images import paper_photo_png
 
 DIGITS = 300
 CENTROID_TRAIN_IMAGES = 20_000
