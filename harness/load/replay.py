@@ -72,7 +72,20 @@ class _Recorder:
 
 
 def _checker(check: str, images: int):
-    """A function of the answer's bytes: None when it is right, else why not."""
+    """A function of the answer's bytes: None when it is right, else why not (an answer that does not
+    even parse is a wrong answer, not the end of the load)."""
+    parse_and_check = _parse_and_check(check, images)
+
+    def checked(data):
+        try:
+            return parse_and_check(data)
+        except Exception as exc:
+            return f"unreadable answer: {type(exc).__name__}: {exc}"
+
+    return checked
+
+
+def _parse_and_check(check: str, images: int):
     if check == CHECK_NONE:
         return lambda data: None
     if check == CHECK_V2:
@@ -266,8 +279,11 @@ async def prepare(spec: LoadSpec, channels: dict):
         else:
             workers = [_streamer(spread[i % len(spread)], window, recorder, check, i * 7919)
                        for i in range(spec.concurrency)]
-        await asyncio.gather(*workers)
-        await marks
+        try:
+            await asyncio.gather(*workers)
+            await marks
+        finally:
+            marks.cancel()
         answered, failed = len(recorder.latencies), sum(recorder.errors.values())
         codes = {"OK": answered, **recorder.errors}
         outcomes = {"answered": answered, "failed": failed}

@@ -12,7 +12,7 @@ from harness.processes import ServerProcess
 
 CLASSIFY = "/digits.v1.DigitClassifier/Classify"
 
-pytestmark = pytest.mark.skipif(not h2load.installed(), reason="h2load is not installed (apt-get install nghttp2-client)")
+needs_h2load = pytest.mark.skipif(not h2load.installed(), reason="h2load is not installed (apt-get install nghttp2-client)")
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,7 @@ def run(server, method: str, ok_answer_bytes: int, workdir, seconds: float = 0.5
     return load.result(ok_answer_bytes, 1, (started, started + seconds + 5), cpu_s=0.0)
 
 
+@needs_h2load
 def test_answers_of_the_size_a_real_client_got_are_ok(bare_server, tmp_path):
     message = digits_pb2.ClassifyRequest(images=[digits_pb2.Image(encoded=b"x")]).SerializeToString()
     ok_bytes = h2load.answer_bytes(bare_server.target, CLASSIFY, message)
@@ -38,6 +39,7 @@ def test_answers_of_the_size_a_real_client_got_are_ok(bare_server, tmp_path):
     assert len(result.latencies_s) == result.answered and (result.latencies_s > 0).all()
 
 
+@needs_h2load
 def test_an_error_status_or_an_answer_of_another_size_is_counted_as_an_error(bare_server, tmp_path):
     # An unknown method: HTTP 200 for h2load, UNIMPLEMENTED in the trailers, no DATA.
     refused = run(bare_server, "/digits.v1.DigitClassifier/Nothing", len(h2load.grpc_frame(canned_answer(1))), tmp_path)
