@@ -1,4 +1,4 @@
-"""The calls a reliability run sends, what each must get back, and the load-generator process.
+"""Mixed traffic: the calls a reliability run sends, what each must get back, and how a load of them runs.
 
 Every call has a *kind* (a valid PNG, a corrupt image, a v2 tensor with NaN, a call cancelled in
 flight, ...) and a set of statuses that kind may end with. Each call ends in exactly one outcome:
@@ -626,4 +626,4 @@ async def _load(spec: LoadSpec, references: References, channel, start_at: float
 
 
 def warm_up_imports() -> None:
-    """Import what the first run needs before the process says it is ready (ONNX Runtime, Pillow)."""
+    """Nothing left to import: this module's own imports (ONNX Runtime, Pillow, the stubs) are the warm-up."""

@@ -34,6 +34,8 @@ from .spec import (
 )
 
 INFER_HEADER_LENGTH = "Inference-Header-Content-Length"
+# The status an answer that came back OK but is not the one expected is counted under.
+WRONG_ANSWER = "WRONG_ANSWER"
 MiB = 1024 * 1024
 
 
@@ -153,7 +155,7 @@ async def _unary_caller(call, spec: _Window, recorder: _Recorder, check, offset:
             recorder.done(started, clock(), exc.code().name, exc.details() or "")
         else:
             problem = check(answer)
-            recorder.done(started, clock(), "WRONG_ANSWER" if problem else None, problem or "")
+            recorder.done(started, clock(), WRONG_ANSWER if problem else None, problem or "")
         index += 1
 
 
@@ -182,7 +184,7 @@ async def _http_caller(session, spec: _Window, recorder: _Recorder, check, offse
                 recorder.done(started, clock(), f"HTTP {status}", body[:300].decode("utf-8", "replace"))
             else:
                 problem = check((body, header_length))
-                recorder.done(started, clock(), "WRONG_ANSWER" if problem else None, problem or "")
+                recorder.done(started, clock(), WRONG_ANSWER if problem else None, problem or "")
         index += 1
 
 
@@ -214,7 +216,7 @@ async def _streamer(channel, spec: _Window, recorder: _Recorder, check, offset: 
             if answer is grpc.aio.EOF:
                 break
             problem = check(answer)
-            recorder.done(sent.popleft(), clock(), "WRONG_ANSWER" if problem else None, problem or "")
+            recorder.done(sent.popleft(), clock(), WRONG_ANSWER if problem else None, problem or "")
             window.release()
         await writer
     except grpc.aio.AioRpcError as exc:
@@ -286,7 +288,9 @@ async def prepare(spec: LoadSpec, channels: dict):
             marks.cancel()
         answered, failed = len(recorder.latencies), sum(recorder.errors.values())
         codes = {"OK": answered, **recorder.errors}
-        outcomes = {"answered": answered, "failed": failed}
+        # The outcomes of mixed traffic (harness.load.mixed): every status but OK is unexpected here.
+        wrong = recorder.errors.get(WRONG_ANSWER, 0)
+        outcomes = {"answered": answered, "wrong": wrong, "unexpected": failed - wrong}
         return LoadResult(
             worker=spec.worker, sent=answered + failed, answered=answered, images=recorder.images,
             latencies_s=np.asarray(recorder.latencies, dtype=np.float64), errors=dict(recorder.errors),

@@ -62,6 +62,7 @@ def test_answers_of_the_wrong_kind_are_errors_with_the_first_one_described(bare_
     (result,) = generators.run([classify_load(bare_server.target, check=CHECK_STREAM)])
     assert result.answered == 0 and result.errors.get("WRONG_ANSWER", 0) > 10
     assert result.first_error.startswith("WRONG_ANSWER")
+    assert result.outcomes[CLASSIFY] == {"answered": 0, "wrong": result.errors["WRONG_ANSWER"], "unexpected": 0}
 
 
 def test_a_process_that_cannot_set_up_fails_the_load_with_its_reason_and_the_others_stand_down(
