@@ -260,7 +260,7 @@ async def prepare(spec: LoadSpec, channels: dict):
 
     async def run(start_at: float) -> LoadResult:
         # The common start is wall-clock time; the window is counted on the monotonic clock.
-        started = time.monotonic() + max(0.0, start_at - time.time())
+        started = time.monotonic() + (start_at - time.time())
         window = _Window(traffic, spec.target, spec.concurrency, spec.call_timeout_s,
                          started + spec.warmup_s, started + spec.warmup_s + spec.duration_s)
         recorder = _Recorder(window)
