@@ -4,7 +4,7 @@
     python -m bench.preprocess --quick          # 2 digits, 1 round (seconds: CI)
     python -m bench.preprocess --against main   # also time that git revision's pipeline, A/B
 
-Each kind of image (bench/_sample_images.py: the 28x28 digit as a PNG, a 600x600 photo of paper, the
+Each kind of image (harness/sample_images.py: the 28x28 digit as a PNG, a 600x600 photo of paper, the
 drawing page's canvas, a transparent canvas, a phone's JPEG) is made from MNIST test digits. Every
 stage of contracts.images.preprocess is timed on the input the previous stage gave it, and the whole
 server path (decode_image then prepare_digit, what serve.core.digit_inputs runs per image) as
@@ -42,14 +42,23 @@ from bench._report import (
     result_document,
     run_and_report,
 )
-from bench._sample_images import KINDS, ImageKind
 from contracts.data_dir import DATA_DIR_HELP, resolve_data_dir
 from contracts.digit_format import DIGIT_BOX, DIGIT_SHAPE
+from harness.sample_images import KINDS, ImageKind
+from harness.targets import Metric, Target
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOTAL = "total"
-# (image kind, most CPU ms per image for the total): the performance issue's targets.
-TARGETS = (("mnist 28x28 png", 0.25), ("paper photo 600x600 png", 5.0))
+KIND_NAMES = {kind.id: kind.name for kind in KINDS}
+
+
+def total_target(kind_id: str, limit_ms: float) -> Target:
+    """Decoding and the MNIST format of one kind of image, in at most limit_ms CPU ms per image."""
+    return Target(f"{kind_id}_total", Metric("median_cpu_ms", f"{kind_id}.{TOTAL}"), "<=", limit_ms,
+                  f"{KIND_NAMES[kind_id]}: decode + MNIST format <= {limit_ms:g} ms CPU")
+
+
+TARGETS = (total_target("mnist_png", 0.25), total_target("paper_photo", 5.0))
 
 
 class BenchError(Exception):
@@ -194,21 +203,22 @@ def run_benchmark(config: PreprocessBenchConfig) -> dict:
     digits = mnist_digits(config)
     current = current_pipeline()
     baseline = revision_pipeline(config.against) if config.against else None
-    files = {kind.name: [kind.render(digit, seed) for seed, digit in enumerate(digits)] for kind in KINDS}
+    files = {kind.id: [kind.render(digit, seed) for seed, digit in enumerate(digits)] for kind in KINDS}
     plans = {name: [stage_calls(current, data) for data in datas] for name, datas in files.items()}
     samples: dict[tuple[str, str, str], list[float]] = {}
     for round_index in range(config.rounds):
         for kind in KINDS:
-            for index, data in enumerate(files[kind.name]):
-                for stage, call in plans[kind.name][index]:
-                    samples.setdefault((current.label, kind.name, stage), []).append(
+            for index, data in enumerate(files[kind.id]):
+                for stage, call in plans[kind.id][index]:
+                    samples.setdefault((current.label, kind.id, stage), []).append(
                         cpu_ms_per_call(call, config.sample_seconds))
                 if baseline is not None:
                     _time_against(current, baseline, data, kind, round_index + index, config, samples)
     rows = [
-        {"pipeline": label, "kind": kind, "stage": stage, "median_cpu_ms": float(np.median(values)),
-         "samples": len(values), "min_cpu_ms": float(np.min(values)), "max_cpu_ms": float(np.max(values))}
-        for (label, kind, stage), values in samples.items()
+        {"pipeline": label, "kind_id": kind_id, "kind": KIND_NAMES[kind_id], "stage": stage,
+         "median_cpu_ms": float(np.median(values)), "samples": len(values), "min_cpu_ms": float(np.min(values)),
+         "max_cpu_ms": float(np.max(values))}
+        for (label, kind_id, stage), values in samples.items()
     ]
     notes = [
         "CPU time of the benchmark's thread per image (time.thread_time), median of samples over digits and rounds",
@@ -232,7 +242,7 @@ def _time_against(current: Pipeline, baseline: Pipeline, data: bytes, kind: Imag
         for stage, call in calls:
             if pipeline is current:
                 stage = f"{stage} (A/B)"
-            samples.setdefault((pipeline.label, kind.name, stage), []).append(cpu_ms_per_call(call, config.sample_seconds))
+            samples.setdefault((pipeline.label, kind.id, stage), []).append(cpu_ms_per_call(call, config.sample_seconds))
 
 
 def _config_dict(config: PreprocessBenchConfig) -> dict:
@@ -242,20 +252,17 @@ def _config_dict(config: PreprocessBenchConfig) -> dict:
     return values
 
 
-def _median(rows: list[dict], label: str, kind: str, stage: str) -> float | None:
+def _median(rows: list[dict], label: str, kind_id: str, stage: str) -> float | None:
     for row in rows:
-        if (row["pipeline"], row["kind"], row["stage"]) == (label, kind, stage):
+        if (row["pipeline"], row["kind_id"], row["stage"]) == (label, kind_id, stage):
             return row["median_cpu_ms"]
     return None
 
 
 def evaluate_targets(rows: list[dict], label: str) -> list[dict]:
-    targets = []
-    for kind, limit_ms in TARGETS:
-        value = _median(rows, label, kind, TOTAL)
-        targets.append({"target": f"{kind}: decode + MNIST format <= {limit_ms:g} ms CPU", "value": value,
-                        "met": value is not None and value <= limit_ms})
-    return targets
+    """Each target on the rows of pipeline `label`, keyed "KIND_ID.STAGE" (unmeasured: value None, missed)."""
+    rows_by_id = {f"{row['kind_id']}.{row['stage']}": row for row in rows if row["pipeline"] == label}
+    return [target.evaluate(rows_by_id) or target.verdict(None) for target in TARGETS]
 
 
 def compare(rows: list[dict], current_label: str, baseline_label: str) -> list[dict]:
@@ -263,9 +270,10 @@ def compare(rows: list[dict], current_label: str, baseline_label: str) -> list[d
     comparison = []
     for kind in KINDS:
         for stage in ("decode", TOTAL):
-            before = _median(rows, baseline_label, kind.name, stage)
-            after = _median(rows, current_label, kind.name, f"{stage} (A/B)")
-            comparison.append({"kind": kind.name, "stage": stage, "before_ms": before, "after_ms": after,
+            before = _median(rows, baseline_label, kind.id, stage)
+            after = _median(rows, current_label, kind.id, f"{stage} (A/B)")
+            comparison.append({"kind_id": kind.id, "kind": kind.name, "stage": stage, "before_ms": before,
+                               "after_ms": after,
                                "speed_up": ratio(before, after) if before is not None and after is not None else None})
     return comparison
 
@@ -281,7 +289,7 @@ def render(document: dict) -> str:
     for label in labels:
         if len(labels) > 1 or document.get("comparison"):
             parts.append(f"{label}:")
-        table = [[kind.name, *(_median(rows, label, kind.name, stage) for stage in stages)] for kind in KINDS]
+        table = [[kind.name, *(_median(rows, label, kind.id, stage) for stage in stages)] for kind in KINDS]
         if any(value is not None for line in table for value in line[1:]):
             parts += [format_table(["median CPU ms per image", *stages], table, right_from=1), ""]
     if document.get("comparison"):

@@ -14,8 +14,8 @@ preprocessing included); the v2 single-image load against servers of each --scal
 Runtime run per call) under the same v2 loads; and a bare gRPC server that answers canned bytes (the
 transport's ceiling on this machine, measured in the same run).
 
-Unary gRPC calls are driven by h2load when it is installed (bench/_h2load.py; `apt-get install
-nghttp2-client`), else by Python grpc.aio clients (bench/_load.py), which also drive the stream and
+Unary gRPC calls are driven by h2load when it is installed (harness/h2load.py; `apt-get install
+nghttp2-client`), else by Python grpc.aio clients (harness/load/replay.py), which also drive the stream and
 the HTTP row. Either way a scenario's gRPC calls are spread over up to 16 connections, so that the
 kernel hands them to every worker of a server of several.
 
@@ -46,27 +46,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import _h2load
-from bench._load import (
-    CHECK_CLASSIFY,
-    CHECK_STREAM,
-    CHECK_V2,
-    CHECK_V2_HTTP,
-    HTTP,
-    INFER_HEADER_LENGTH,
-    STREAM,
-    UNARY,
-    LoadGenerators,
-    LoadResult,
-    LoadSpec,
-)
 from bench._machine import (
     describe_machine,
     finish_machine_record,
     machine_summary,
     usable_cores,
 )
-from bench._processes import ServerProcess
 from bench._report import (
     RESULTS_DIR,
     Latency,
@@ -78,6 +63,24 @@ from bench._report import (
 )
 from contracts.data_dir import DATA_DIR_HELP, resolve_data_dir
 from contracts.digit_format import DIGIT_SIZE, pixels_from_uint8
+from harness import h2load, serve_targets
+from harness.load import (
+    CHECK_CLASSIFY,
+    CHECK_STREAM,
+    CHECK_V2,
+    CHECK_V2_HTTP,
+    HTTP,
+    STREAM,
+    UNARY,
+    LoadError,
+    LoadGenerators,
+    LoadResult,
+    LoadSpec,
+    ReplayTraffic,
+)
+from harness.load.replay import INFER_HEADER_LENGTH
+from harness.processes import ServerProcess
+from harness.serve_targets import median_rows, targets_over_rounds
 
 log = logging.getLogger("bench.serve")
 
@@ -98,12 +101,6 @@ BATCHING_ON_SERVER, BATCHING_OFF_SERVER = "the server (batching on)", "the serve
 BARE_SERVER, NAIVE_SERVER = "the bare gRPC server", "the naive gRPC server"
 H2LOAD, PYTHON_LOAD = "h2load", "python"
 SINGLE_V2 = "v2 raw tensor 1 image, c64"
-V2_GRPC_BULK, V2_HTTP_BULK = "v2 raw tensor 256 images, c2", "v2 http binary tensor 256 images, c2"
-NAIVE_SINGLE_V2, NAIVE_BULK_V2 = f"naive: {SINGLE_V2}", f"naive: {V2_GRPC_BULK}"
-
-
-def scaling_name(workers: int) -> str:
-    return f"{SINGLE_V2}, --workers {workers}"
 
 
 class BenchError(RuntimeError):
@@ -112,7 +109,8 @@ class BenchError(RuntimeError):
 
 @dataclass(frozen=True)
 class Scenario:
-    name: str
+    id: str  # stable: rows and targets are found by it (harness.serve_targets)
+    name: str  # the display text
     api: str  # DIGITS_API | V2_API | BARE
     kind: str  # UNARY | STREAM | HTTP
     encoding: str  # RAW | PNG | TENSOR
@@ -137,27 +135,33 @@ def scenarios(quick: bool, scaling_workers: tuple[int, ...] = ()) -> list[Scenar
 
     def single(concurrency: int, batching: bool = True) -> Scenario:
         name = f"unary 1 image, c{concurrency}, batching {'on' if batching else 'off'}"
-        return Scenario(name, DIGITS_API, UNARY, RAW, 1, concurrency, batching)
+        scenario_id = serve_targets.single_id(concurrency, batching)
+        return Scenario(scenario_id, name, DIGITS_API, UNARY, RAW, 1, concurrency, batching)
 
+    ids = serve_targets
     chosen = [single(c) for c in ((1, 64) if quick else (1, 8, 64))]
     chosen += [
-        Scenario("unary 256 images, c2", DIGITS_API, UNARY, RAW, 256, 2),
-        Scenario("stream 1 image/msg, 4 streams x 16", DIGITS_API, STREAM, RAW, 1, 64, streams=4),
+        Scenario(ids.BATCH256, "unary 256 images, c2", DIGITS_API, UNARY, RAW, 256, 2),
+        Scenario(ids.STREAM_C64, "stream 1 image/msg, 4 streams x 16", DIGITS_API, STREAM, RAW, 1, 64, streams=4),
     ]
     chosen += [
-        Scenario(SINGLE_V2, V2_API, UNARY, TENSOR, 1, 64),
-        Scenario(V2_GRPC_BULK, V2_API, UNARY, TENSOR, 256, 2),
-        Scenario(V2_HTTP_BULK, V2_API, HTTP, TENSOR, 256, 2),
-        Scenario("png 1 image, c64", DIGITS_API, UNARY, PNG, 1, 64),
+        Scenario(ids.V2_SINGLE_C64, SINGLE_V2, V2_API, UNARY, TENSOR, 1, 64),
+        Scenario(ids.V2_BATCH256, "v2 raw tensor 256 images, c2", V2_API, UNARY, TENSOR, 256, 2),
+        Scenario(ids.V2_HTTP_BATCH256, "v2 http binary tensor 256 images, c2", V2_API, HTTP, TENSOR, 256, 2),
+        Scenario(ids.PNG, "png 1 image, c64", DIGITS_API, UNARY, PNG, 1, 64),
     ]
-    chosen += [Scenario(scaling_name(n), V2_API, UNARY, TENSOR, 1, 64, workers=n) for n in scaling_workers]
-    chosen += [Scenario(NAIVE_SINGLE_V2, NAIVE, UNARY, TENSOR, 1, 64), Scenario(NAIVE_BULK_V2, NAIVE, UNARY, TENSOR, 256, 2)]
+    chosen += [Scenario(ids.scaling_id(n), f"{SINGLE_V2}, --workers {n}", V2_API, UNARY, TENSOR, 1, 64, workers=n)
+               for n in scaling_workers]
+    chosen += [
+        Scenario(ids.NAIVE_V2_SINGLE_C64, f"naive: {SINGLE_V2}", NAIVE, UNARY, TENSOR, 1, 64),
+        Scenario(ids.NAIVE_V2_BATCH256, "naive: v2 raw tensor 256 images, c2", NAIVE, UNARY, TENSOR, 256, 2),
+    ]
     if not quick:
-        chosen.append(Scenario("png 32 images, c4", DIGITS_API, UNARY, PNG, 32, 4))
+        chosen.append(Scenario(ids.PNG_BATCH32, "png 32 images, c4", DIGITS_API, UNARY, PNG, 32, 4))
     chosen += [single(c, batching=False) for c in ((64,) if quick else (1, 8, 64))]
-    chosen.append(Scenario("bare grpc, canned answer, c64", BARE, UNARY, RAW, 1, 64))
+    chosen.append(Scenario(ids.BARE_C64, "bare grpc, canned answer, c64", BARE, UNARY, RAW, 1, 64))
     if not quick:
-        chosen.append(Scenario("bare grpc, 256-image canned answer, c2", BARE, UNARY, RAW, 256, 2))
+        chosen.append(Scenario(ids.BARE_BATCH256, "bare grpc, 256-image canned answer, c2", BARE, UNARY, RAW, 256, 2))
     return chosen
 
 
@@ -193,7 +197,7 @@ class ServeBenchConfig:
             raise ValueError("worker counts must be >= 1")
         if self.load_generator not in ("auto", H2LOAD, PYTHON_LOAD):
             raise ValueError(f"--load-generator must be auto, h2load or python, got {self.load_generator!r}")
-        if self.load_generator == H2LOAD and not _h2load.installed():
+        if self.load_generator == H2LOAD and not h2load.installed():
             raise ValueError("--load-generator h2load, but h2load is not installed (apt-get install nghttp2-client)")
 
     @property
@@ -205,7 +209,7 @@ class ServeBenchConfig:
     @property
     def unary_load(self) -> str:
         if self.load_generator == "auto":
-            return H2LOAD if _h2load.installed() else PYTHON_LOAD
+            return H2LOAD if h2load.installed() else PYTHON_LOAD
         return self.load_generator
 
     @classmethod
@@ -454,7 +458,7 @@ def start_servers(chosen: list[Scenario], model_file: Path, config: "ServeBenchC
                 continue
             name = re.sub(r"\W+", "-", label).strip("-")
             if label == BARE_SERVER:
-                server = ServerProcess.program(["bench._bare_server"], workdir, name)
+                server = ServerProcess.program(["harness.bare_server"], workdir, name)
             elif label == NAIVE_SERVER:
                 server = ServerProcess.program(["bench._naive_server", "--model", str(model_file), "--device",
                                                 "cpu" if config.device == "cpu" else "auto"], workdir, name)
@@ -479,26 +483,27 @@ def start_servers(chosen: list[Scenario], model_file: Path, config: "ServeBenchC
 
 
 def load_specs(
-    scenario: Scenario, target: str, requests: tuple[bytes, ...], processes: int, window: tuple[float, float],
+    scenario: Scenario, target: str, requests: tuple[bytes, ...], processes: int, config: ServeBenchConfig,
     model: str = "", request_headers: tuple = (),
 ) -> list[LoadSpec]:
     """The scenario's concurrency split over the load processes (streams, for the stream)."""
     units = scenario.streams if scenario.kind == STREAM else scenario.concurrency
     shares = [units // processes + (1 if i < units % processes else 0) for i in range(min(processes, units))]
-    connections, _ = _h2load.connections_for(units)
+    connections, _ = h2load.connections_for(units)
     method = load_method(scenario)
     check = CHECK_STREAM if scenario.kind == STREAM else CHECK_V2 if scenario.peer_api == V2_API else CHECK_CLASSIFY
     if scenario.kind == HTTP:
         method, check = V2_HTTP_INFER.format(model=model), CHECK_V2_HTTP
     return [
         LoadSpec(
-            target=target, method=method, kind=scenario.kind, requests=requests,
-            images_per_request=scenario.images_per_request, concurrency=share,
-            stream_window=scenario.stream_window, check=check,
-            measure_from=window[0], measure_to=window[1], request_headers=request_headers,
-            connections=max(1, round(connections * share / units)),
+            target=target, concurrency=share, duration_s=config.seconds, warmup_s=config.warmup_seconds, worker=worker,
+            traffic=ReplayTraffic(
+                method=method, kind=scenario.kind, requests=requests, images_per_request=scenario.images_per_request,
+                check=check, stream_window=scenario.stream_window, request_headers=request_headers,
+                connections=max(1, round(connections * share / units)),
+            ),
         )
-        for share in shares
+        for worker, share in enumerate(shares)
     ]
 
 
@@ -514,18 +519,24 @@ def run_scenario(
 ) -> dict:
     if scenario.kind == UNARY and config.unary_load == H2LOAD:
         return run_h2load_scenario(scenario, server, payloads, config, workdir)
-    # The clients start at once, warm up, and all count the same window (one clock for every process).
-    measure_from = time.monotonic() + CLIENT_START_S + config.warmup_seconds
-    measure_to = measure_from + config.seconds
+    # The clients start at once, warm up, and all count the same window; the server is read at its edges.
     target = server.http_target if scenario.kind == HTTP else server.target
-    specs = load_specs(scenario, target, payloads.get(scenario), generators.count, (measure_from, measure_to),
-                       payloads.model, payloads.headers(scenario))
-    generators.start(specs)
-    time.sleep(max(0.0, measure_from - time.monotonic()))
-    cpu_before, batches_before = server.cpu_seconds(), batch_totals(server)
-    time.sleep(max(0.0, measure_to - time.monotonic()))
-    cpu_after, batches_after = server.cpu_seconds(), batch_totals(server)
-    results = generators.collect(timeout_s=config.seconds + config.warmup_seconds + 120)
+    specs = load_specs(scenario, target, payloads.get(scenario), generators.count, config, payloads.model,
+                       payloads.headers(scenario))
+    readings = {}
+
+    def read_server_at_window_edges(start_at: float) -> None:
+        measure_from = start_at + config.warmup_seconds
+        h2load.wait_until(measure_from)
+        readings["before"] = server.cpu_seconds(), batch_totals(server)
+        h2load.wait_until(measure_from + config.seconds)
+        readings["after"] = server.cpu_seconds(), batch_totals(server)
+
+    try:
+        results = generators.run(specs, during=read_server_at_window_edges)
+    except LoadError as exc:
+        raise BenchError(f"scenario {scenario.name!r}: {exc}") from None
+    (cpu_before, batches_before), (cpu_after, batches_after) = readings["before"], readings["after"]
     row = scenario_row(scenario, results, cpu_after - cpu_before, batches_before, batches_after, config)
     row["load_generator"] = PYTHON_LOAD
     return row
@@ -536,14 +547,14 @@ def run_h2load_scenario(scenario: Scenario, server: ServerProcess, payloads: Pay
     """The scenario's calls from h2load: the same window, CPU and metrics readings as the Python clients'."""
     message = payloads.get(scenario)[0]
     method = load_method(scenario)
-    ok_answer_bytes = _h2load.answer_bytes(server.target, method, message)
+    ok_answer_bytes = h2load.answer_bytes(server.target, method, message)
     measure_from = time.time() + CLIENT_START_S + config.warmup_seconds
     measure_to = measure_from + config.seconds
-    load = _h2load.H2load(server.target, method, message, scenario.concurrency,
+    load = h2load.H2load(server.target, method, message, scenario.concurrency,
                           CLIENT_START_S + config.warmup_seconds + config.seconds + 0.1, workdir)
-    _h2load.wait_until(measure_from)
+    h2load.wait_until(measure_from)
     cpu_before, client_cpu_before, batches_before = server.cpu_seconds(), load.cpu_seconds(), batch_totals(server)
-    _h2load.wait_until(measure_to)
+    h2load.wait_until(measure_to)
     cpu_after, client_cpu_after, batches_after = server.cpu_seconds(), load.cpu_seconds(), batch_totals(server)
     result = load.result(ok_answer_bytes, scenario.images_per_request, (measure_from, measure_to),
                          client_cpu_after - client_cpu_before)
@@ -562,7 +573,7 @@ def scenario_row(
     latencies = np.concatenate([r.latencies_s for r in results]) if results else np.zeros(0)
     latency = Latency.from_seconds(latencies)
     images = sum(r.images for r in results)
-    calls = sum(r.calls for r in results)
+    calls = sum(r.answered for r in results)
     errors: dict[str, int] = {}
     for result in results:
         for code, count in result.errors.items():
@@ -580,6 +591,7 @@ def scenario_row(
             inference_ms = 1000 * inference_s / ort_calls
     requests = calls + sum(errors.values())
     row = {
+        "id": scenario.id,
         "scenario": scenario.name,
         "api": scenario.api,
         "kind": scenario.kind,
@@ -615,162 +627,6 @@ def attach_reference(row: dict, reference: Reference | None) -> None:
     row["vs_reference"] = ratio(row["images_per_s"], reference.images_per_s) if reference else None
 
 
-# Targets
-
-
-def evaluate_targets(rows: list[dict], cores: int, workers: int = 1) -> list[dict]:
-    """The service targets, read off this run's rows, each with the ceiling this run measured for it.
-
-    Ceilings come from the bare gRPC server (no inference, no handler code, canned answers):
-    - 256 images vs in-process ORT: with the cores saturated, a request costs at least the reference's
-      own CPU (ORT's threads) plus the bare transport's CPU on both ends, so the service reaches at
-      most cores x 256 / that sum images/s;
-    - batching on vs off: batching can remove inference cost, not the transport's, so the gain is at
-      most the bare server's throughput over batching off;
-    - p99 at concurrency 64: the bare server's own p99 under the same load.
-    """
-    by_name = {row["scenario"]: row for row in rows}
-    bare, bare_bulk = by_name.get("bare grpc, canned answer, c64"), by_name.get("bare grpc, 256-image canned answer, c2")
-    targets = []
-    for name in ("unary 256 images, c2", V2_GRPC_BULK):
-        row = by_name.get(name)
-        if not row or row["vs_reference"] is None:
-            continue
-        target = {"target": f"{name}: >= 85% of in-process ORT at batch 256", "value": row["vs_reference"],
-                  "met": row["vs_reference"] >= 0.85}
-        if bare_bulk and row["reference_cpu_ms_per_request"]:
-            cpu_ms = row["reference_cpu_ms_per_request"] + bare_bulk["server_cpu_ms_per_request"] + bare_bulk[
-                "client_cpu_ms_per_request"]
-            target["ceiling"] = min(1.0, cores * 256 / (cpu_ms / 1000) / row["reference_images_per_s"])
-            target["ceiling_note"] = (
-                f"{cores} cores / (ORT {row['reference_cpu_ms_per_request']:.1f} + bare transport "
-                f"{bare_bulk['server_cpu_ms_per_request']:.1f} server + {bare_bulk['client_cpu_ms_per_request']:.1f} "
-                "client CPU ms per request)"
-            )
-        targets.append(target)
-    over_http, over_grpc = by_name.get(V2_HTTP_BULK), by_name.get(V2_GRPC_BULK)
-    if over_http and over_grpc:
-        http_vs_grpc = ratio(over_http["images_per_s"], over_grpc["images_per_s"])
-        targets.append({"target": "v2 256 images: HTTP binary tensors >= 80% of gRPC raw tensors", "value": http_vs_grpc,
-                        "met": http_vs_grpc is not None and http_vs_grpc >= 0.8})
-    on, off = by_name.get("unary 1 image, c64, batching on"), by_name.get("unary 1 image, c64, batching off")
-    if on and off:
-        speedup = ratio(on["images_per_s"], off["images_per_s"])
-        target = {"target": "c64 single image: batching on >= 3x batching off", "value": speedup,
-                  "met": speedup is not None and speedup >= 3}
-        if bare:
-            target["ceiling"] = ratio(bare["images_per_s"], off["images_per_s"])
-            target["ceiling_note"] = "bare gRPC server's images/s over batching off's"
-        targets.append(target)
-        target = {"target": "c64 single image, batching on: p99 < 20 ms", "value": on["latency_ms"]["p99_ms"],
-                  "met": on["latency_ms"]["p99_ms"] < 20}
-        if bare:
-            target["ceiling"] = bare["latency_ms"]["p99_ms"]
-            # Little's law: with 64 calls always in flight the mean latency is 64 / throughput, and
-            # p99 is at least the mean; no server slower than 64 / 20 ms = 3,200 calls/s can meet it.
-            mean_floor_ms = 1000 * on["concurrency"] / bare["requests_per_s"] if bare["requests_per_s"] else None
-            target["ceiling_note"] = (
-                f"the bare gRPC server's p99 at c64; by Little's law no p99 can be under the mean latency, "
-                f"{on['concurrency']} in flight / throughput = {fmt(mean_floor_ms)} ms at the bare server's "
-                f"{fmt(bare['requests_per_s'])} calls/s"
-            )
-        targets.append(target)
-        targets.append({"target": "c64 single image, batching on: zero errors", "value": on["errors"],
-                        "met": on["errors"] == 0})
-    targets += peer_targets(by_name, workers)
-    return targets
-
-
-def peer_targets(by_name: dict[str, dict], workers: int) -> list[dict]:
-    """Our server against the naive one, PNG against raw tensors, and N workers against one (informational:
-    `met` is None)."""
-    targets = []
-    single, naive_single = by_name.get(SINGLE_V2), by_name.get(NAIVE_SINGLE_V2)
-    if single and naive_single:
-        speedup = ratio(single["images_per_s"], naive_single["images_per_s"])
-        targets.append({"target": f"{SINGLE_V2} (--workers {workers}): >= 2x the naive server's images/s",
-                        "value": speedup, "met": speedup is not None and speedup >= 2})
-        p99 = ratio(single["latency_ms"]["p99_ms"], naive_single["latency_ms"]["p99_ms"])
-        targets.append({"target": f"{SINGLE_V2} (--workers {workers}): p99 <= half the naive server's p99",
-                        "value": p99, "met": p99 is not None and p99 <= 0.5})
-        targets.append({"target": f"{SINGLE_V2} (--workers {workers}): zero errors", "value": single["errors"],
-                        "met": single["errors"] == 0})
-    bulk, naive_bulk = by_name.get(V2_GRPC_BULK), by_name.get(NAIVE_BULK_V2)
-    if bulk and naive_bulk:
-        value = ratio(bulk["images_per_s"], naive_bulk["images_per_s"])
-        targets.append({"target": f"{V2_GRPC_BULK}: never below the naive server", "value": value,
-                        "met": value is not None and value >= 1})
-    png = by_name.get("png 1 image, c64")
-    if png and single:
-        value = ratio(png["images_per_s"], single["images_per_s"])
-        targets.append({"target": f"png 1 image, c64: >= 50% of {SINGLE_V2}'s images/s", "value": value,
-                        "met": value is not None and value >= 0.5})
-    one = by_name.get(scaling_name(1))
-    for name, row in by_name.items():
-        if not name.startswith(f"{SINGLE_V2}, --workers "):
-            continue
-        workers_here = name.rsplit(" ", 1)[1]
-        if one and row is not one:
-            targets.append({"target": f"scaling: --workers {workers_here} over --workers 1 ({SINGLE_V2})",
-                            "value": ratio(row["images_per_s"], one["images_per_s"]), "met": None})
-        if naive_single:
-            targets.append({"target": f"--workers {workers_here}: images/s over the naive server's ({SINGLE_V2})",
-                            "value": ratio(row["images_per_s"], naive_single["images_per_s"]), "met": None})
-            targets.append({"target": f"--workers {workers_here}: p99 over the naive server's p99 ({SINGLE_V2})",
-                            "value": ratio(row["latency_ms"]["p99_ms"], naive_single["latency_ms"]["p99_ms"]),
-                            "met": None})
-    return targets
-
-
-def targets_over_rounds(rounds: list[list[dict]], cores: int, workers: int = 1) -> list[dict]:
-    """Each target evaluated within every round, then summarised by its median round.
-
-    Within a round the compared scenarios ran minutes apart at most; across rounds the machine's
-    speed may have changed. The median of per-round values is what a drifting machine cannot fake.
-    """
-    per_round = [evaluate_targets(rows, cores, workers) for rows in rounds]
-    summary = []
-    for index, target in enumerate(per_round[0]):
-        values = [targets[index]["value"] for targets in per_round]
-        chosen = dict(target, rounds=values)
-        if target["target"].endswith("zero errors"):
-            chosen["value"] = max(values)  # one error in any round is an error
-            chosen["met"] = chosen["value"] == 0
-        else:
-            chosen["value"] = lower_median([v for v in values if v is not None])
-            threshold_met = [targets[index]["met"] for targets in per_round]
-            if target["met"] is not None:  # None: a figure to report, no threshold
-                chosen["met"] = sum(threshold_met) * 2 > len(threshold_met)  # met in most rounds
-        ceilings = [targets[index] for targets in per_round if targets[index].get("ceiling") is not None]
-        if ceilings:
-            # The median round's ceiling with its own note (the note's figures are that round's).
-            median_round = lower_median(ceilings, key=lambda t: t["ceiling"])
-            chosen["ceiling"], chosen["ceiling_note"] = median_round["ceiling"], median_round["ceiling_note"]
-        summary.append(chosen)
-    return summary
-
-
-def lower_median(items: list, key=None):
-    """The median item (the lower middle one for an even count: always one that was measured); None if empty."""
-    ordered = sorted(items, key=key)
-    return ordered[(len(ordered) - 1) // 2] if ordered else None
-
-
-def median_rows(rounds: list[list[dict]]) -> list[dict]:
-    """Per scenario, its row from the round with the median images/s, with every round's figures beside it."""
-    rows = []
-    for index, first in enumerate(rounds[0]):
-        runs = [rows_of_round[index] for rows_of_round in rounds]
-        assert all(run["scenario"] == first["scenario"] for run in runs)
-        row = dict(lower_median(runs, key=lambda run: run["images_per_s"]))
-        row["images_per_s_rounds"] = [run["images_per_s"] for run in runs]
-        row["p99_ms_rounds"] = [run["latency_ms"]["p99_ms"] for run in runs]
-        row["vs_reference_rounds"] = [run["vs_reference"] for run in runs]
-        row["errors"] = sum(run["errors"] for run in runs)
-        rows.append(row)
-    return rows
-
-
 # Whole run
 
 
@@ -779,7 +635,7 @@ def run_benchmark(config: ServeBenchConfig) -> dict:
     chosen = scenarios(config.quick, config.scaling_workers)
     unary_load = (
         "h2load (C, one thread; a gRPC body sent as is, each answer's bytes checked against a real client's "
-        "OK answer, bench/_h2load.py)" if config.unary_load == H2LOAD else
+        "OK answer, harness/h2load.py)" if config.unary_load == H2LOAD else
         f"{config.load_processes} Python client process(es) (grpc.aio, pre-serialised requests, every answer "
         "parsed and checked)"
     )

@@ -1,16 +1,13 @@
-"""Shared by every test: bench/ on the import path, and where the MNIST files are."""
+"""Shared by every test: where the MNIST files are.
+
+The tests import the installed packages (contracts, zoo, export, serve, harness) and plain modules
+of tests/ itself, never bench/: the benchmarks are run as a user runs them, `python -m bench.NAME`.
+"""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# Tests drive bench/ (a folder at the root, not an installed package): importable under a bare
-# `pytest` too, not only under `python -m pytest` from the root.
-if str(REPO_ROOT) not in sys.path:
-    sys.path.append(str(REPO_ROOT))
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Small ONNX models built with onnx.helper, so the serve and bench tests need neither torch nor `export`.
+"""Small ONNX models built with onnx.helper, so the serve and harness tests need neither torch nor `export`.
 
 - `linear_classifier`: pixels (N x 1 x H x W in [0, 1]) -> logits, probabilities, with a model card:
   a real digit classifier (one linear layer, weights given) in the format `export` writes.

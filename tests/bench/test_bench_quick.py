@@ -14,25 +14,25 @@ from pathlib import Path
 
 import pytest
 
-from bench.serve import targets_over_rounds
+from harness.serve_targets import targets_over_rounds
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFERENCE_BACKENDS = {"pytorch eager", "onnxruntime fp32", "onnxruntime optimized", "onnxruntime int8"}
 QUICK_SERVE_SCENARIOS = [
-    "unary 1 image, c1, batching on",
-    "unary 1 image, c64, batching on",
-    "unary 256 images, c2",
-    "stream 1 image/msg, 4 streams x 16",
-    "v2 raw tensor 1 image, c64",
-    "v2 raw tensor 256 images, c2",
-    "v2 http binary tensor 256 images, c2",
-    "png 1 image, c64",
-    "v2 raw tensor 1 image, c64, --workers 1",
-    "v2 raw tensor 1 image, c64, --workers 2",
-    "naive: v2 raw tensor 1 image, c64",
-    "naive: v2 raw tensor 256 images, c2",
-    "unary 1 image, c64, batching off",
-    "bare grpc, canned answer, c64",
+    "single_c1",
+    "single_c64",
+    "batch256",
+    "stream_c64",
+    "v2_single_c64",
+    "v2_batch256",
+    "v2_http_batch256",
+    "png",
+    "v2_single_c64_workers1",
+    "v2_single_c64_workers2",
+    "naive_v2_single_c64",
+    "naive_v2_batch256",
+    "single_c64_no_batching",
+    "bare_c64",
 ]
 
 
@@ -106,9 +106,9 @@ def test_serve_quick_writes_every_scenario_without_errors(serve_run):
     assert document["benchmark"] == "serve"
     check_machine(document["machine"])
     rows = document["rows"]
-    assert [row["scenario"] for row in rows] == QUICK_SERVE_SCENARIOS
+    assert [row["id"] for row in rows] == QUICK_SERVE_SCENARIOS
     for row in rows:
-        assert row["errors"] == 0, (row["scenario"], row["errors_by_code"], row["first_error"])
+        assert row["errors"] == 0, (row["id"], row["errors_by_code"], row["first_error"])
         assert row["images_per_s"] > 0
         assert row["images_per_s"] == pytest.approx(row["requests_per_s"] * row["images_per_request"])
         latency = row["latency_ms"]
@@ -118,25 +118,25 @@ def test_serve_quick_writes_every_scenario_without_errors(serve_run):
             assert row["vs_reference"] is None
         else:
             assert row["reference_images_per_s"] > 0 and row["vs_reference"] > 0
-    batched = {row["scenario"]: row["average_batch"] for row in rows}
+    batched = {row["id"]: row["average_batch"] for row in rows}
     ours = [row for row in rows if row["api"] not in ("bare grpc", "naive grpc")]
     assert all(row["inference_ms_per_batch"] > 0 for row in ours), "our servers' own metrics, summed over workers"
-    assert batched["unary 256 images, c2"] == pytest.approx(256)
-    assert batched["unary 1 image, c64, batching off"] == pytest.approx(1)
+    assert batched["batch256"] == pytest.approx(256)
+    assert batched["single_c64_no_batching"] == pytest.approx(1)
     # Ours (batching on, with the default workers), --workers 1, the naive, batching off, the bare server.
     assert len(document["servers"]) == 5 and all(server["exit_status"] == 0 for server in document["servers"])
     for server in document["servers"]:
         assert server["memory_before"]["rss_mib"] > 0 and server["memory_after"]["peak_rss_mib"] > 0
-    assert batched["v2 http binary tensor 256 images, c2"] == pytest.approx(256)
+    assert batched["v2_http_batch256"] == pytest.approx(256)
     # The verdicts written are the ones the written figures give (the thresholds are tested in
     # test_serve_rounds.py).
     assert document["targets"] == targets_over_rounds(document["rounds"], document["machine"]["usable_cores"], 2)
-    targets = {target["target"]: target for target in document["targets"]}
-    assert "scaling: --workers 2 over --workers 1 (v2 raw tensor 1 image, c64)" in targets
-    assert "v2 raw tensor 256 images, c2: never below the naive server" in targets
+    targets = {target["id"]: target for target in document["targets"]}
+    assert "scaling_workers2" in targets
+    assert "v2_batch256_vs_naive" in targets
     assert all(target["value"] is not None and "met" in target for target in targets.values())
-    on = next(row for row in document["rounds"][0] if row["scenario"] == "unary 1 image, c64, batching on")
-    p99 = next(t for t in document["targets"] if t["target"] == "c64 single image, batching on: p99 < 20 ms")
+    on = next(row for row in document["rounds"][0] if row["id"] == "single_c64")
+    p99 = targets["single_c64_p99"]
     assert p99["rounds"][0] == on["latency_ms"]["p99_ms"]
 
 

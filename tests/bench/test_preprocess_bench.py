@@ -6,8 +6,10 @@ import json
 
 from test_bench_quick import check_machine, run_module
 
-from bench._sample_images import KINDS
-from bench.preprocess import TOTAL, evaluate_targets
+from harness.sample_images import KINDS
+from harness.targets import OPERATORS
+
+TOTAL = "total"
 
 
 def test_preprocess_quick_against_head_writes_every_kind_stage_and_comparison(tmp_path, mnist_root):
@@ -19,13 +21,18 @@ def test_preprocess_quick_against_head_writes_every_kind_stage_and_comparison(tm
     check_machine(document["machine"])
     current = [row for row in document["rows"] if row["pipeline"] == "this tree"]
     for kind in KINDS:
-        stages = [row["stage"] for row in current if row["kind"] == kind.name]
-        assert stages[0] == "decode" and TOTAL in stages, (kind.name, stages)
+        stages = [row["stage"] for row in current if row["kind_id"] == kind.id]
+        assert stages[0] == "decode" and TOTAL in stages, (kind.id, stages)
     assert all(row["median_cpu_ms"] > 0 and row["samples"] >= 2 for row in document["rows"])
-    assert {(c["kind"], c["stage"]) for c in document["comparison"]} == {
-        (kind.name, stage) for kind in KINDS for stage in ("decode", TOTAL)}
+    assert {(c["kind_id"], c["stage"]) for c in document["comparison"]} == {
+        (kind.id, stage) for kind in KINDS for stage in ("decode", TOTAL)}
     assert all(c["before_ms"] > 0 and c["after_ms"] > 0 for c in document["comparison"])
-    assert document["targets"] == evaluate_targets(document["rows"], "this tree")
+    # The verdicts written are the ones the written figures give: each total against its threshold.
+    totals = {row["kind_id"]: row["median_cpu_ms"] for row in current if row["stage"] == TOTAL}
+    assert [target["id"] for target in document["targets"]] == ["mnist_png_total", "paper_photo_total"]
+    for target in document["targets"]:
+        assert target["value"] == totals[target["id"].removesuffix("_total")]
+        assert target["met"] == OPERATORS[target["operator"]](target["value"], target["threshold"])
     assert "targets:" in done.stdout and "A/B in the same rounds" in done.stdout
 
 

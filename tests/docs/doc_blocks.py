@@ -112,7 +112,7 @@ def command_of(line: str) -> str:
 
 def free_ports() -> dict[int, int]:
     """A free loopback port for each port the documents use."""
-    from bench._processes import free_port
+    from harness.processes import free_port
 
     ports: dict[int, int] = {}
     while len(ports) < len(DOCUMENTED_PORTS):

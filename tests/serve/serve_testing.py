@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from bench._processes import free_port  # noqa: F401  (the one free-port probe, shared with the benchmarks)
 from contracts.digit_format import pixels_from_uint8
 from contracts.images.preprocess import ImageLimits
+from harness.processes import free_port  # noqa: F401  (the one free-port probe, shared with the benchmarks)
 from serve.core.digit_inputs import RequestLimits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

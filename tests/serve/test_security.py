@@ -11,14 +11,13 @@ import pytest
 from certificates import issue, make_ca
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from serve_testing import REPO_ROOT  # noqa: F401  (puts bench/ on the import path)
 
-from bench import reliability
-from bench._processes import ServerProcess
 from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from contracts.generated.inference import grpc_service_pb2 as v2_pb
 from contracts.generated.inference import grpc_service_pb2_grpc as v2_grpc
 from contracts.sessions import RuntimeOptions
+from harness import reliability_runs
+from harness.processes import ServerProcess
 from serve.api.auth import BearerTokens, TokenFileError, read_tokens
 from serve.client import ClientError, DigitClient
 from serve.core.answers import bounded_detail
@@ -201,12 +200,12 @@ def test_bombs_and_oversized_messages_are_refused_before_they_cost_the_server_me
     frame Pillow would fill while opening; a valid WebP on an 8000x8000 canvas; PNG, JPEG, BMP,
     GIF and TIFF headers declaring up to 10^10 pixels) and 2 messages of 64 MiB against its 1 MiB
     limit."""
-    with ServerProcess([model_dir / "centroid.onnx"], tmp_path, "attacked", reliability.SERVER_LIMIT_FLAGS) as server:
-        attack = reliability.memory_attack(server, "centroid", bombs=4, oversized=2)
+    with ServerProcess([model_dir / "centroid.onnx"], tmp_path, "attacked", reliability_runs.SERVER_LIMIT_FLAGS) as server:
+        attack = reliability_runs.memory_attack(server, "centroid", bombs=4, oversized=2)
         for payload, codes in attack.codes.items():
             assert codes == {"RESOURCE_EXHAUSTED": sum(codes.values())}, (payload, codes)
-        assert attack.peak_rise_mib <= reliability.ATTACK_PEAK_ALLOWANCE_MIB, attack
-        assert reliability.health_status(server.target) == "SERVING"
+        assert attack.peak_rise_mib <= reliability_runs.ATTACK_PEAK_ALLOWANCE_MIB, attack
+        assert reliability_runs.health_status(server.target) == "SERVING"
 
 
 def test_error_details_stay_bounded_whatever_the_caller_sends(channel):

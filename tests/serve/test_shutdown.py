@@ -9,13 +9,10 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from serve_testing import (
-    REPO_ROOT,  # noqa: F401  (puts bench/ on the import path)
-    offline_probabilities,
-)
+from serve_testing import offline_probabilities
 
-from bench._processes import ServerProcess
 from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from harness.processes import ServerProcess
 
 
 class HealthWatch:

@@ -1,6 +1,6 @@
 """`python -m serve --workers N` as an operator runs it: real supervisor and worker processes under
-load from separate load generators (the same runs as bench/reliability.py, with small figures),
-the ports they share and refuse, and the metrics summed over the workers."""
+load from separate load generators (harness.reliability_runs, the runs bench/reliability.py reports,
+with small figures), the ports they share and refuse, and the metrics summed over the workers."""
 from __future__ import annotations
 
 import os
@@ -15,11 +15,11 @@ import pytest
 from onnx_models import tagged_classifier
 from serve_testing import REPO_ROOT
 
-from bench import reliability
-from bench._processes import ServerProcess, health_status
 from contracts.generated.inference import grpc_service_pb2 as v2_pb
 from contracts.generated.inference import grpc_service_pb2_grpc as v2_grpc
 from contracts.sessions import RuntimeOptions, cgroup_cpu_limit, usable_cpus
+from harness import reliability_runs
+from harness.processes import ServerProcess, health_status
 from serve import __main__ as serve_main
 from serve.workers import default_workers
 
@@ -29,7 +29,7 @@ WORKERS = 2
 @pytest.fixture
 def config(model_dir, mnist_root, tmp_path):
     """Quick figures: 16 calls in flight from one load generator, against the test classifier."""
-    return reliability.ReliabilityConfig.quick_mode(
+    return reliability_runs.ReliabilityConfig.quick_mode(
         model_path=model_dir / "centroid.onnx", data_dir=mnist_root, workdir=tmp_path, concurrency=16,
         load_processes=1, sigterm_load_s=3.0, failover_load_s=6.0, workers=WORKERS,
     )
@@ -41,7 +41,7 @@ def describe(report) -> str:
 
 
 def test_a_killed_worker_is_started_again_and_clients_that_retry_lose_no_call(config):
-    report = reliability.run_worker_kill(config)
+    report = reliability_runs.run_worker_kill(config)
     assert report.victim_cpu_s > 0, "the killed worker should have been serving the load"
     assert report.load.sent > 100
     assert report.load.failed == 0 and report.failed_by_code == {}, describe(report)
@@ -54,12 +54,12 @@ def test_a_killed_worker_is_started_again_and_clients_that_retry_lose_no_call(co
 
 
 def test_sigterm_with_workers_under_load_answers_every_call_in_flight_and_exits_0(config):
-    report = reliability.run_sigterm(config, workers=WORKERS)
+    report = reliability_runs.run_sigterm(config, workers=WORKERS)
     in_flight = sum(report.in_flight.values())
     assert in_flight >= 8, f"too few calls in flight at the signal to judge: {report.in_flight}"
     assert report.in_flight == {"OK": in_flight}, f"calls in flight at SIGTERM were not all answered: {report.in_flight}"
     assert report.wrong_or_lost == 0 and report.load.client_errors == 0, describe(report)
-    assert set(report.after_signal) <= reliability.AFTER_SIGNAL_STATUSES, (report.after_signal, describe(report))
+    assert set(report.after_signal) <= reliability_runs.AFTER_SIGNAL_STATUSES, (report.after_signal, describe(report))
     assert report.exit_code == 0 and report.exit_after_s <= config.grace_s
     assert report.code_after_exit == "UNAVAILABLE"
     assert report.server_tracebacks == 0
@@ -67,7 +67,7 @@ def test_sigterm_with_workers_under_load_answers_every_call_in_flight_and_exits_
 
 
 def test_a_model_that_cannot_load_in_the_workers_stops_start_up_with_one_clear_line(config):
-    cases = {case.kind: case for case in reliability.run_startup_failures(config.model_path, config.workdir, WORKERS)}
+    cases = {case.kind: case for case in reliability_runs.run_startup_failures(config.model_path, config.workdir, WORKERS)}
     assert set(cases) == {"missing", "truncated", "not ONNX"}
     for kind, case in cases.items():
         assert case.exit_code == 2 and len(case.error_lines) == 1 and not case.traceback, (kind, case)

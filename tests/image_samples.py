@@ -7,7 +7,7 @@ or pages, malformed files, and formats still not accepted. Each refusal carries 
 must answer with and a fragment of the detail it must give, so the gRPC tests and the HTTP tests
 check the same cases the same way.
 
-The hostile bytes themselves are built in bench/hostile_images.py, their one home: the reliability
+The hostile bytes themselves are built in harness/hostile_images.py, their one home: the reliability
 benchmark attacks a live server with the same files. (A plain module: conftest files are not for
 importing.)
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from bench.hostile_images import (
+from harness.hostile_images import (
     bmp_declaring,
     gif_declaring,
     gif_with_frames,

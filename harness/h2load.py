@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._load import LoadResult
+from .load.spec import LoadResult
 
 # Connections for a given number of calls in flight: up to this many, the calls shared out among them.
 MAX_CONNECTIONS = 16
@@ -93,10 +93,10 @@ class H2load:
         except subprocess.TimeoutExpired:
             self.process.kill()
             output, _ = self.process.communicate()
-            return LoadResult(np.zeros(0), 0, 0, setup_error=f"h2load did not finish: {output[-500:]}")
+            return LoadResult(setup_error=f"h2load did not finish: {output[-500:]}")
         requests, data = _REQUESTS.search(output), _DATA_BYTES.search(output)
         if self.process.returncode != 0 or requests is None or data is None:
-            return LoadResult(np.zeros(0), 0, 0, setup_error=f"h2load failed ({self.process.returncode}): {output[-800:]}")
+            return LoadResult(setup_error=f"h2load failed ({self.process.returncode}): {output[-800:]}")
         _, _, done, succeeded, failed, errored, timeouts = (int(v) for v in requests.groups())
         errors = {"h2load failed": failed, "h2load errored": errored, "h2load timeout": timeouts}
         # Errors carry no DATA: the bytes an OK answer should have, and those that came, tell how many were OK.
@@ -116,8 +116,9 @@ class H2load:
             first_error = (f"{', '.join(f'{n} {name}' for name, n in errors.items())} of {done} calls "
                            f"({data_bytes} DATA bytes for {succeeded} answers of {ok_answer_bytes} bytes)")
         return LoadResult(
-            latencies_s=latencies_s.astype(np.float64), images=calls * images_per_request, calls=calls, errors=errors, first_error=first_error, cpu_s=cpu_s,
-            wall_s=window_epoch[1] - window_epoch[0],
+            sent=calls + sum(errors.values()), answered=calls, images=calls * images_per_request,
+            latencies_s=latencies_s.astype(np.float64), errors=errors, first_error=first_error, cpu_s=cpu_s,
+            started_at=window_epoch[0], ended_at=window_epoch[1],
         )
 
 

@@ -1,16 +1,15 @@
-"""Real processes for tests and benchmarks: `python -m serve` and its peers as servers, and load generators.
+"""Real server processes for tests and benchmarks: `python -m serve` and its peers, and what to read off them.
 
 A `ServerProcess` is a server as an operator runs it (its own process, a port picked by the kernel
 and written to --port-file, its log in a file), with what tests and benchmarks read off it: its
 ports, its Prometheus metrics, the CPU time and resident memory of the server's processes (with
 --workers N, the supervisor and every worker), its worker processes, SIGTERM, SIGKILL and its exit
-status. The benchmark's peers (the bare and the naive gRPC servers) run under the same class. A
-`LoadProcess` runs bench/_reliability_traffic.py on a LoadSpec. Everything listens on and talks to
-127.0.0.1 only, and every wait is bounded.
+status. The benchmark's peers (the bare and the naive gRPC servers) run under the same class (the load
+generators are harness.load's). Everything listens on and talks to 127.0.0.1 only, and every wait is
+bounded.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -19,22 +18,18 @@ import sys
 import threading
 import time
 import urllib.request
-from dataclasses import asdict
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench._reliability_traffic import LoadResult, LoadSpec
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TRAFFIC_MODULE = "bench._reliability_traffic"
 MiB = 1024 * 1024
 START_TIMEOUT_S = 120.0
 
 
 class ProcessError(RuntimeError):
-    """A server or load generator did not start or finish as it should; the message says what it logged."""
+    """A server did not start or finish as it should; the message says what it logged."""
 
 
 def _status_field(pid: int, name: str) -> int | None:
@@ -315,74 +310,3 @@ class RssSampler(threading.Thread):
         self._stopping.set()
         self.join(5)
         return self.samples
-
-
-class LoadProcess:
-    """bench/_reliability_traffic.py in its own process, on one LoadSpec."""
-
-    def __init__(self, spec: LoadSpec, workdir: Path) -> None:
-        self.spec = spec
-        self.spec_path = Path(workdir) / f"load-{spec.worker}.json"
-        self.log_path = Path(workdir) / f"load-{spec.worker}.log"
-        self.spec.result_path = str(Path(workdir) / f"load-{spec.worker}.result.json")
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "LoadProcess":
-        Path(self.spec.result_path).unlink(missing_ok=True)
-        self.spec_path.write_text(json.dumps(asdict(self.spec)))
-        with self.log_path.open("w") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", TRAFFIC_MODULE, str(self.spec_path)], cwd=REPO_ROOT,
-                                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        return self
-
-    def result(self, timeout: float) -> LoadResult:
-        try:
-            code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-            raise ProcessError(f"load generator {self.spec.worker} did not finish within {timeout:.0f} s") from None
-        if code != 0 or not Path(self.spec.result_path).exists():
-            raise ProcessError(f"load generator {self.spec.worker} failed (exit {code}):\n{_tail(self.log_path)}")
-        return LoadResult(**json.loads(Path(self.spec.result_path).read_text()))
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-
-def run_load_processes(specs: list[LoadSpec], workdir: Path, during=None, ready_timeout_s: float = 180.0,
-                       start_delay_s: float = 0.2) -> list[LoadResult]:
-    """One process per spec, all starting their load at the same instant once every one is set up
-    (imports, offline references, a connection); `during(start_at)` runs meanwhile in this thread
-    (to inject a fault at a chosen moment). Returns every process's result."""
-    workdir = Path(workdir)
-    go = workdir / "load.go"
-    go.unlink(missing_ok=True)
-    for spec in specs:
-        spec.ready_path = str(workdir / f"load-{spec.worker}.ready")
-        spec.go_path = str(go)
-        Path(spec.ready_path).unlink(missing_ok=True)
-    processes = [LoadProcess(spec, workdir).start() for spec in specs]
-    try:
-        give_up = time.monotonic() + ready_timeout_s
-        while not all(Path(spec.ready_path).exists() for spec in specs):
-            for process in processes:
-                if process.process.poll() is not None:
-                    raise ProcessError(f"load generator {process.spec.worker} exited with {process.process.returncode} "
-                                       f"before it was ready:\n{_tail(process.log_path)}")
-            if time.monotonic() > give_up:
-                raise ProcessError(f"the load generators were not ready within {ready_timeout_s:.0f} s")
-            time.sleep(0.02)
-        start_at = time.time() + start_delay_s
-        staged = go.with_suffix(".staged")
-        staged.write_text(repr(start_at))
-        staged.replace(go)  # atomic: a generator never reads half a time
-        if during is not None:
-            during(start_at)
-        longest = max(spec.duration_s + spec.safety_timeout_s for spec in specs)
-        return [process.result(timeout=longest + 60) for process in processes]
-    finally:
-        for process in processes:
-            process.kill()

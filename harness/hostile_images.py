@@ -1,8 +1,8 @@
 """Crafted images that attack a decoder: headers that declare huge sizes, real bombs, and files
 whose frames or pages number in the tens of thousands.
 
-The one home of these bytes: the reliability report (bench/reliability.py) attacks a live server
-with them and the tests (tests/serve/image_samples.py gathers them by format) attack the decoder
+The one home of these bytes: the reliability runs (harness/reliability_runs.py) attack a live server
+with them and the tests (tests/image_samples.py gathers them by format) attack the decoder
 and the APIs, so both use the same bytes. Built from struct and zlib alone: a load generator must
 not need the image library it attacks, and each file says exactly what it declares.
 """

@@ -1,4 +1,4 @@
-"""The calls a reliability run sends, what each must get back, and the load-generator process.
+"""Mixed traffic: the calls a reliability run sends, what each must get back, and how a load of them runs.
 
 Every call has a *kind* (a valid PNG, a corrupt image, a v2 tensor with NaN, a call cancelled in
 flight, ...) and a set of statuses that kind may end with. Each call ends in exactly one outcome:
@@ -15,12 +15,9 @@ flight, ...) and a set of statuses that kind may end with. Each call ends in exa
 so that `sent == answered + rejected + cancelled + expired + refused + wrong + unexpected + lost`
 holds by construction, and a healthy server shows zero of the last three.
 
-bench/reliability.py starts this module as separate processes (so that the load's CPU is not the
-server's, and a client-side stall cannot hide a server-side one):
-
-    python -m bench._reliability_traffic SPEC.json
-
-SPEC.json holds a `LoadSpec`; the process writes a `LoadResult` (JSON) to the spec's `result_path`.
+The reliability runs (harness.reliability_runs) send it from separate load processes
+(harness.load.generators), so that the load's CPU is not the server's and a client-side stall cannot
+hide a server-side one.
 """
 from __future__ import annotations
 
@@ -28,10 +25,9 @@ import asyncio
 import io
 import json
 import random
-import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -39,7 +35,6 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from bench.hostile_images import BOMB_BUILDERS
 from contracts.digit_format import DIGIT_SHAPE, pixels_from_uint8
 from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from contracts.generated.inference import grpc_service_pb2 as v2_pb
@@ -47,6 +42,9 @@ from contracts.generated.inference import grpc_service_pb2_grpc as v2_grpc
 from contracts.images.preprocess import ImageLimits, decode_image, prepare_digit
 from contracts.mnist_idx import load_mnist_test
 from contracts.model_card import PROBABILITIES_OUTPUT, ModelCard
+
+from ..hostile_images import BOMB_BUILDERS
+from .spec import LoadResult, LoadSpec, MixedTraffic
 
 MiB = 1024 * 1024
 POOL_IMAGES = 128
@@ -201,51 +199,6 @@ def raw_image(pixels_uint8: np.ndarray, already_mnist: bool = True) -> digits_pb
 # ------------------------------------------------------------------------------- the load generator
 
 
-@dataclass
-class LoadSpec:
-    target: str
-    model_path: str
-    data_dir: str
-    result_path: str
-    mix: dict[str, float]
-    concurrency: int = 32
-    duration_s: float = 10.0
-    # Several processes start together: each writes `ready_path` once set up, then waits for
-    # `go_path` to hold the wall-clock time to start at (without them: start at once).
-    ready_path: str = ""
-    go_path: str = ""
-    seed: int = 0
-    # What the server was started with (the invalid kinds just cross these limits).
-    max_images_per_request: int = 64
-    max_message_bytes: int = 1 * MiB
-    # Longest a call may go unanswered before it counts as lost (the server is alive but hung).
-    safety_timeout_s: float = 30.0
-    # The run stops the server on purpose: UNAVAILABLE (refused) and CANCELLED (cut off by gRPC core as
-    # it closes) are acceptable answers here, and the run judges from the recorded calls which calls
-    # may have them.
-    server_goes_away: bool = False
-    # Client-side round_robin over a target of several addresses, with retries of UNAVAILABLE.
-    round_robin: bool = False
-    record_calls: bool = False
-    worker: int = 0
-
-
-@dataclass
-class LoadResult:
-    worker: int
-    sent: int = 0
-    images_sent: int = 0
-    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> outcome -> count
-    codes: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> status code -> count
-    failures: list[dict] = field(default_factory=list)  # the first few wrong/unexpected/lost calls
-    # (kind, started, ended, code, outcome) of every call, when the spec asks for it (short runs).
-    calls: list[tuple[str, float, float, str, str]] = field(default_factory=list)
-    latency_ms: dict[str, float] = field(default_factory=dict)  # of valid calls: p50, p99, max
-    started_at: float = 0.0
-    ended_at: float = 0.0
-    client_errors: int = 0  # exceptions in this generator itself (a bug here, not in the server)
-
-
 ROUND_ROBIN_SERVICE_CONFIG = {
     "loadBalancingConfig": [{"round_robin": {}}],
     # Client-side health checking: a replica that reports NOT_SERVING (draining) gets no new calls.
@@ -267,13 +220,13 @@ ROUND_ROBIN_SERVICE_CONFIG = {
 }
 
 
-def channel_options(spec: LoadSpec) -> list[tuple[str, object]]:
+def channel_options(traffic: MixedTraffic) -> list[tuple[str, object]]:
     # The client lets any size through: refusing oversized messages is the server's job here.
     options: list[tuple[str, object]] = [
         ("grpc.max_send_message_length", -1),
         ("grpc.max_receive_message_length", 64 * MiB),
     ]
-    if spec.round_robin:
+    if traffic.round_robin:
         options += [("grpc.service_config", json.dumps(ROUND_ROBIN_SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
     return options
 
@@ -282,11 +235,11 @@ class Traffic:
     """Makes calls of each kind and judges how they ended."""
 
     def __init__(self, spec: LoadSpec, references: References, channel: grpc.aio.Channel) -> None:
-        self.spec = spec
+        self.spec = spec.traffic
         self.refs = references
         self.digits = digits_pb2_grpc.DigitClassifierStub(channel)
         self.v2 = v2_grpc.GRPCInferenceServiceStub(channel)
-        self.timeout = spec.safety_timeout_s
+        self.timeout = spec.call_timeout_s
         self.model = references.model_name
 
     # How a call ended -------------------------------------------------------------------------
@@ -585,95 +538,92 @@ def random_v2_request(rng: random.Random, model: str, input_name: str, input_siz
     return request
 
 
-async def _start_time(spec: LoadSpec, timeout_s: float = 300.0) -> float:
-    """Report ready, and wait (bounded) for the common start time."""
-    if not spec.go_path:
-        return time.time()
-    Path(spec.ready_path).write_text("ready")
-    give_up = time.monotonic() + timeout_s
-    go = Path(spec.go_path)
-    while not go.exists():
-        if time.monotonic() > give_up:
-            raise SystemExit(f"load generator {spec.worker}: no start signal within {timeout_s:.0f} s")
-        await asyncio.sleep(0.01)
-    return float(go.read_text())
+async def prepare(spec: LoadSpec, channels: dict):
+    """Compute the offline answers and connect; returns `run(start_at)`, the load.
+
+    `channels` (the process's channels kept between loads) goes unused: each mixed load has its own
+    channel, with its own options (round_robin, retries), closed when the load ends.
+    """
+    traffic: MixedTraffic = spec.traffic
+    references = References(Path(traffic.model_path), Path(traffic.data_dir))
+    channel = grpc.aio.insecure_channel(spec.target, options=channel_options(traffic))
+    try:
+        await asyncio.wait_for(channel.channel_ready(), timeout=30)
+    except asyncio.TimeoutError:
+        await channel.close()
+        raise ConnectionError(f"load generator {spec.worker}: cannot reach {spec.target} within 30 s") from None
+
+    async def run(start_at: float) -> LoadResult:
+        try:
+            return await _load(spec, references, channel, start_at)
+        finally:
+            await channel.close()
+
+    return run
 
 
-async def _load(spec: LoadSpec, references: References) -> LoadResult:
+async def _load(spec: LoadSpec, references: References, channel, start_at: float) -> LoadResult:
+    traffic: MixedTraffic = spec.traffic
     result = LoadResult(worker=spec.worker)
     outcomes: dict[str, Counter] = defaultdict(Counter)
     codes: dict[str, Counter] = defaultdict(Counter)
+    errors: Counter = Counter()
     latencies: list[float] = []
-    kinds = [KINDS[name] for name in spec.mix]
-    weights = [spec.mix[name] for name in spec.mix]
-    async with grpc.aio.insecure_channel(spec.target, options=channel_options(spec)) as channel:
-        traffic = Traffic(spec, references, channel)
-        try:
-            await asyncio.wait_for(channel.channel_ready(), timeout=30)
-        except asyncio.TimeoutError:
-            raise SystemExit(f"load generator {spec.worker}: cannot reach {spec.target} within 30 s") from None
-        start_at = await _start_time(spec)
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-        result.started_at = time.time()
-        stop_at = start_at + spec.duration_s
+    kinds = [KINDS[name] for name in traffic.mix]
+    weights = [traffic.mix[name] for name in traffic.mix]
+    calls = Traffic(spec, references, channel)
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    result.started_at = time.time()
+    stop_at = start_at + spec.duration_s
 
-        async def caller(index: int) -> None:
-            rng = random.Random(f"{spec.seed}-{spec.worker}-{index}")
-            while time.time() < stop_at:
-                kind = rng.choices(kinds, weights)[0]
-                started = time.time()
-                result.sent += 1
-                try:
-                    outcome, code, detail = await traffic.call(kind, rng)
-                except Exception as exc:  # a bug in this generator: counted apart, never hidden
-                    result.client_errors += 1
-                    outcome, code, detail = "unexpected", "CLIENT_ERROR", f"{type(exc).__name__}: {exc}"
-                ended = time.time()
-                outcomes[kind.name][outcome] += 1
-                codes[kind.name][code] += 1
-                if kind.group == "valid" and outcome == "answered":
-                    latencies.append(ended - started)
-                if outcome in FAILURES and len(result.failures) < 20:
+    async def caller(index: int) -> None:
+        rng = random.Random(f"{traffic.seed}-{spec.worker}-{index}")
+        while time.time() < stop_at:
+            kind = rng.choices(kinds, weights)[0]
+            started = time.time()
+            result.sent += 1
+            try:
+                outcome, code, detail = await calls.call(kind, rng)
+            except Exception as exc:  # a bug in this generator: counted apart, never hidden
+                result.client_errors += 1
+                outcome, code, detail = "unexpected", "CLIENT_ERROR", f"{type(exc).__name__}: {exc}"
+            ended = time.time()
+            outcomes[kind.name][outcome] += 1
+            codes[kind.name][code] += 1
+            if kind.group == "valid" and outcome == "answered":
+                latencies.append(ended - started)
+            if outcome in FAILURES:
+                errors[code] += 1
+                if len(result.failures) < 20:
                     result.failures.append({"kind": kind.name, "outcome": outcome, "code": code,
                                             "detail": detail[:300], "at": started})
-                if spec.record_calls:
-                    result.calls.append((kind.name, started, ended, code, outcome))
-                if outcome == "refused":
-                    await asyncio.sleep(0.05)  # the server is going or gone: do not spin
+            if spec.record_calls:
+                result.calls.append((kind.name, started, ended, code, outcome))
+            if outcome == "refused":
+                await asyncio.sleep(0.05)  # the server is going or gone: do not spin
 
-        callers = [asyncio.ensure_future(caller(i)) for i in range(spec.concurrency)]
-        # Each call has a deadline, so the callers end by themselves; this bound is a last resort.
-        done, pending = await asyncio.wait(callers, timeout=spec.duration_s + spec.safety_timeout_s + 30)
-        for task in pending:
-            task.cancel()
-            outcomes["(generator)"]["lost"] += 1
-        for task in done:
-            if task.exception() is not None:
-                raise task.exception()
+    cpu_started = time.process_time()
+    callers = [asyncio.ensure_future(caller(i)) for i in range(spec.concurrency)]
+    # Each call has a deadline, so the callers end by themselves; this bound is a last resort.
+    done, pending = await asyncio.wait(callers, timeout=spec.duration_s + spec.call_timeout_s + 30)
+    for task in pending:
+        task.cancel()
+        outcomes["(generator)"]["lost"] += 1
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()
+    result.cpu_s = time.process_time() - cpu_started
     result.ended_at = time.time()
     result.outcomes = {kind: dict(counts) for kind, counts in outcomes.items()}
     result.codes = {kind: dict(counts) for kind, counts in codes.items()}
-    if latencies:
-        ms = np.array(latencies) * 1000
-        result.latency_ms = {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
-                             "max": float(ms.max())}
+    result.answered = sum(counts.get("answered", 0) for counts in outcomes.values())
+    result.errors = dict(errors)
+    result.latencies_s = np.asarray(latencies, dtype=np.float64)
+    if result.failures:
+        first = result.failures[0]
+        result.first_error = f"{first['kind']}: {first['code']}: {first['detail']}"
     return result
 
 
-def run_load(spec: LoadSpec) -> LoadResult:
-    references = References(Path(spec.model_path), Path(spec.data_dir))
-    return asyncio.run(_load(spec, references))
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m bench._reliability_traffic SPEC.json", file=sys.stderr)
-        return 2
-    spec = LoadSpec(**json.loads(Path(argv[0]).read_text()))
-    result = run_load(spec)
-    Path(spec.result_path).write_text(json.dumps(asdict(result)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def warm_up_imports() -> None:
+    """Nothing left to import: this module's own imports (ONNX Runtime, Pillow, the stubs) are the warm-up."""

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench._sample_images import paper_photo_png
 from contracts.images.preprocess import ImageLimits, decode_image, to_mnist_format
 from contracts.mnist_idx import (
     TRAIN_IMAGES_FILE,
@@ -24,6 +23,7 @@ from contracts.mnist_idx import (
     read_idx_images,
     read_idx_labels,
 )
+from harness.sample_images import paper_photo_png
 
 DIGITS = 300
 CENTROID_TRAIN_IMAGES = 20_000
@@ -70,6 +70,6 @@ def test_rendered_digits_are_labelled_as_the_originals(test_digits, centroids, s
 
 
 def test_photos_of_digits_on_paper_are_labelled_as_the_originals(test_digits, centroids):
-    # Grain, uneven lighting and dust on a 600x600 sheet (bench/_sample_images.py). Measured: 0.92.
+    # Grain, uneven lighting and dust on a 600x600 sheet (harness/sample_images.py). Measured: 0.92.
     files = [paper_photo_png(digit, seed) for seed, digit in enumerate(test_digits[:100])]
     assert agreement(files, test_digits[:100], centroids) >= 0.88

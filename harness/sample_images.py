@@ -1,4 +1,4 @@
-"""Encoded pictures of MNIST digits as users send them, for the preprocessing benchmark.
+"""Encoded pictures of MNIST digits as users send them, for the preprocessing benchmark and the tests.
 
 Each kind renders a 28x28 test digit the way one kind of client would: the digit itself as a PNG,
 a photo of a digit drawn on paper (grain, uneven lighting, dust), the drawing page's canvas (thick
@@ -21,7 +21,8 @@ PHONE_SIZE = (1600, 1200)  # width, height
 
 @dataclass(frozen=True)
 class ImageKind:
-    name: str
+    id: str  # stable: results and targets are keyed by it
+    name: str  # the display text
     render: Callable[[np.ndarray, int], bytes]  # (28x28 uint8 light-on-dark digit, seed) -> file bytes
 
 
@@ -98,9 +99,9 @@ def phone_photo_jpeg(digit_uint8: np.ndarray, seed: int) -> bytes:
 
 
 KINDS: tuple[ImageKind, ...] = (
-    ImageKind("mnist 28x28 png", mnist_png),
-    ImageKind("paper photo 600x600 png", paper_photo_png),
-    ImageKind("page canvas 280x280 rgba png", page_canvas_png),
-    ImageKind("transparent canvas 280x280 png", transparent_canvas_png),
-    ImageKind("phone photo 1600x1200 jpeg", phone_photo_jpeg),
+    ImageKind("mnist_png", "mnist 28x28 png", mnist_png),
+    ImageKind("paper_photo", "paper photo 600x600 png", paper_photo_png),
+    ImageKind("page_canvas", "page canvas 280x280 rgba png", page_canvas_png),
+    ImageKind("transparent_canvas", "transparent canvas 280x280 png", transparent_canvas_png),
+    ImageKind("phone_photo", "phone photo 1600x1200 jpeg", phone_photo_jpeg),
 )

@@ -1,6 +1,6 @@
 """A bare gRPC server: the Classify method answered with canned bytes, nothing else.
 
-    python -m bench._bare_server --port-file PATH
+    python -m harness.bare_server --port-file PATH
 
 The ceiling of what Python gRPC (grpc.aio, one event loop) can do on this machine: no parsing, no
 inference, no metrics, only the transport, answering the bytes the real server's answer holds (one
@@ -56,7 +56,7 @@ async def serve(port_file: Path, host: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench._bare_server", description=__doc__.split("\n\n", 1)[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.bare_server", description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--port-file", type=Path, required=True, help="where to write the bound port")
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
