@@ -14,11 +14,16 @@ from serve.core.served_models import ServedModels
 
 
 @dataclass
+class FakeCard:
+    variant_of: str | None = None
+
+
+@dataclass
 class FakeModel:
     name: str
     version: str = "1"
     classifies_images: bool = True
-    card: object | None = field(default_factory=object)
+    card: object | None = field(default_factory=lambda: FakeCard())
     task: str = "classification"
 
 
@@ -86,6 +91,9 @@ def test_the_default_classifier_is_the_first_classifier_served_unless_one_is_dec
     table = table_of(served("thirdparty", classifies_images=False, card=None), served("lenet.int8"), served("lenet"))
     assert DigitClassifiers(table).classifier("").model.name == "lenet.int8"
     assert DigitClassifiers(table, default_model="lenet").classifier("").model.name == "lenet"
+    # A card that declares its model a variant gives way to the model it is a variant of.
+    table = table_of(served("lenet.int8", card=FakeCard(variant_of="lenet")), served("lenet"))
+    assert DigitClassifiers(table).classifier("").model.name == "lenet"
 
 
 def test_a_declared_default_that_is_not_served_is_not_found_and_one_that_is_no_classifier_is_refused():
