@@ -122,6 +122,9 @@ def revision_pipeline(revision: str) -> Pipeline:
     for path in git("ls-tree", "--name-only", commit, f"{home}/").split():
         if path.endswith(".py"):
             source = git("show", f"{commit}:{path}").replace(home.replace("/", ".") + ".", f"{package}.")
+            # Before the move, the pipeline's errors and digit format lived in serve; today's homes hold them.
+            source = source.replace("serve.core.errors", "contracts.errors").replace(
+                f"{package}.digit_format", "contracts.digit_format")
             (folder / Path(path).name).write_text(source)
     sys.path.insert(0, str(folder.parent))
     return Pipeline(f"{revision} ({commit[:10]})", importlib.import_module(f"{package}.decode"),
