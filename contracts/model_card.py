@@ -55,6 +55,13 @@ class ModelCard:
     # The model this file is a variant of ("lenet" for lenet.int8 and lenet.opt): served beside it,
     # never chosen as the digits API's default in its place.
     variant_of: str | None = None
+    # The temperature the graph's probabilities are computed with (softmax(logits / T)), fitted on
+    # images held out from training; None: uncalibrated probabilities (softmax of the logits).
+    temperature: float | None = None
+    # How the temperature was fitted and what it changed: the held-out split, ECE before and after.
+    calibration: dict[str, Any] = field(default_factory=dict)
+    # contracts.verdicts.VerdictThresholds, measured at training time; empty: the defaults.
+    verdict_thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
     def is_classifier(self) -> bool:

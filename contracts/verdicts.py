@@ -1,0 +1,142 @@
+"""What an answer may claim about one image: a digit, not sure between two, or no digit at all.
+
+A classifier always ranks its ten classes, even for a blank page or a letter. The verdict says
+how far that ranking can be trusted, from three facts about the image:
+
+1. The model input is blank: preprocessing found nothing digit-like once the paper, shadows,
+   specks and lines were removed -> ``no_digit``.
+2. The top calibrated probability is below ``no_digit_below``: the model (trained to spread its
+   probability over all classes for non-digits) sees no digit -> ``no_digit``.
+3. The top probability is below ``min_confidence``, or the best two are closer than
+   ``min_margin`` -> ``unsure``, naming both candidates.
+
+Otherwise the verdict is ``digit``. The digit and probabilities are returned with every verdict,
+so nothing is hidden. Thresholds are measured at training time and stored in the model card; a
+model without them (a third-party file) gets ``DEFAULT_THRESHOLDS``, which refuse only blank
+inputs and top probabilities under one half.
+"""
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from contracts.errors import InvalidInput
+
+
+class Verdict(str, enum.Enum):
+    DIGIT = "digit"
+    UNSURE = "unsure"
+    NO_DIGIT = "no_digit"
+
+
+@dataclass(frozen=True)
+class VerdictThresholds:
+    # Below this top probability the answer is `unsure`.
+    min_confidence: float
+    # The best two closer than this (difference of probabilities): `unsure` between them.
+    min_margin: float
+    # Below this top probability the answer is `no_digit`.
+    no_digit_below: float
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise ValueError(f"verdict threshold {name} must be a probability in [0, 1], got {value!r}")
+
+    def to_meta(self) -> dict[str, float]:
+        return {name: float(value) for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> "VerdictThresholds":
+        try:
+            return cls(**{name: float(meta[name]) for name in ("min_confidence", "min_margin", "no_digit_below")})
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"verdict thresholds need min_confidence, min_margin and no_digit_below, got {dict(meta)}") from exc
+
+    @classmethod
+    def from_card(cls, card: Any | None) -> "VerdictThresholds":
+        """The thresholds a model card carries, or DEFAULT_THRESHOLDS for a file without them."""
+        meta = getattr(card, "verdict_thresholds", None) if card is not None else None
+        return cls.from_meta(meta) if meta else DEFAULT_THRESHOLDS
+
+    def with_min_confidence(self, min_confidence: float | None) -> "VerdictThresholds":
+        """These thresholds with a caller's own `min_confidence` (None: unchanged). A value below the
+        no-digit threshold or the margin lowers them too: min_confidence 0 accepts every image that holds ink."""
+        if min_confidence is None:
+            return self
+        value = float(min_confidence)
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise InvalidInput(f"min_confidence must be a probability between 0 and 1, got {min_confidence!r}")
+        return VerdictThresholds(value, min(self.min_margin, value), min(self.no_digit_below, value))
+
+
+# For models whose card carries no measured thresholds: uncalibrated scores cannot say "no digit",
+# so only a blank input does; a top class under one half is not a claim worth making.
+DEFAULT_THRESHOLDS = VerdictThresholds(min_confidence=0.5, min_margin=0.0, no_digit_below=0.0)
+
+# A model input whose brightest pixel is below this holds no ink (the pipeline writes exact zeros).
+BLANK_BELOW = 1.0 / 255.0
+
+
+@dataclass(frozen=True)
+class ImageVerdict:
+    verdict: Verdict
+    reason: str
+    # The classes the verdict is about, most probable first: the digit, or the two an `unsure` is between.
+    candidates: tuple[int, ...]
+
+
+def blank_inputs(pixels: np.ndarray) -> np.ndarray:
+    """N x ... model inputs -> N booleans: True where no pixel holds ink."""
+    pixels = np.asarray(pixels)
+    return pixels.reshape(len(pixels), -1).max(axis=1, initial=0.0) < BLANK_BELOW
+
+
+def judge(
+    probabilities: np.ndarray,
+    blank: np.ndarray,
+    thresholds: VerdictThresholds,
+    labels: Sequence[str],
+    min_confidence: float | None = None,
+) -> list[ImageVerdict]:
+    """One verdict per row of N x C probabilities; `blank` says which inputs held no ink."""
+    thresholds = thresholds.with_min_confidence(min_confidence)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.ndim != 2 or len(probabilities) != len(blank):
+        raise ValueError(f"need N x C probabilities and N blank flags, got {probabilities.shape} and {len(blank)}")
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :2]
+    verdicts = []
+    for row, is_blank, ranked in zip(probabilities, blank, order):
+        best = int(ranked[0])
+        second = int(ranked[1]) if len(ranked) > 1 else best
+        verdicts.append(_verdict(row[best], row[second], best, second, bool(is_blank), thresholds, labels))
+    return verdicts
+
+
+def _verdict(top: float, runner_up: float, best: int, second: int, is_blank: bool,
+             thresholds: VerdictThresholds, labels: Sequence[str]) -> ImageVerdict:
+    name = labels[best] if best < len(labels) else str(best)
+    other = labels[second] if second < len(labels) else str(second)
+    if is_blank:
+        return ImageVerdict(Verdict.NO_DIGIT, "no ink: nothing stands out from the background", ())
+    if top < thresholds.no_digit_below:
+        return ImageVerdict(
+            Verdict.NO_DIGIT,
+            f"nothing digit-like: the best guess, {name}, has probability {top:.2f} (below {thresholds.no_digit_below:.2f})",
+            (best,),
+        )
+    if top < thresholds.min_confidence:
+        return ImageVerdict(
+            Verdict.UNSURE,
+            f"not sure: {name} ({top:.2f}) or {other} ({runner_up:.2f}), below the {thresholds.min_confidence:.2f} needed",
+            (best, second),
+        )
+    if top - runner_up < thresholds.min_margin:
+        return ImageVerdict(
+            Verdict.UNSURE, f"{name} or {other}: {top:.2f} against {runner_up:.2f}, too close to call", (best, second)
+        )
+    return ImageVerdict(Verdict.DIGIT, f"reads {name} with probability {top:.2f}", (best,))
