@@ -16,7 +16,7 @@ from .strokes import digit_shape, ink_alpha, medial_axis, pen_stroke
 _FRAME_PER_DIGIT = 28 / 20
 
 PHOTO_STYLES: dict[str, PhotoStyle] = {
-    # Ballpoint on white or beige paper, lighting falling off: the friendly case.
+    # Ballpoint on white or beige paper, nearly even light: the friendly case.
     "photo-pen": PhotoStyle(papers=("white", "beige"), tools=("pen",)),
     # Faint, grainy graphite on white, beige or grey paper.
     "photo-pencil": PhotoStyle(papers=("white", "beige", "grey"), tools=("pencil",)),
@@ -24,16 +24,20 @@ PHOTO_STYLES: dict[str, PhotoStyle] = {
     "photo-marker": PhotoStyle(tools=("marker",)),
     # Lined paper: blue rules, sometimes a red margin.
     "photo-ruled": PhotoStyle(tools=("pen", "pencil"), ruled=1.0),
+    # Light falling off across the page: a lamp to one side, a window.
+    "photo-gradient": PhotoStyle(light=(0.15, 0.45)),
     # The photographer's hand shades part of the page.
-    "photo-shadow": PhotoStyle(shadow=1.0, light=(0.05, 0.3)),
+    "photo-shadow": PhotoStyle(shadow=1.0),
     # The page does not fill the frame: a dark table shows along one border.
     "photo-table-edge": PhotoStyle(table_edge=1.0, tilt=0.04),
     # Thin paper: the print on its back shows through, mirrored.
     "photo-print-through": PhotoStyle(print_through=1.0),
     # A bit of everything, each defect on about a third of the photos.
-    "photo-mixed": PhotoStyle(shadow=0.35, table_edge=0.35, print_through=0.35, ruled=0.35, light=(0.05, 0.4)),
+    "photo-mixed": PhotoStyle(shadow=0.35, table_edge=0.35, print_through=0.35, ruled=0.35, light=(0.05, 0.4),
+                              texture=(0.005, 0.03)),
     # A phone camera's full frame, 2000x1500, the digit 150-300 px tall in the middle.
     "photo-camera": PhotoStyle(shadow=0.3, table_edge=0.3, print_through=0.3, ruled=0.3, light=(0.05, 0.35),
+                               texture=(0.005, 0.03),
                                frame=(2000, 1500), ink_px=(150 * _FRAME_PER_DIGIT, 300 * _FRAME_PER_DIGIT),
                                blur=(0.5, 1.8), jpeg_quality=(75, 92)),
 }

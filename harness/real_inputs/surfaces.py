@@ -52,12 +52,15 @@ def smooth_mask(mask_small: np.ndarray, height: int, width: int, sigma_small: fl
 
 def paper(rng: np.random.Generator, height: int, width: int, colour: tuple[float, float, float],
           texture: float, grain: float) -> np.ndarray:
-    """(H, W, 3) paper: its colour, a fibrous texture (`texture`: relative depth) and fine grain."""
-    # The texture is smooth: made at half the resolution and upsampled.
-    fibres = fractal_noise(rng, max(2, height // 2), max(2, width // 2), octaves=4, cells=16)
+    """(H, W, 3) paper: its colour, a fibrous texture (`texture`: relative depth) and grain."""
+    # Made at half the resolution and upsampled: the texture is smooth, and grain two pixels
+    # across looks like paper fibres as much as one pixel across does, at a quarter of the draws.
+    half_h, half_w = max(2, height // 2), max(2, width // 2)
+    fibres = fractal_noise(rng, half_h, half_w, octaves=4, cells=16)
+    fibres *= texture
+    fibres += rng.standard_normal((half_h, half_w), dtype=np.float32) * grain
     shade = cv2.resize(fibres, (width, height), interpolation=cv2.INTER_LINEAR)
-    shade *= texture
-    shade += rng.standard_normal((height, width), dtype=np.float32) * grain + 1.0
+    shade += 1.0
     return shade[..., None] * np.asarray(colour, dtype=np.float32)[None, None, :]
 
 
@@ -201,9 +204,11 @@ def camera_finish(rng: np.random.Generator, frame_uint8: np.ndarray, light: np.n
     height, width = frame_uint8.shape[:2]
     sensor = rng.standard_normal((height, width), dtype=np.float32)
     sensor *= noise * 255.0
-    lit = frame_uint8 * light[..., None]
-    lit += sensor[..., None]
-    return np.clip(lit, 0.0, 255.0, out=lit).astype(np.uint8)
+    channels = frame_uint8.shape[2]
+    lit = cv2.multiply(frame_uint8, cv2.merge([light] * channels), dtype=cv2.CV_32F)
+    lit = cv2.add(lit, cv2.merge([sensor] * channels))
+    # Rounded and saturated to 0-255, as a camera's pipeline does (negatives first raised to 0).
+    return cv2.convertScaleAbs(cv2.max(lit, 0.0))
 
 
 def encode_jpeg(rgb_uint8: np.ndarray, quality: int) -> bytes:
