@@ -68,16 +68,16 @@ def tablet_png(digit_uint8: np.ndarray, seed: int) -> bytes:
     side = int(rng.uniform(*TABLET_DIGIT_PX) * _FRAME_PER_DIGIT)
     top, left = int(rng.integers(0, height - side)), int(rng.integers(0, width - side))
     stroke = pen_stroke(medial_axis(digit_shape(digit_uint8, side, rng)), rng.uniform(2.0, 10.0))
-    alpha = np.zeros((height, width), dtype=np.float32)
-    alpha[top:top + side, left:left + side] = stroke
     ink_rgb = np.asarray(((0.0, 0.0, 0.0), (0.1, 0.1, 0.35), (0.2, 0.2, 0.2))[int(rng.integers(3))], np.float32)
+    window = (slice(top, top + side), slice(left, left + side))  # only the digit's square holds ink
     if rng.random() < 1 / 3:
-        rgba = np.empty((height, width, 4), dtype=np.uint8)
+        rgba = np.zeros((height, width, 4), dtype=np.uint8)
         rgba[..., :3] = surfaces.to_uint8(ink_rgb)
-        rgba[..., 3] = surfaces.to_uint8(alpha)
+        rgba[window + (3,)] = surfaces.to_uint8(stroke)
         return surfaces.encode_png(rgba)
-    gray_ink = float(ink_rgb.mean())
-    return surfaces.encode_png(surfaces.to_uint8(1.0 - alpha * (1.0 - gray_ink)))
+    gray = np.full((height, width), 255, dtype=np.uint8)
+    gray[window] = surfaces.to_uint8(1.0 - stroke * (1.0 - float(ink_rgb.mean())))
+    return surfaces.encode_png(gray)
 
 
 SCAN_SIDES = (8, 13)  # sklearn's digits are 8x8 in 17 grey levels
