@@ -73,11 +73,14 @@ def apply_ink(picture: np.ndarray, alpha: np.ndarray, ink_rgb: tuple[float, floa
 def lighting(rng: np.random.Generator, height: int, width: int, strength: float) -> np.ndarray:
     """(H, W) multiplier: light falling off across the page in a random direction, and a vignette."""
     angle = rng.uniform(0.0, 2.0 * np.pi)
-    rows = np.linspace(-1.0, 1.0, height, dtype=np.float32)[:, None]
-    columns = np.linspace(-1.0, 1.0, width, dtype=np.float32)[None, :]
+    # Smooth: computed at 1/8 of the resolution and upsampled.
+    small_h, small_w = max(2, height // _SMOOTH_FACTOR), max(2, width // _SMOOTH_FACTOR)
+    rows = np.linspace(-1.0, 1.0, small_h, dtype=np.float32)[:, None]
+    columns = np.linspace(-1.0, 1.0, small_w, dtype=np.float32)[None, :]
     ramp = (np.cos(angle) * columns + np.sin(angle) * rows) * 0.5 + 0.5  # 0 at the lit side, 1 at the far one
     vignette = rng.uniform(0.0, 0.5) * strength * (rows**2 + columns**2) / 2.0
-    return (1.0 - strength * ramp - vignette).astype(np.float32)
+    light = (1.0 - strength * ramp - vignette).astype(np.float32)
+    return cv2.resize(light, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def hand_shadow(rng: np.random.Generator, height: int, width: int, depth: float) -> np.ndarray:
@@ -190,7 +193,7 @@ def place_on_table(rng: np.random.Generator, page: np.ndarray, frame_h: int, fra
     source = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
     matrix = cv2.getPerspectiveTransform(source, target.astype(np.float32))
     # BORDER_TRANSPARENT: the table stays wherever the page does not reach.
-    cv2.warpPerspective(to_uint8(page), matrix, (frame_w, frame_h), dst=table, flags=cv2.INTER_LINEAR,
+    cv2.warpPerspective(cv2.convertScaleAbs(page, alpha=255.0), matrix, (frame_w, frame_h), dst=table, flags=cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_TRANSPARENT)
     return table
 
