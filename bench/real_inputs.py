@@ -48,6 +48,8 @@ from bench.preprocess import BenchError, revision_pipeline
 from contracts.calibration import auroc, expected_calibration_error, softmax
 from contracts.data_dir import DATA_DIR_HELP, resolve_data_dir
 from contracts.digit_format import pixels_from_uint8
+from contracts.errors import StatusError
+from contracts.images.decode import ImageLimits
 from contracts.model_card import LOGITS_OUTPUT, PROBABILITIES_OUTPUT
 from contracts.model_file import Model, ModelLoadError, load_model
 from contracts.sessions import RuntimeOptions
@@ -59,6 +61,7 @@ from harness.real_inputs import (
     real_input_plan,
     render_spec,
 )
+from serve.core.digit_inputs import EncodedImage, image_to_pixels
 
 THIS_TREE = "this tree"
 CONFIDENT = 0.9  # a non-digit read with at least this probability is a confident mistake
@@ -112,14 +115,11 @@ def _init_worker(images: np.ndarray, input_size: tuple[int, int], baseline: tupl
 def _prepare(spec: RealInputSpec) -> tuple[np.ndarray | None, str | None, np.ndarray | None, str | None]:
     """One picture drawn and brought to the model's pixels by this tree's server path (and the
     baseline's): (pixels, error, baseline pixels, baseline error); an error is what the server answers."""
-    from contracts.errors import StatusError
-    from serve.core.digit_inputs import EncodedImage, image_to_pixels
-
     data = render_spec(spec, _worker["images"])
     input_size = _worker["input_size"]
     pixels = error = before = before_error = None
     try:
-        pixels = image_to_pixels(EncodedImage(data), input_size, _default_limits())
+        pixels = image_to_pixels(EncodedImage(data), input_size, ImageLimits())
     except StatusError as exc:
         error = f"{type(exc).__name__}: {exc}"
     if _worker["baseline"] is not None:
@@ -130,12 +130,6 @@ def _prepare(spec: RealInputSpec) -> tuple[np.ndarray | None, str | None, np.nda
         except Exception as exc:  # the baseline's own error types, whatever its revision called them
             before_error = f"{type(exc).__name__}: {exc}"
     return pixels, error, before, before_error
-
-
-def _default_limits():
-    from contracts.images.decode import ImageLimits
-
-    return ImageLimits()
 
 
 def prepare_all(specs: list[RealInputSpec], images: np.ndarray, input_size: tuple[int, int],
@@ -208,7 +202,7 @@ def kind_row(label: str, kind_id: str, group: str, has_digit: bool, where: np.nd
            "no_digit": float(np.mean([verdict is Verdict.NO_DIGIT for verdict in verdicts])) if count else None,
            "unsure": float(np.mean([verdict is Verdict.UNSURE for verdict in verdicts])) if count else None}
     if has_digit:
-        answered = np.array([error is None for error in (readings.errors[index] for index in where)])
+        answered = np.array([readings.errors[index] is None for index in where])
         correct = (probabilities.argmax(axis=1) == specs_labels[where]) & answered
         accepted = ~refused
         row.update(accuracy=float(correct.mean()), accuracy_interval95=interval95(int(correct.sum()), count),

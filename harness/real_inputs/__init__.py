@@ -1,7 +1,9 @@
 """Generated test sets of real-looking pictures, with and without a digit, made from MNIST test digits.
 
 Every picture is drawn here from a 28x28 MNIST *test* digit and a seed (never a training digit,
-never a downloaded photo): the same digit and seed give the same bytes. The kinds:
+never a downloaded photo): the same digit and seed give the same bytes (with the same numpy,
+OpenCV and Pillow, whose resampling and encoders make them; a benchmark records their versions).
+The kinds:
 
 - digit kinds (`DIGIT_KINDS`): photos of a digit written on paper (pen, pencil, marker; coloured
   papers; lighting gradients, a hand's shadow, a table's edge, print showing through, ruled
