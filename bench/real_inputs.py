@@ -3,6 +3,7 @@
     python -m bench.real_inputs MODEL.onnx                  # 500 per digit kind, 200 per non-digit kind
     python -m bench.real_inputs MODEL.onnx --quick          # a few per kind (seconds: CI)
     python -m bench.real_inputs MODEL.onnx --against main   # also that revision's image pipeline, A/B
+    python -m bench.real_inputs MODEL.onnx --kinds photo    # only some kinds (ids or groups)
 
 The pictures are generated (harness/real_inputs: photos of digits on paper with shadows, table
 edges, print-through and rules, tablet drawings, low-resolution scans, the clean digit; letters,
@@ -75,6 +76,7 @@ class RealInputsBenchConfig:
     digits_per_kind: int = 500  # 95% interval about +-3 points per kind, +-1 over the photo kinds together
     non_digits_per_kind: int = 200
     seed: int = 0
+    kinds: tuple[str, ...] | None = None  # kind ids or groups ("photo"); None: every kind
     against: str | None = None  # a git revision whose image pipeline prepares every picture too
     jobs: int = 0  # processes that render and prepare pictures; 0: one per usable core
     device: str = "cpu"
@@ -87,10 +89,26 @@ class RealInputsBenchConfig:
             raise ValueError("--per-kind and --non-digits-per-kind must be >= 1")
         if self.jobs < 0:
             raise ValueError("--jobs must be >= 0 (0: one per usable core)")
+        if self.kinds is not None:
+            selected_kinds(self.kinds)  # an unknown name is refused before anything runs
 
     @classmethod
     def quick_mode(cls, **overrides) -> "RealInputsBenchConfig":
         return cls(**{**dict(digits_per_kind=4, non_digits_per_kind=3, jobs=1, quick=True), **overrides})
+
+
+def selected_kinds(names: Sequence[str] | None) -> list[str] | None:
+    """Kind ids for names that are kind ids or groups ("photo": every photo kind), in the catalogue's order."""
+    if names is None:
+        return None
+    groups = {kind.group for kind in ALL_KINDS}
+    known = {kind.id for kind in ALL_KINDS} | groups
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        kind_ids = ", ".join(kind.id for kind in ALL_KINDS)
+        raise ValueError(f"unknown kinds {', '.join(unknown)}; give kind ids ({kind_ids}) "
+                         f"or groups ({', '.join(sorted(groups))})")
+    return [kind.id for kind in ALL_KINDS if kind.id in names or kind.group in names]
 
 
 # --- preparing pictures (in worker processes) -----------------------------------------------------
@@ -261,7 +279,8 @@ def load_mnist(config: RealInputsBenchConfig) -> tuple[np.ndarray, np.ndarray]:
     try:
         return load_mnist_test(resolve_data_dir(config.data_dir))
     except (OSError, ValueError) as exc:
-        raise BenchError(f"the real-inputs benchmark draws MNIST test digits: {exc} (set --data-dir or ZOO_DATA_DIR)") from None
+        raise BenchError(f"the real-inputs benchmark draws MNIST test digits: {exc} "
+                         "(set --data-dir or ZOO_DATA_DIR)") from None
 
 
 def load_classifier(config: RealInputsBenchConfig) -> Model:
@@ -287,7 +306,8 @@ def run_benchmark(config: RealInputsBenchConfig) -> dict:
         package = baseline.decode.__name__.rsplit(".", 1)[0]
         baseline_modules = (str(Path(baseline.decode.__file__).parent.parent), package)
     specs = list(real_input_plan(labels, digits_per_kind=config.digits_per_kind,
-                                 non_digits_per_kind=config.non_digits_per_kind, seed=config.seed))
+                                 non_digits_per_kind=config.non_digits_per_kind, kinds=selected_kinds(config.kinds),
+                                 seed=config.seed))
     jobs = config.jobs or usable_cores()
     prepared = prepare_all(specs, images, input_size, baseline_modules, jobs)
     now = read(model, thresholds, [item[0] for item in prepared], [item[1] for item in prepared], input_size)
@@ -339,20 +359,23 @@ def render(document: dict) -> str:
     for label in pipelines:
         if len(pipelines) > 1:
             parts.append(f"{label}:")
-        parts.append(format_table(
-            ["digit kind", "images", "accuracy %", "+-", "refused %", "acc. accepted %", "mean top p", "errors"],
-            [[row["kind_id"], row["images"], _percent(row["accuracy"]), _percent(row["accuracy_interval95"]),
-              _percent(row["refused"]), _percent(row["accuracy_when_accepted"]), row["mean_top_probability"],
-              row["errors"]] for row in _rows_of(document, label, True)]))
-        parts.append("")
-        parts.append(format_table(
-            ["non-digit kind", "images", "flagged %", "no_digit %", "unsure %", "confident digit %", "mean top p",
-             "errors"],
-            [[row["kind_id"], row["images"], _percent(row["flagged"]), _percent(row["no_digit"]),
-              _percent(row["unsure"]), _percent(row["confident_digit"]), row["mean_top_probability"], row["errors"]]
-             for row in _rows_of(document, label, False)]))
+        digit_rows, non_digit_rows = _rows_of(document, label, True), _rows_of(document, label, False)
+        if digit_rows:
+            parts += [format_table(
+                ["digit kind", "images", "accuracy %", "+-", "refused %", "acc. accepted %", "mean top p", "errors"],
+                [[row["kind_id"], row["images"], _percent(row["accuracy"]), _percent(row["accuracy_interval95"]),
+                  _percent(row["refused"]), _percent(row["accuracy_when_accepted"]), row["mean_top_probability"],
+                  row["errors"]] for row in digit_rows]), ""]
+        if non_digit_rows:
+            parts += [format_table(
+                ["non-digit kind", "images", "flagged %", "no_digit %", "unsure %", "confident digit %", "mean top p",
+                 "errors"],
+                [[row["kind_id"], row["images"], _percent(row["flagged"]), _percent(row["no_digit"]),
+                  _percent(row["unsure"]), _percent(row["confident_digit"]), row["mean_top_probability"],
+                  row["errors"]] for row in non_digit_rows]), ""]
         value = document["summary"][label]["auroc_top_probability"]
-        parts += ["", f"AUROC of the top probability, digits against non-digits: {'-' if value is None else f'{value:.3f}'}",
+        shown = "-" if value is None else f"{value:.3f}"
+        parts += [f"AUROC of the top probability, digits against non-digits: {shown}",
                   ""]
     if len(pipelines) > 1:
         parts += [f"A/B: {pipelines[1]} (before) against {pipelines[0]} (after), the same pictures and model:",
@@ -388,11 +411,13 @@ def _comparison_table(document: dict, before: str, after: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     defaults = RealInputsBenchConfig(model_file=Path("model.onnx"))
     parser = argparse.ArgumentParser(prog="python -m bench.real_inputs", description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("model_file", type=Path, metavar="MODEL.onnx", help="a classifier exported by `python -m export`")
+    parser.add_argument("model_file", type=Path, metavar="MODEL.onnx",
+                        help="a classifier exported by `python -m export`")
     parser.add_argument("--per-kind", type=int, default=defaults.digits_per_kind,
                         help="pictures per digit kind (default: %(default)s)")
     parser.add_argument("--non-digits-per-kind", type=int, default=defaults.non_digits_per_kind,
                         help="pictures per non-digit kind (default: %(default)s)")
+    parser.add_argument("--kinds", help="comma-separated kind ids or groups, e.g. photo,tablet (default: every kind)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="the set's seed (default: %(default)s)")
     parser.add_argument("--against", metavar="REV", help="also prepare every picture with this git revision's pipeline")
     parser.add_argument("--jobs", type=int, default=defaults.jobs,
@@ -406,7 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> RealInputsBenchConfig:
-    values = dict(model_file=args.model_file, seed=args.seed, against=args.against, device=args.device,
+    kinds = tuple(name.strip() for name in args.kinds.split(",") if name.strip()) if args.kinds else None
+    values = dict(model_file=args.model_file, kinds=kinds, seed=args.seed, against=args.against, device=args.device,
                   data_dir=args.data_dir, output=args.output)
     if args.quick:
         return RealInputsBenchConfig.quick_mode(**values)

@@ -56,7 +56,8 @@ class RealInput:
 
 
 DIGIT_KINDS: tuple[RealInputKind, ...] = (
-    *(RealInputKind(kind_id, "photo", True, digit_kinds.photo_renderer(kind_id)) for kind_id in digit_kinds.PHOTO_STYLES),
+    *(RealInputKind(kind_id, "photo", True, digit_kinds.photo_renderer(kind_id))
+      for kind_id in digit_kinds.PHOTO_STYLES),
     RealInputKind("tablet", "tablet", True, digit_kinds.tablet_png),
     RealInputKind("scan-lowres", "scan", True, digit_kinds.scan_lowres_png),
     RealInputKind("mnist-png", "clean", True, digit_kinds.mnist_png_reference),
@@ -88,7 +89,8 @@ def render(kind_id: str, digit_uint8: np.ndarray | None, seed: int) -> bytes:
     kind = kind_by_id(kind_id)
     if kind.has_digit:
         if digit_uint8 is None or np.shape(digit_uint8) != (28, 28):
-            raise ValueError(f"kind {kind_id!r} draws a digit: give a 28x28 uint8 MNIST digit, got {np.shape(digit_uint8)}")
+            raise ValueError(f"kind {kind_id!r} draws a digit: give a 28x28 uint8 MNIST digit, "
+                             f"got {np.shape(digit_uint8)}")
         digit_uint8 = np.asarray(digit_uint8, dtype=np.uint8)
     return kind.render(digit_uint8, seed)
 

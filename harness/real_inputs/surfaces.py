@@ -193,7 +193,8 @@ def place_on_table(rng: np.random.Generator, page: np.ndarray, frame_h: int, fra
     source = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
     matrix = cv2.getPerspectiveTransform(source, target.astype(np.float32))
     # BORDER_TRANSPARENT: the table stays wherever the page does not reach.
-    cv2.warpPerspective(cv2.convertScaleAbs(page, alpha=255.0), matrix, (frame_w, frame_h), dst=table, flags=cv2.INTER_LINEAR,
+    page_uint8 = cv2.convertScaleAbs(page, alpha=255.0)
+    cv2.warpPerspective(page_uint8, matrix, (frame_w, frame_h), dst=table, flags=cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_TRANSPARENT)
     return table
 

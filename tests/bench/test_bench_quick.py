@@ -188,7 +188,12 @@ def test_real_inputs_quick_against_head_reports_every_kind_for_both_pipelines(tm
     assert "A/B:" in done.stdout and "clean MNIST test" in done.stdout
 
 
-def test_real_inputs_benchmark_refuses_a_missing_model_file_with_a_clear_error(tmp_path, mnist_root):
+def test_real_inputs_benchmark_refuses_a_missing_model_file_or_an_unknown_kind_with_a_clear_error(tmp_path,
+                                                                                                   mnist_root):
     done = run_module(["bench.real_inputs", str(tmp_path / "missing.onnx"), "--quick"], mnist_root, timeout=60)
     assert done.returncode == 2
     assert "model file not found" in done.stderr
+    done = run_module(["bench.real_inputs", str(tmp_path / "missing.onnx"), "--quick", "--kinds", "photo,selfie"],
+                      mnist_root, timeout=60)
+    assert done.returncode == 2
+    assert "unknown kinds selfie" in done.stderr and "photo-pen" in done.stderr
