@@ -18,6 +18,7 @@ inputs and top probabilities under one half.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping, Sequence
@@ -187,7 +188,7 @@ def judge_table(
     min_confidence: float | None = None,
 ) -> VerdictTable:
     """`judge` with the comparisons made by numpy for every row at once: the same verdicts, reasons and
-    candidates (tests hold the two together), in a quarter of the time for large requests."""
+    candidates (tests hold the two together), several times faster for large requests."""
     thresholds = thresholds.with_min_confidence(min_confidence)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if probabilities.ndim != 2 or len(probabilities) != len(blank):
@@ -206,24 +207,45 @@ def judge_table(
          top - runner_up < thresholds.min_margin],
         [_BLANK, _LOW, _UNSURE, _CLOSE], _DIGIT,
     )
-    names = [labels[c] if c < len(labels) else str(c) for c in range(classes)]
-    verdicts, reasons, candidates = [], [], []
-    for code, b, s, p, q in zip(codes.tolist(), best.tolist(), second.tolist(), top.tolist(), runner_up.tolist()):
-        if code == _DIGIT:
-            verdicts.append(Verdict.DIGIT)
-            reasons.append(_reads(names[b], p))
-            candidates.append((b,))
-        elif code == _BLANK:
-            verdicts.append(Verdict.NO_DIGIT)
-            reasons.append(_NO_INK)
-            candidates.append(())
+    names = tuple(labels[c] if c < len(labels) else str(c) for c in range(classes))
+    best_list, second_list, code_list = best.tolist(), second.tolist(), codes.tolist()
+    # Every row as a digit first (most are), then the others rewritten one by one.
+    verdicts = [_VERDICT_OF_CODE[code] for code in code_list]
+    reasons = _reads_each(names, best_list, top)
+    candidates = [(b,) for b in best_list]
+    for i in np.flatnonzero(codes != _DIGIT).tolist():
+        code, b, s, p, q = code_list[i], best_list[i], second_list[i], float(top[i]), float(runner_up[i])
+        if code == _BLANK:
+            reasons[i], candidates[i] = _NO_INK, ()
         elif code == _LOW:
-            verdicts.append(Verdict.NO_DIGIT)
-            reasons.append(_nothing_digit_like(names[b], p, thresholds))
-            candidates.append((b,))
+            reasons[i] = _nothing_digit_like(names[b], p, thresholds)
         else:
-            verdicts.append(Verdict.UNSURE)
-            reasons.append(_not_confident(names[b], p, names[s], q, thresholds) if code == _UNSURE
-                           else _too_close(names[b], p, names[s], q))
-            candidates.append((b, s))
+            reasons[i] = (_not_confident(names[b], p, names[s], q, thresholds) if code == _UNSURE
+                          else _too_close(names[b], p, names[s], q))
+            candidates[i] = (b, s)
     return VerdictTable(verdicts, reasons, candidates)
+
+
+_VERDICT_OF_CODE = {_BLANK: Verdict.NO_DIGIT, _LOW: Verdict.NO_DIGIT, _UNSURE: Verdict.UNSURE, _CLOSE: Verdict.UNSURE,
+                    _DIGIT: Verdict.DIGIT}
+
+
+@functools.lru_cache(maxsize=16)
+def _reads_table(names: tuple[str, ...]) -> list[list[str]]:
+    """_reads of each class at each probability written to two decimals (c / 100 formats as c)."""
+    return [[_reads(name, cents / 100) for cents in range(101)] for name in names]
+
+
+def _reads_each(names: tuple[str, ...], best: list[int], top: np.ndarray) -> list[str]:
+    """_reads(names[best[i]], top[i]) for every row, looked up rather than formatted: formatting is
+    most of the cost of judging a row."""
+    scaled = top * 100.0
+    # Rounding the product agrees with formatting the probability except within a hair of a half
+    # cent (the product's own rounding error is under 1e-13) and for what is not a probability.
+    looked_up = np.isfinite(top) & (top >= 0.0) & (top <= 1.0) & (np.abs(scaled - np.floor(scaled) - 0.5) > 1e-6)
+    cents = np.rint(np.where(looked_up, scaled, 0.0)).astype(np.int64).tolist()
+    table = _reads_table(names)
+    reasons = [table[b][c] for b, c in zip(best, cents)]
+    for i in np.flatnonzero(~looked_up).tolist():  # formatted as _reads formats them
+        reasons[i] = _reads(names[best[i]], float(top[i]))
+    return reasons

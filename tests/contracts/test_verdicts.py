@@ -96,6 +96,11 @@ def test_the_table_judges_every_image_as_judge_does(images, min_confidence):
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     probabilities[::7] = 0.1  # flat rows: ties everywhere
     probabilities[1, :2] = [0.45, 0.45]  # a tie at the top
+    # Top probabilities at half cents, where rounding the product and formatting the value disagree
+    # (0.075 * 100 rounds to 8, 0.075 formats as 0.07), and a hair either side of them.
+    for row, top in zip(range(2, images, 5), [0.075, 0.815, 0.985, 0.995, 0.815 + 1e-12, 0.815 - 1e-12, 1.0]):
+        probabilities[row] = top / 4
+        probabilities[row, row % 10] = top
     blank = rng.random(images) < 0.2
     labels = [f"digit {d}" for d in range(10)]
     table = judge_table(probabilities, blank, THRESHOLDS, labels, min_confidence)
