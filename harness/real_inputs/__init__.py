@@ -1,7 +1,9 @@
 """Generated test sets of real-looking pictures, with and without a digit, made from MNIST test digits.
 
 Every picture is drawn here from a 28x28 MNIST *test* digit and a seed (never a training digit,
-never a downloaded photo): the same digit and seed give the same bytes. The kinds:
+never a downloaded photo): the same digit and seed give the same bytes (with the same numpy,
+OpenCV and Pillow, whose resampling and encoders make them; a benchmark records their versions).
+The kinds:
 
 - digit kinds (`DIGIT_KINDS`): photos of a digit written on paper (pen, pencil, marker; coloured
   papers; lighting gradients, a hand's shadow, a table's edge, print showing through, ruled
@@ -12,7 +14,8 @@ never a downloaded photo): the same digit and seed give the same bytes. The kind
   and clothing silhouettes: what a digit service should refuse or call unsure.
 
 `render(kind_id, digit_uint8, seed)` draws one picture; `real_input_set(images, labels, ...)`
-yields a reproducible set of `RealInput`s, a number per kind, from the MNIST test digits given.
+yields a reproducible set of `RealInput`s, a number per kind, from the MNIST test digits given
+(`real_input_plan` yields the same set's specs undrawn, and `render_spec` draws one).
 """
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ from . import digit_kinds, non_digit_kinds
 from .glyphs import EXCLUDED_GLYPHS, NON_DIGIT_GLYPHS
 
 __all__ = [
-    "RealInputKind", "RealInput", "DIGIT_KINDS", "NON_DIGIT_KINDS", "ALL_KINDS", "EXCLUDED_GLYPHS",
-    "NON_DIGIT_GLYPHS", "kind_by_id", "render", "real_input_set",
+    "ALL_KINDS", "DIGIT_KINDS", "EXCLUDED_GLYPHS", "NON_DIGIT_GLYPHS", "NON_DIGIT_KINDS", "RealInput",
+    "RealInputKind", "RealInputSpec", "kind_by_id", "real_input_plan", "real_input_set", "render", "render_spec",
 ]
 
 
@@ -53,7 +56,8 @@ class RealInput:
 
 
 DIGIT_KINDS: tuple[RealInputKind, ...] = (
-    *(RealInputKind(kind_id, "photo", True, digit_kinds.photo_renderer(kind_id)) for kind_id in digit_kinds.PHOTO_STYLES),
+    *(RealInputKind(kind_id, "photo", True, digit_kinds.photo_renderer(kind_id))
+      for kind_id in digit_kinds.PHOTO_STYLES),
     RealInputKind("tablet", "tablet", True, digit_kinds.tablet_png),
     RealInputKind("scan-lowres", "scan", True, digit_kinds.scan_lowres_png),
     RealInputKind("mnist-png", "clean", True, digit_kinds.mnist_png_reference),
@@ -85,7 +89,8 @@ def render(kind_id: str, digit_uint8: np.ndarray | None, seed: int) -> bytes:
     kind = kind_by_id(kind_id)
     if kind.has_digit:
         if digit_uint8 is None or np.shape(digit_uint8) != (28, 28):
-            raise ValueError(f"kind {kind_id!r} draws a digit: give a 28x28 uint8 MNIST digit, got {np.shape(digit_uint8)}")
+            raise ValueError(f"kind {kind_id!r} draws a digit: give a 28x28 uint8 MNIST digit, "
+                             f"got {np.shape(digit_uint8)}")
         digit_uint8 = np.asarray(digit_uint8, dtype=np.uint8)
     return kind.render(digit_uint8, seed)
 
@@ -93,6 +98,41 @@ def render(kind_id: str, digit_uint8: np.ndarray | None, seed: int) -> bytes:
 def _kind_seed(kind_id: str, seed: int) -> np.random.SeedSequence:
     """Each kind's own stream: adding or reordering kinds changes no other kind's pictures."""
     return np.random.SeedSequence([seed, zlib.crc32(kind_id.encode())])
+
+
+@dataclass(frozen=True)
+class RealInputSpec:
+    """What to draw, not yet drawn: a set's plan, for callers that render in other processes."""
+
+    kind_id: str
+    label: int | None  # the digit to draw; None for a non-digit kind
+    source_index: int | None  # the MNIST test digit's index; None for a non-digit kind
+    seed: int
+
+
+def real_input_plan(labels: np.ndarray, *, digits_per_kind: int, non_digits_per_kind: int,
+                    kinds: Sequence[str] | None = None, seed: int = 0) -> Iterator[RealInputSpec]:
+    """The specs of `real_input_set`, in its order: for each kind, `digits_per_kind` distinct MNIST test
+    digits drawn at random (by index into `labels`), or `non_digits_per_kind` seeds."""
+    labels = np.asarray(labels)
+    selected = [kind_by_id(kind_id) for kind_id in kinds] if kinds is not None else list(ALL_KINDS)
+    for kind in selected:
+        stream = np.random.default_rng(_kind_seed(kind.id, seed))
+        count = digits_per_kind if kind.has_digit else non_digits_per_kind
+        picture_seeds = stream.integers(0, 2**31, size=count)
+        if kind.has_digit:
+            indices = stream.choice(len(labels), size=count, replace=count > len(labels))
+            for index, picture_seed in zip(indices, picture_seeds):
+                yield RealInputSpec(kind.id, int(labels[index]), int(index), int(picture_seed))
+        else:
+            for picture_seed in picture_seeds:
+                yield RealInputSpec(kind.id, None, None, int(picture_seed))
+
+
+def render_spec(spec: RealInputSpec, images: np.ndarray) -> bytes:
+    """The file a spec describes, its digit taken from `images` (the MNIST test digits it indexes)."""
+    digit = images[spec.source_index] if spec.source_index is not None else None
+    return kind_by_id(spec.kind_id).render(digit, spec.seed)
 
 
 def real_input_set(images: np.ndarray, labels: np.ndarray, *, digits_per_kind: int, non_digits_per_kind: int,
@@ -106,16 +146,7 @@ def real_input_set(images: np.ndarray, labels: np.ndarray, *, digits_per_kind: i
     images, labels = np.asarray(images), np.asarray(labels)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) != len(labels):
         raise ValueError(f"give N x 28 x 28 digits and N labels, got {images.shape} and {labels.shape}")
-    selected = [kind_by_id(kind_id) for kind_id in kinds] if kinds is not None else list(ALL_KINDS)
-    for kind in selected:
-        stream = np.random.default_rng(_kind_seed(kind.id, seed))
-        count = digits_per_kind if kind.has_digit else non_digits_per_kind
-        picture_seeds = stream.integers(0, 2**31, size=count)
-        if kind.has_digit:
-            indices = stream.choice(len(images), size=count, replace=count > len(images))
-            for index, picture_seed in zip(indices, picture_seeds):
-                yield RealInput(kind.id, kind.render(images[index], int(picture_seed)), int(labels[index]), int(index),
-                                int(picture_seed))
-        else:
-            for picture_seed in picture_seeds:
-                yield RealInput(kind.id, kind.render(None, int(picture_seed)), None, None, int(picture_seed))
+    plan = real_input_plan(labels, digits_per_kind=digits_per_kind, non_digits_per_kind=non_digits_per_kind,
+                           kinds=kinds, seed=seed)
+    for spec in plan:
+        yield RealInput(spec.kind_id, render_spec(spec, images), spec.label, spec.source_index, spec.seed)

@@ -16,7 +16,7 @@ from .strokes import digit_shape, ink_alpha, medial_axis, pen_stroke
 _FRAME_PER_DIGIT = 28 / 20
 
 PHOTO_STYLES: dict[str, PhotoStyle] = {
-    # Ballpoint on white or beige paper, lighting falling off: the friendly case.
+    # Ballpoint on white or beige paper, nearly even light: the friendly case.
     "photo-pen": PhotoStyle(papers=("white", "beige"), tools=("pen",)),
     # Faint, grainy graphite on white, beige or grey paper.
     "photo-pencil": PhotoStyle(papers=("white", "beige", "grey"), tools=("pencil",)),
@@ -24,16 +24,20 @@ PHOTO_STYLES: dict[str, PhotoStyle] = {
     "photo-marker": PhotoStyle(tools=("marker",)),
     # Lined paper: blue rules, sometimes a red margin.
     "photo-ruled": PhotoStyle(tools=("pen", "pencil"), ruled=1.0),
+    # Light falling off across the page: a lamp to one side, a window.
+    "photo-gradient": PhotoStyle(light=(0.15, 0.45)),
     # The photographer's hand shades part of the page.
-    "photo-shadow": PhotoStyle(shadow=1.0, light=(0.05, 0.3)),
+    "photo-shadow": PhotoStyle(shadow=1.0),
     # The page does not fill the frame: a dark table shows along one border.
     "photo-table-edge": PhotoStyle(table_edge=1.0, tilt=0.04),
     # Thin paper: the print on its back shows through, mirrored.
     "photo-print-through": PhotoStyle(print_through=1.0),
     # A bit of everything, each defect on about a third of the photos.
-    "photo-mixed": PhotoStyle(shadow=0.35, table_edge=0.35, print_through=0.35, ruled=0.35, light=(0.05, 0.4)),
+    "photo-mixed": PhotoStyle(shadow=0.35, table_edge=0.35, print_through=0.35, ruled=0.35, light=(0.05, 0.4),
+                              texture=(0.005, 0.03)),
     # A phone camera's full frame, 2000x1500, the digit 150-300 px tall in the middle.
     "photo-camera": PhotoStyle(shadow=0.3, table_edge=0.3, print_through=0.3, ruled=0.3, light=(0.05, 0.35),
+                               texture=(0.005, 0.03),
                                frame=(2000, 1500), ink_px=(150 * _FRAME_PER_DIGIT, 300 * _FRAME_PER_DIGIT),
                                blur=(0.5, 1.8), jpeg_quality=(75, 92)),
 }
@@ -64,16 +68,16 @@ def tablet_png(digit_uint8: np.ndarray, seed: int) -> bytes:
     side = int(rng.uniform(*TABLET_DIGIT_PX) * _FRAME_PER_DIGIT)
     top, left = int(rng.integers(0, height - side)), int(rng.integers(0, width - side))
     stroke = pen_stroke(medial_axis(digit_shape(digit_uint8, side, rng)), rng.uniform(2.0, 10.0))
-    alpha = np.zeros((height, width), dtype=np.float32)
-    alpha[top:top + side, left:left + side] = stroke
     ink_rgb = np.asarray(((0.0, 0.0, 0.0), (0.1, 0.1, 0.35), (0.2, 0.2, 0.2))[int(rng.integers(3))], np.float32)
+    window = (slice(top, top + side), slice(left, left + side))  # only the digit's square holds ink
     if rng.random() < 1 / 3:
-        rgba = np.empty((height, width, 4), dtype=np.uint8)
+        rgba = np.zeros((height, width, 4), dtype=np.uint8)
         rgba[..., :3] = surfaces.to_uint8(ink_rgb)
-        rgba[..., 3] = surfaces.to_uint8(alpha)
+        rgba[window + (3,)] = surfaces.to_uint8(stroke)
         return surfaces.encode_png(rgba)
-    gray_ink = float(ink_rgb.mean())
-    return surfaces.encode_png(surfaces.to_uint8(1.0 - alpha * (1.0 - gray_ink)))
+    gray = np.full((height, width), 255, dtype=np.uint8)
+    gray[window] = surfaces.to_uint8(1.0 - stroke * (1.0 - float(ink_rgb.mean())))
+    return surfaces.encode_png(gray)
 
 
 SCAN_SIDES = (8, 13)  # sklearn's digits are 8x8 in 17 grey levels

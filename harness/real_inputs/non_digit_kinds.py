@@ -113,7 +113,8 @@ def noise_png(digit_uint8: np.ndarray | None, seed: int) -> bytes:
     if which == 0:
         pixels = rng.random((height, width), dtype=np.float32)
     elif which == 1:
-        pixels = rng.uniform(0.3, 0.7) + rng.uniform(0.05, 0.25) * rng.standard_normal((height, width), dtype=np.float32)
+        level, spread = rng.uniform(0.3, 0.7), rng.uniform(0.05, 0.25)
+        pixels = level + spread * rng.standard_normal((height, width), dtype=np.float32)
     elif which == 2:
         pixels = np.full((height, width), float(rng.random() < 0.5), dtype=np.float32)
         flipped = rng.random((height, width)) < rng.uniform(0.02, 0.3)
@@ -188,8 +189,9 @@ def _garment(rng: np.random.Generator, side: int) -> np.ndarray:
 
     mask = np.zeros((side, side), dtype=np.uint8)
     if which == 0:  # T-shirt
-        cv2.fillPoly(mask, [poly((0.3, 0.15), (0.42, 0.12), (0.58, 0.12), (0.7, 0.15), (0.92, 0.32), (0.82, 0.42),
-                                 (0.72, 0.36), (0.72, 0.88), (0.28, 0.88), (0.28, 0.36), (0.18, 0.42), (0.08, 0.32))], 1)
+        cv2.fillPoly(mask, [poly((0.3, 0.15), (0.42, 0.12), (0.58, 0.12), (0.7, 0.15), (0.92, 0.32),
+                                 (0.82, 0.42), (0.72, 0.36), (0.72, 0.88), (0.28, 0.88), (0.28, 0.36),
+                                 (0.18, 0.42), (0.08, 0.32))], 1)
     elif which == 1:  # pullover (long sleeves)
         cv2.fillPoly(mask, [poly((0.3, 0.12), (0.7, 0.12), (0.88, 0.25), (0.95, 0.85), (0.82, 0.86), (0.74, 0.38),
                                  (0.74, 0.9), (0.26, 0.9), (0.26, 0.38), (0.18, 0.86), (0.05, 0.85), (0.12, 0.25))], 1)
@@ -197,7 +199,8 @@ def _garment(rng: np.random.Generator, side: int) -> np.ndarray:
         cv2.fillPoly(mask, [poly((0.3, 0.08), (0.7, 0.08), (0.74, 0.92), (0.56, 0.92), (0.5, 0.3), (0.44, 0.92),
                                  (0.26, 0.92))], 1)
     elif which == 3:  # dress
-        cv2.fillPoly(mask, [poly((0.38, 0.08), (0.62, 0.08), (0.64, 0.35), (0.82, 0.92), (0.18, 0.92), (0.36, 0.35))], 1)
+        cv2.fillPoly(mask, [poly((0.38, 0.08), (0.62, 0.08), (0.64, 0.35), (0.82, 0.92), (0.18, 0.92),
+                                 (0.36, 0.35))], 1)
     elif which == 4:  # shoe
         cv2.fillPoly(mask, [poly((0.08, 0.45), (0.3, 0.42), (0.45, 0.55), (0.88, 0.6), (0.94, 0.72), (0.92, 0.78),
                                  (0.08, 0.78))], 1)

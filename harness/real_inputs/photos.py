@@ -35,7 +35,8 @@ class PhotoStyle:
     table_edge: float = 0.0  # probability that the table shows along one border
     print_through: float = 0.0  # probability that the back's print shows through
     ruled: float = 0.0  # probability of lined paper
-    light: tuple[float, float] = (0.05, 0.25)  # light lost from the lit side to the far one
+    light: tuple[float, float] = (0.0, 0.08)  # light lost from the lit side to the far one
+    texture: tuple[float, float] = (0.003, 0.012)  # the paper's blotchiness, relative to its brightness
     tilt: float = 0.03  # perspective: corner displacement relative to the frame
     blur: tuple[float, float] = (0.3, 1.2)  # px
     noise: tuple[float, float] = (0.005, 0.025)
@@ -68,7 +69,7 @@ def photograph(rng: np.random.Generator, ink: Ink, style: PhotoStyle) -> bytes:
 
     paper_name = style.papers[int(rng.integers(len(style.papers)))]
     page = surfaces.paper(rng, height, width, surfaces.PAPER_COLOURS[paper_name],
-                          texture=rng.uniform(0.005, 0.03), grain=rng.uniform(0.003, 0.015))
+                          texture=rng.uniform(*style.texture), grain=rng.uniform(0.003, 0.015))
     ruled = rng.random() < style.ruled
     if ruled:
         rules, margin = surfaces.ruled_lines(rng, height, width, spacing=max(12, int(side * rng.uniform(0.25, 0.4))))

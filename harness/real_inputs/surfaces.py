@@ -52,12 +52,15 @@ def smooth_mask(mask_small: np.ndarray, height: int, width: int, sigma_small: fl
 
 def paper(rng: np.random.Generator, height: int, width: int, colour: tuple[float, float, float],
           texture: float, grain: float) -> np.ndarray:
-    """(H, W, 3) paper: its colour, a fibrous texture (`texture`: relative depth) and fine grain."""
-    # The texture is smooth: made at half the resolution and upsampled.
-    fibres = fractal_noise(rng, max(2, height // 2), max(2, width // 2), octaves=4, cells=16)
+    """(H, W, 3) paper: its colour, a fibrous texture (`texture`: relative depth) and grain."""
+    # Made at half the resolution and upsampled: the texture is smooth, and grain two pixels
+    # across looks like paper fibres as much as one pixel across does, at a quarter of the draws.
+    half_h, half_w = max(2, height // 2), max(2, width // 2)
+    fibres = fractal_noise(rng, half_h, half_w, octaves=4, cells=16)
+    fibres *= texture
+    fibres += rng.standard_normal((half_h, half_w), dtype=np.float32) * grain
     shade = cv2.resize(fibres, (width, height), interpolation=cv2.INTER_LINEAR)
-    shade *= texture
-    shade += rng.standard_normal((height, width), dtype=np.float32) * grain + 1.0
+    shade += 1.0
     return shade[..., None] * np.asarray(colour, dtype=np.float32)[None, None, :]
 
 
@@ -70,11 +73,14 @@ def apply_ink(picture: np.ndarray, alpha: np.ndarray, ink_rgb: tuple[float, floa
 def lighting(rng: np.random.Generator, height: int, width: int, strength: float) -> np.ndarray:
     """(H, W) multiplier: light falling off across the page in a random direction, and a vignette."""
     angle = rng.uniform(0.0, 2.0 * np.pi)
-    rows = np.linspace(-1.0, 1.0, height, dtype=np.float32)[:, None]
-    columns = np.linspace(-1.0, 1.0, width, dtype=np.float32)[None, :]
+    # Smooth: computed at 1/8 of the resolution and upsampled.
+    small_h, small_w = max(2, height // _SMOOTH_FACTOR), max(2, width // _SMOOTH_FACTOR)
+    rows = np.linspace(-1.0, 1.0, small_h, dtype=np.float32)[:, None]
+    columns = np.linspace(-1.0, 1.0, small_w, dtype=np.float32)[None, :]
     ramp = (np.cos(angle) * columns + np.sin(angle) * rows) * 0.5 + 0.5  # 0 at the lit side, 1 at the far one
     vignette = rng.uniform(0.0, 0.5) * strength * (rows**2 + columns**2) / 2.0
-    return (1.0 - strength * ramp - vignette).astype(np.float32)
+    light = (1.0 - strength * ramp - vignette).astype(np.float32)
+    return cv2.resize(light, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def hand_shadow(rng: np.random.Generator, height: int, width: int, depth: float) -> np.ndarray:
@@ -187,7 +193,8 @@ def place_on_table(rng: np.random.Generator, page: np.ndarray, frame_h: int, fra
     source = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
     matrix = cv2.getPerspectiveTransform(source, target.astype(np.float32))
     # BORDER_TRANSPARENT: the table stays wherever the page does not reach.
-    cv2.warpPerspective(to_uint8(page), matrix, (frame_w, frame_h), dst=table, flags=cv2.INTER_LINEAR,
+    page_uint8 = cv2.convertScaleAbs(page, alpha=255.0)
+    cv2.warpPerspective(page_uint8, matrix, (frame_w, frame_h), dst=table, flags=cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_TRANSPARENT)
     return table
 
@@ -201,9 +208,11 @@ def camera_finish(rng: np.random.Generator, frame_uint8: np.ndarray, light: np.n
     height, width = frame_uint8.shape[:2]
     sensor = rng.standard_normal((height, width), dtype=np.float32)
     sensor *= noise * 255.0
-    lit = frame_uint8 * light[..., None]
-    lit += sensor[..., None]
-    return np.clip(lit, 0.0, 255.0, out=lit).astype(np.uint8)
+    channels = frame_uint8.shape[2]
+    lit = cv2.multiply(frame_uint8, cv2.merge([light] * channels), dtype=cv2.CV_32F)
+    lit = cv2.add(lit, cv2.merge([sensor] * channels))
+    # Rounded and saturated to 0-255, as a camera's pipeline does (negatives first raised to 0).
+    return cv2.convertScaleAbs(cv2.max(lit, 0.0))
 
 
 def encode_jpeg(rgb_uint8: np.ndarray, quality: int) -> bytes:
