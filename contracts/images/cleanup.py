@@ -77,6 +77,12 @@ EDGE_CONTACT_FRACTION = 0.04
 SPANNING_FRACTION = 0.5
 EDGE_BAND_FRACTION = 0.08
 EDGE_HUG_LENGTH_FRACTION = 0.25
+EDGE_BAND_SHARE = 0.8
+# A component at least EDGE_LIKE_LENGTH_FRACTION of the picture long and EDGE_LIKE_ASPECT times
+# longer than wide is the straight edge of a sheet or a table unless nothing else is inked (a
+# "1" drawn alone looks the same).
+EDGE_LIKE_LENGTH_FRACTION = 0.6
+EDGE_LIKE_ASPECT = 6
 # Shadows left after flattening: at least SHADOW_MIN_SIDE_FRACTION of the shorter side both ways,
 # filling at least SHADOW_MIN_FILL of their bounding box, with a mean contrast under SHADOW_CONTRAST.
 SHADOW_MIN_SIDE_FRACTION = 0.15
@@ -96,7 +102,7 @@ JOIN_PASSES = 4
 JOIN_MIN_MARGIN_FRACTION = 0.1
 JOIN_CONTRAST_FRACTION = 0.7
 # Once the digit is found, ink under this fraction of its mean contrast is not part of it.
-RELATIVE_THRESHOLD = 0.45
+RELATIVE_THRESHOLD = 0.3
 DOMINANCE = 3
 MAX_RIVALS = 3
 STRONG_INK_RATIO = 2.5
@@ -233,6 +239,7 @@ class Components:
     stats: np.ndarray  # OpenCV's (count, 5): left, top, width, height, area
     mean_contrast: np.ndarray  # float (count,)
     border_contact: np.ndarray  # int (count,): pixels in the picture's outermost ring
+    in_border_band: np.ndarray  # int (count,): pixels within EDGE_BAND_FRACTION of a side
 
     @property
     def count(self) -> int:
@@ -250,7 +257,13 @@ def find_components(ink: np.ndarray, inked: np.ndarray) -> Components:
     else:
         ring = np.concatenate((labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]))
     border_contact = np.bincount(ring, minlength=count)
-    return Components(labels, stats, mean_contrast, border_contact)
+    height, width = labels.shape
+    band_rows, band_columns = math.ceil(EDGE_BAND_FRACTION * height), math.ceil(EDGE_BAND_FRACTION * width)
+    band = np.concatenate((labels[:band_rows].ravel(), labels[height - band_rows :].ravel(),
+                           labels[band_rows : height - band_rows, :band_columns].ravel(),
+                           labels[band_rows : height - band_rows, width - band_columns :].ravel()))
+    in_border_band = np.bincount(band, minlength=count)[:count]
+    return Components(labels, stats, mean_contrast, border_contact, in_border_band)
 
 
 def _candidates(components: Components, shape: tuple[int, int], on_page: bool) -> np.ndarray:
@@ -258,22 +271,46 @@ def _candidates(components: Components, shape: tuple[int, int], on_page: bool) -
     height, width = shape
     keep = components.stats[:, cv2.CC_STAT_AREA] >= MIN_COMPONENT_PIXELS
     keep[0] = False
+    dubious = np.zeros_like(keep)
     if on_page:  # a page around the digit: its surroundings go
-        keep &= ~_page_objects(components, height, width)
+        objects, dubious = _page_objects(components, height, width)
+        keep &= ~objects
+        dubious &= keep
+        if (keep & ~dubious & _digit_sized(components.stats, shape)).any():
+            keep &= ~dubious
     if keep.any():
         keep &= components.mean_contrast >= FAINT_FRACTION * components.mean_contrast[keep].max()
     return keep
 
 
-def _page_objects(components: Components, height: int, width: int) -> np.ndarray:
-    """bool per component: the page's edge, a table, a shadow or a ruled line, not a stroke."""
+def _digit_sized(stats: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """bool per component: large enough to be a digit someone meant to send (MIN_DIGIT_FRACTION)."""
+    longer = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+    return longer >= max(MIN_DIGIT_PIXELS, MIN_DIGIT_FRACTION * max(shape))
+
+
+def _edge_like(stats: np.ndarray, height: int, width: int) -> np.ndarray:
+    """bool per component: long and straight across the picture, as a sheet's or a table's edge is."""
+    box_width, box_height = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+    tall = (box_height >= EDGE_LIKE_LENGTH_FRACTION * height) & (box_height >= EDGE_LIKE_ASPECT * box_width)
+    wide = (box_width >= EDGE_LIKE_LENGTH_FRACTION * width) & (box_width >= EDGE_LIKE_ASPECT * box_height)
+    return tall | wide
+
+
+def _page_objects(components: Components, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bool per component: the page's edge, a table, a shadow or a ruled line, not a stroke;
+    bool per component: such an object, unless nothing else is inked, then a digit filling the
+    picture: the surroundings spanning it, as a tight crop's digit does, and long straight edges)."""
     stats = components.stats
     left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
     box_width, box_height = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
     area = stats[:, cv2.CC_STAT_AREA]
     band_rows, band_columns = EDGE_BAND_FRACTION * height, EDGE_BAND_FRACTION * width
-    # A digit cropped tight to its ink spans the picture and touches every side: it stays.
-    spans = (box_width >= SPANNING_FRACTION * width) & (box_height >= SPANNING_FRACTION * height)
+    # A digit cropped tight to its ink spans the picture and touches (nearly) every side: it stays.
+    sides_touched = ((left == 0).astype(int) + (top == 0) + (left + box_width == width)
+                     + (top + box_height == height))
+    spans = ((box_width >= SPANNING_FRACTION * width) & (box_height >= SPANNING_FRACTION * height)
+             & (sides_touched >= 3))
     ring_length = max(1, 2 * (height + width) - 4)
     along_border = components.border_contact >= EDGE_CONTACT_FRACTION * ring_length
     # Thin and across the whole picture, or long within a narrow band along one side: the edge of
@@ -284,12 +321,14 @@ def _page_objects(components: Components, height: int, width: int) -> np.ndarray
             & (box_width >= EDGE_HUG_LENGTH_FRACTION * width))
     hugs |= (((left <= band_columns) | (left + box_width >= width - band_columns)) & (box_width <= band_columns)
              & (box_height >= EDGE_HUG_LENGTH_FRACTION * height))
-    surroundings = (along_border | across | hugs) & ~spans
+    # Nearly all within that band along the sides (the corner of a sheet on a table): the same.
+    banded = components.in_border_band >= EDGE_BAND_SHARE * area
+    surroundings = along_border | across | hugs | banded
     fill = area / np.maximum(box_width * box_height, 1)
     big = np.minimum(box_width, box_height) >= SHADOW_MIN_SIDE_FRACTION * min(height, width)
     shadows = big & (fill >= SHADOW_MIN_FILL) & (components.mean_contrast < SHADOW_CONTRAST)
     lines = _line_like(stats, width, height, True) | _line_like(stats, height, width, False)
-    return surroundings | shadows | lines
+    return (surroundings & ~spans) | shadows | lines, (surroundings & spans) | _edge_like(stats, height, width)
 
 
 def select_digit(ink: np.ndarray, threshold: float) -> np.ndarray | None:
@@ -351,13 +390,13 @@ def _select(ink: np.ndarray, threshold: float, on_page: bool) -> tuple[np.ndarra
     mass = np.where(keep, strong * components.mean_contrast ** 2, 0.0)
     if on_page:
         mass[components.border_contact > 0] *= BORDER_WEIGHT
+    stats = components.stats
+    digit_sized = _digit_sized(stats, ink.shape)
     main = int(np.argmax(mass))
     if strong[main] < MIN_COMPONENT_PIXELS:
         return None
-    stats = components.stats
     left, top, width, height = (int(value) for value in stats[main, :4])
-    if on_page and (max(width, height) < max(MIN_DIGIT_PIXELS, MIN_DIGIT_FRACTION * max(ink.shape))
-                    or components.mean_contrast[main] < DIGIT_CONTRAST_RATIO * threshold):
+    if on_page and (not digit_sized[main] or components.mean_contrast[main] < DIGIT_CONTRAST_RATIO * threshold):
         return None  # too small, or barely clearing the threshold: dust or paper texture, not a digit
     chosen = _join(components, keep, main, max(ink.shape))
     if on_page:
