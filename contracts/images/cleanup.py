@@ -334,7 +334,7 @@ def _page_objects(components: Components, height: int, width: int) -> tuple[np.n
 def select_digit(ink: np.ndarray, threshold: float) -> np.ndarray | None:
     """bool (H, W) mask of the digit's strokes in an ink map, or None when nothing in it is digit-like.
 
-    Ink at least `threshold` is judged first. Then, on a page, when the digit found is much
+    Ruled lines are removed first. Ink at least `threshold` is judged then; when the digit found is much
     darker than that, its box is judged again at RELATIVE_THRESHOLD of its strokes' contrast, so
     that faint marks touching the digit (print-through, a shadow's rim) no longer join it; the
     ink within 2 px of the strokes found there (their soft edges) is kept. A small picture (the
@@ -343,6 +343,9 @@ def select_digit(ink: np.ndarray, threshold: float) -> np.ndarray | None:
     """
     if min(ink.shape) < FLATTEN_MIN_SIDE:
         return _all_but_specks(ink >= threshold)
+    lines = ruled_lines((ink >= threshold).view(np.uint8))
+    if lines.any():
+        ink = ink * (lines ^ 1)  # a copy: the caller's map keeps its lines
     found = _select(ink, threshold, on_page=True)
     if found is None:
         return None
@@ -370,14 +373,10 @@ def _all_but_specks(inked: np.ndarray) -> np.ndarray | None:
 def _select(ink: np.ndarray, threshold: float, on_page: bool) -> tuple[np.ndarray, tuple[slice, slice], float] | None:
     """(the digit's mask, its box, its main stroke's core contrast) at one threshold, or None.
 
-    On a page, ruled lines are removed first and the page's surroundings are no candidates; off
-    one (a small picture, or the digit's own box), every component is.
+    On a page, the page's surroundings are no candidates; within the digit's own box, every
+    component is.
     """
     inked = (ink >= threshold).view(np.uint8)
-    if on_page:
-        lines = ruled_lines(inked)
-        if lines.any():
-            inked = inked & (lines ^ 1)
     components = find_components(ink, inked)
     keep = _candidates(components, ink.shape, on_page)
     if not keep.any():
