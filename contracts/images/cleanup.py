@@ -348,6 +348,10 @@ def select_digit(ink: np.ndarray, threshold: float) -> np.ndarray | None:
         ink = ink * (lines ^ 1)  # a copy: the caller's map keeps its lines
     found = _select(ink, threshold, on_page=True)
     if found is None:
+        # The digit may be joined to a shadow's or the table's rim, and dropped with it: the
+        # clearly dark ink alone is judged again.
+        found = _select(ink, STRONG_INK_RATIO * threshold, on_page=True)
+    if found is None:
         return None
     digit, box, contrast = found
     raised = RELATIVE_THRESHOLD * contrast
