@@ -349,8 +349,8 @@ def select_digit(ink: np.ndarray, threshold: float) -> np.ndarray | None:
     found = _select(ink, threshold, on_page=True)
     if found is None:
         # The digit may be joined to a shadow's or the table's rim, and dropped with it: the
-        # clearly dark ink alone is judged again.
-        found = _select(ink, STRONG_INK_RATIO * threshold, on_page=True)
+        # clearly dark ink off the border alone is judged again.
+        found = _select(ink, STRONG_INK_RATIO * threshold, on_page=True, off_border=True)
     if found is None:
         return None
     digit, box, contrast = found
@@ -374,15 +374,18 @@ def _all_but_specks(inked: np.ndarray) -> np.ndarray | None:
     return large[labels] if large.any() else None
 
 
-def _select(ink: np.ndarray, threshold: float, on_page: bool) -> tuple[np.ndarray, tuple[slice, slice], float] | None:
+def _select(ink: np.ndarray, threshold: float, on_page: bool,
+            off_border: bool = False) -> tuple[np.ndarray, tuple[slice, slice], float] | None:
     """(the digit's mask, its box, its main stroke's core contrast) at one threshold, or None.
 
     On a page, the page's surroundings are no candidates; within the digit's own box, every
-    component is.
+    component is. `off_border`: nothing that touches the picture's border is.
     """
     inked = (ink >= threshold).view(np.uint8)
     components = find_components(ink, inked)
     keep = _candidates(components, ink.shape, on_page)
+    if off_border:
+        keep &= components.border_contact == 0
     if not keep.any():
         return None
     # On a page, weighed by their clearly dark pixels: a faint spread (print-through, a shadow's
