@@ -2,8 +2,8 @@
 
 Each kind renders a 28x28 test digit the way one kind of client would: the digit itself as a PNG,
 a photo of a digit drawn on paper (grain, uneven lighting, dust), the drawing page's canvas (thick
-round strokes, opaque white), strokes on a transparent canvas (a drawing app's export) and a
-phone's colour JPEG. Deterministic: the same digit and seed give the same bytes.
+round strokes, opaque white), strokes on a transparent canvas (a drawing app's export), a
+phone's colour JPEG and a camera's full frame with the digit small in the middle. Deterministic: the same digit and seed give the same bytes.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from PIL import Image, ImageFilter
 PHOTO_SIDE = 600
 CANVAS_SIDE = 280  # the drawing page's canvas (serve/api/page/index.html)
 PHONE_SIZE = (1600, 1200)  # width, height
+CAMERA_SIZE = (2000, 1500)  # width, height: a phone camera's full frame
+CAMERA_DIGIT_SIDE = 300
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,7 @@ def _enlarged(digit_uint8: np.ndarray, side: int) -> np.ndarray:
 
 
 def _paper(height: int, width: int, rng: np.random.Generator, grain: float, shadow: float) -> np.ndarray:
-    """White-ish paper lit from one corner (`shadow` darker at the far one: the pipeline does not
-    correct uneven lighting, and a deep shadow passes for ink), with Gaussian grain."""
+    """White-ish paper lit from one corner (`shadow` darker at the far one), with Gaussian grain."""
     rows = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
     columns = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :]
     lighting = 0.9 - shadow * (0.6 * rows + 0.4 * columns)
@@ -98,10 +99,30 @@ def phone_photo_jpeg(digit_uint8: np.ndarray, seed: int) -> bytes:
     return encode(Image.fromarray(np.round(rgb * 255).astype(np.uint8)), "JPEG", quality=85)
 
 
+def camera_photo_jpeg(digit_uint8: np.ndarray, seed: int) -> bytes:
+    """A camera's full 2000x1500 frame (JPEG quality 90): a pen digit 300 px tall in the middle of a
+    sheet, lit from one side, a hand's soft shadow over one corner and the dark table along one edge."""
+    rng = np.random.default_rng(seed)
+    width, height = CAMERA_SIZE
+    luminance = _paper(height, width, rng, grain=0.01, shadow=0.25)
+    rows, columns = np.indices((height, width), dtype=np.float32)
+    corner_distance = np.hypot(rows / height, columns / width - 1.0)  # from the top right corner
+    luminance *= 1.0 - 0.35 * np.clip((0.6 - corner_distance) / 0.2, 0.0, 1.0)  # the hand's shadow
+    ink = np.zeros_like(luminance)
+    top, left = (height - CAMERA_DIGIT_SIDE) // 2, (width - CAMERA_DIGIT_SIDE) // 2
+    ink[top : top + CAMERA_DIGIT_SIDE, left : left + CAMERA_DIGIT_SIDE] = _enlarged(digit_uint8, CAMERA_DIGIT_SIDE)
+    luminance *= 1.0 - 0.75 * ink
+    luminance[:, : width // 20] = 0.12  # the table beyond the sheet's left edge
+    paper_colour = np.array([0.98, 0.95, 0.86], dtype=np.float32)
+    rgb = np.clip(luminance[..., None] * paper_colour, 0, 1)
+    return encode(Image.fromarray(np.round(rgb * 255).astype(np.uint8)), "JPEG", quality=90)
+
+
 KINDS: tuple[ImageKind, ...] = (
     ImageKind("mnist_png", "mnist 28x28 png", mnist_png),
     ImageKind("paper_photo", "paper photo 600x600 png", paper_photo_png),
     ImageKind("page_canvas", "page canvas 280x280 rgba png", page_canvas_png),
     ImageKind("transparent_canvas", "transparent canvas 280x280 png", transparent_canvas_png),
     ImageKind("phone_photo", "phone photo 1600x1200 jpeg", phone_photo_jpeg),
+    ImageKind("camera_photo", "camera photo 2000x1500 jpeg", camera_photo_jpeg),
 )

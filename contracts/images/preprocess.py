@@ -3,49 +3,66 @@
 The format itself (28x28, light ink on dark, the longer side of the ink 20 px, its centre of mass
 at (14, 14), padding to a model's input size) is defined in contracts.digit_format.
 A user's image (a phone photo of ink on paper, a canvas export, a scan) is brought there in steps,
-each a function below that is tested on its own:
+each a function below or in contracts.images.cleanup that is tested on its own:
 
-1. Grayscale: ``decode_image`` (contracts.images.decode), with transparency composited onto the paper.
-2. Polarity (``fix_polarity``): the background level is the median of the outermost ring of
-   pixels; the ink is whichever extreme (darkest or brightest pixel) lies farther from it. Dark
-   ink on light paper is inverted so the ink is bright, as in MNIST (``to_mnist_format`` inverts
-   only the crop, as part of the stretch).
-3. Contrast (``stretch_contrast``): subtract the background level and divide by the ink level
-   (the median of the pixels at least halfway from background to the brightest pixel), so
-   background -> 0 and ink -> 1. Values below a noise floor -> 0: ``NOISE_FLOOR`` (JPEG ringing,
-   faint smudges), or ``GRAIN_SIGMAS`` times the border's measured grain if that is higher (photos
-   of paper). Inked pixels with no inked neighbour (dust, salt noise) -> 0. An image with no pixel
-   ``MIN_INK_CONTRAST`` above its background, or none above its grain, has no ink.
-4. Crop (``ink_bounding_box``) to the rows and columns that hold ink.
-5. Scale (``scale_to_box``) so the longer side is 20 px. A crop over 320 px on its longer side is
+1. Grayscale: ``decode_image`` (contracts.images.decode), with transparency composited onto the
+   paper; a large JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's own, nearly free).
+2. Working copy (``working_copy``): a picture over ``WORKING_MAX_SIDE`` px is area-averaged down by
+   a whole factor, so every later step costs a bounded amount; a small picture made of k x k
+   blocks (a low-resolution scan enlarged with nearest-neighbour resampling) is taken back to its
+   own pixels.
+3. Polarity: the background level is the median of the outermost ring of pixels (``border_level``);
+   the ink is whichever extreme (darkest or brightest pixel) lies farther from it (``fix_polarity``
+   shows the rule on its own). A picture whose extremes lie within ``MIN_INK_CONTRAST`` of each
+   other holds no ink.
+4. Ink map (``ink_map``): 0 on the background, the ink's contrast above it elsewhere.
+   - A picture at least ``FLATTEN_MIN_SIDE`` px a side is a page: its background (lighting,
+     shadows, paper colour, a table beyond the sheet's edge) is estimated by a large grey closing
+     and divided out (``cleanup.flatten_background``); ink is whatever is darker than the paper
+     around it by ``MIN_INK_CONTRAST``, or by ``GRAIN_SIGMAS`` times the paper's grain if that is
+     more (``cleanup.ink_threshold``), so gradients, shadows, grain and JPEG noise are not ink.
+   - A smaller picture is the digit itself (an MNIST image, a tight crop, a low-resolution scan):
+     it is stretched between its border's level and its ink's level (``contrast_levels``,
+     ``stretch_contrast``), values under ``NOISE_FLOOR`` (or the border's grain) being no ink.
+5. The digit (``select_digit``, contracts.images.cleanup): the connected components of the ink
+   are judged one by one. Specks, ruled lines, the page's surroundings (a table edge or a shadow
+   along the border), shadows and faint marks (print-through) are dropped; the component with the
+   most clearly dark ink is the digit, and the strokes near it join it (a 5 whose bar was drawn
+   apart is one digit). Around the digit found, ink much fainter than its strokes is dropped too.
+   Nothing digit-like (a blank page, noise, specks, only lines): no digit.
+6. Crop (``crop_digit``) to the digit's box, its strokes stretched so their ink is 1 (the median
+   of its clearly inked pixels, not the darkest one) and everything else 0.
+7. Scale (``scale_to_box``) so the longer side is 20 px. A crop over 320 px on its longer side is
    first max-pooled by an integer factor down to 160-320 px (so a 1 px stroke on a 4000 px photo
    survives); a smaller one is used at its own resolution. Strokes whose width would end up
    thinner than the thinnest MNIST strokes are dilated to MNIST's typical width (a crop under
    160 px is first upsampled bilinearly to 160, where dilation's whole-pixel steps are fine
-   enough). Then the image is resampled to the 20 px box: area-averaged (box filter) from 160 px
-   or more, with an antialiased triangle (bilinear) filter from less, which keeps the soft edges
-   of a digit drawn near MNIST's own scale.
-6. Centre (``centre_by_mass``): paste into 28x28 with the centre of mass moved to (14, 14),
+   enough); strokes bolder than nearly every MNIST digit's (a marker) are eroded to it. Then the
+   image is resampled to the 20 px box: area-averaged (box filter) from 160 px or more, with an
+   antialiased triangle (bilinear) filter from less, which keeps the soft edges of a digit drawn
+   near MNIST's own scale, and bicubic from ``LOW_RES_SIDE`` px or less (a low-resolution scan),
+   whose smooth interpolation rounds blocky pixels into strokes.
+8. Centre (``centre_by_mass``): paste into 28x28 with the centre of mass moved to (14, 14),
    offsets rounded to whole pixels and clamped so no ink leaves the field; values clipped to [0, 1].
 
-A blank image (no ink after step 3: a white sheet, a fully transparent PNG) is still a valid image:
-it becomes an all-zero 28x28 digit and is classified like any other (refusing it would fail a
-well-formed request; a client that cares can look at the answer's probability). Only malformed
-input is an error.
+A picture with no digit in it (a white sheet, a fully transparent PNG, a photo of a blank page,
+noise) is still a valid image: it becomes the all-zero 28x28 digit, and an all-zero input is how a
+classifier's caller knows that no digit was found (blank output if and only if no digit was
+found). Only malformed input is an error.
 
-What it does not do, as MNIST did not: deskew, correct uneven lighting, or separate several digits.
-Everything inked counts as the digit, so a second mark (a ruled line, a blob of dirt) widens the
-crop and shrinks the digit; single-pixel specks and uniform grain are removed (step 3).
+What it does not do, as MNIST did not: deskew, or read several digits (the one with the most
+clearly dark ink is taken).
 
 ``prepare_digit`` then pads the 28x28 digit with background to the model's input size (32x32 for
 LeNet-5 as LeCun fed it) and adds the channel axis. Raw pixels that are already in MNIST format
-(28x28, light on dark, centred) skip steps 2-6.
+(28x28, light on dark, centred) skip steps 2-8.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -60,6 +77,14 @@ from contracts.digit_format import (
     placement,
 )
 from contracts.errors import InvalidInput
+from contracts.images.cleanup import (
+    FLATTEN_MIN_SIDE,
+    GRAIN_SIGMAS,
+    MIN_INK_CONTRAST,
+    flatten_background,
+    ink_threshold,
+    select_digit,
+)
 from contracts.images.decode import ImageLimits, decode_image, raw_pixels_to_array
 
 __all__ = [
@@ -78,18 +103,23 @@ __all__ = [
     "ink_bounding_box",
     "stroke_width",
     "dilate",
+    "erode",
+    "working_copy",
+    "ink_map",
+    "select_digit",
+    "crop_digit",
     "scale_to_box",
     "centre_by_mass",
 ]
 
-# An image whose brightest pixel is less than this above the background (about 20 grey levels)
-# holds no ink: paper grain and sensor noise, not a digit.
-MIN_INK_CONTRAST = 0.08
-# After stretching, values below this are noise (paper texture, JPEG ringing) and set to 0; on
+# After stretching a small picture, values below this are noise (JPEG ringing, faint smudges); on
 # grainy paper the floor rises to GRAIN_SIGMAS standard deviations of the border's grain (6 sigma:
-# about one false pixel in 10^9 for Gaussian noise, none expected in a 16-megapixel photo).
+# about one false pixel in 10^9 for Gaussian noise).
 NOISE_FLOOR = 0.1
-GRAIN_SIGMAS = 6.0
+# Pictures are cleaned up at most this many pixels on their longer side (area-averaged down by a
+# whole factor): a digit small in the middle of a phone photo keeps 50 px or more, and every step's
+# cost is bounded.
+WORKING_MAX_SIDE = 512
 # Stretched values at or above this are ink for the bounding box: all that the floor leaves.
 INK_THRESHOLD = NOISE_FLOOR
 
@@ -100,6 +130,15 @@ INK_THRESHOLD = NOISE_FLOOR
 # within MNIST's range are left as they are.
 THIN_STROKE_PX = 1.5
 TYPICAL_STROKE_PX = 2.5
+# Strokes bolder than nearly every MNIST digit's (a marker, a thick brush) close loops and merge
+# neighbouring strokes at 20 px: they are eroded to the typical width.
+BOLD_STROKE_PX = 4.0
+# A crop this small (a low-resolution scan) is upsampled to the box with a bicubic filter, whose
+# smooth interpolation rounds the blocky pixels into strokes.
+LOW_RES_SIDE = 16
+# Pictures up to MAX_BLOW_UP * LOW_RES_SIDE px made of k x k blocks (k up to MAX_BLOW_UP) are
+# such scans enlarged with nearest-neighbour resampling.
+MAX_BLOW_UP = 8
 # Large crops are max-pooled to 8-16 times the box size: that widens strokes by at most 1/8 px of
 # the final digit, and dilation there is cheap (at most 320 px a side). Thin strokes on a smaller
 # crop are dilated at 8 times the box size too.
@@ -337,6 +376,14 @@ def dilate(ink: np.ndarray, radius: int) -> np.ndarray:
     return result
 
 
+def erode(ink: np.ndarray, radius: int) -> np.ndarray:
+    """Grey erosion (minimum) over a disc of the given radius: thins strokes by radius px on each side."""
+    if radius <= 0:
+        return ink
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.erode(np.ascontiguousarray(ink, dtype=np.float32), disc)
+
+
 def _max_pool(ink: np.ndarray, factor: int) -> np.ndarray:
     """Maximum over factor x factor blocks (the last ones ragged): shrinks without losing thin strokes."""
     # One strided maximum per offset in the block: 2 * factor calls over the image in all, where a
@@ -378,7 +425,12 @@ def _scale_to_box(working: np.ndarray, box_size: int) -> np.ndarray:
         stroke = stroke_width(working)
     if 0.0 < stroke * scale < THIN_STROKE_PX:
         working = dilate(working, math.ceil((TYPICAL_STROKE_PX / scale - stroke) / 2))
+    elif stroke * scale > BOLD_STROKE_PX:
+        working = erode(working, math.floor((stroke - TYPICAL_STROKE_PX / scale) / 2))
     box_shape = fit_longer_side(*working.shape, box_size)
+    if max(working.shape) <= LOW_RES_SIDE < box_size:
+        upsampled = cv2.resize(working, box_shape[::-1], interpolation=cv2.INTER_CUBIC)
+        return _clip_unit(upsampled)
     if working.shape == box_shape:
         return working
     # Area averaging from a large crop; from a small one a triangle filter, whose smoothing keeps the
@@ -404,34 +456,92 @@ def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
     return field
 
 
+def working_copy(gray: np.ndarray) -> np.ndarray:
+    """The picture the cleanup works on: a small picture blown up with nearest-neighbour
+    resampling (each pixel a k x k block) back at its own resolution, and a large one shrunk by the
+    smallest whole factor that brings its longer side to at most WORKING_MAX_SIDE px
+    (area-averaged: a whole factor is OpenCV's fast path); otherwise the picture itself."""
+    factor = math.ceil(max(gray.shape) / WORKING_MAX_SIDE)
+    if factor <= 1:
+        return _undo_blow_up(gray)
+    height, width = gray.shape
+    return cv2.resize(gray, (max(1, width // factor), max(1, height // factor)), interpolation=cv2.INTER_AREA)
+
+
+def _undo_blow_up(gray: np.ndarray) -> np.ndarray:
+    """gray[::k, ::k] when gray is made of k x k blocks of one value (k up to MAX_BLOW_UP), else gray.
+
+    A low-resolution scan enlarged that way is its few pixels in disguise: at its own size it is
+    upsampled smoothly (step 7) instead of being cleaned up as blocky strokes.
+    """
+    height, width = gray.shape
+    if max(height, width) > MAX_BLOW_UP * LOW_RES_SIDE:
+        return gray
+    middle_row = gray[height // 2]
+    for factor in range(MAX_BLOW_UP, 1, -1):
+        if height % factor or width % factor:
+            continue
+        if not np.array_equal(np.repeat(middle_row[::factor], factor), middle_row):
+            continue  # the cheap test first: one row
+        small = gray[::factor, ::factor]
+        if np.array_equal(np.repeat(np.repeat(small, factor, axis=0), factor, axis=1), gray):
+            return small
+    return gray
+
+
+def ink_map(gray: np.ndarray, low: float | None = None, high: float | None = None) -> tuple[np.ndarray, float] | None:
+    """(ink map: 0 on the background, the ink's contrast above it elsewhere; the contrast that is ink),
+    or None when nothing in the picture stands out from its grain.
+
+    A picture large enough to hold a page around the digit has its background estimated and
+    divided out (``cleanup.flatten_background``); a smaller one (the digit itself, a low-resolution
+    scan) is stretched between its border's level and its ink's (``stretch_contrast``).
+    """
+    if low is None or high is None:
+        low, high = float(gray.min()), float(gray.max())
+    if high - low < MIN_INK_CONTRAST:
+        return None  # uniform: nothing stands out
+    background = border_level(gray)
+    ink_is_dark = _ink_is_dark(background, low, high)
+    if min(gray.shape) >= FLATTEN_MIN_SIDE:
+        ink = flatten_background(gray, ink_is_dark)
+        threshold = ink_threshold(ink)
+        return None if threshold >= float(ink.max()) else (ink, threshold)
+    levels = _contrast_levels(gray, background, low if ink_is_dark else high, ink_is_dark)
+    if levels is None:
+        return None
+    stretched = np.subtract(gray, levels.background, dtype=np.float32)
+    stretched *= np.float32(1.0 / (levels.ink - levels.background))
+    return _clip_unit(stretched), levels.noise_floor
+
+
+def crop_digit(ink: np.ndarray, digit: np.ndarray) -> np.ndarray:
+    """The digit's box of the ink map, its strokes stretched so their ink is 1, everything else 0."""
+    box = _box_of(digit)
+    crop = ink[box] * digit[box]
+    # The median of the clearly-inked pixels, not the peak: one dark blot must not dim the digit.
+    peak = float(crop.max())
+    level = _median_of_scratch(crop[crop >= peak / 2])
+    crop *= np.float32(1.0 / level)
+    return _clip_unit(crop)
+
+
 def to_mnist_format(gray: np.ndarray) -> np.ndarray:
     """float32 (H, W) in [0, 1], any size and polarity -> float32 (28, 28) in [0, 1], MNIST's format.
 
     Ink bright (1) on a dark (0) background, longer side 20 px, centre of mass at (14, 14).
-    A blank image gives all zeros. Raises InvalidInput for arrays that are not finite 2-D [0, 1].
+    A picture with no digit in it gives all zeros. Raises InvalidInput for arrays that are not
+    finite 2-D [0, 1].
     """
-    blank = np.zeros(DIGIT_SHAPE, dtype=np.float32)
     gray, low, high = _checked_gray(gray)
-    background = border_level(gray)
-    ink_is_dark = _ink_is_dark(background, low, high)
-    levels = _contrast_levels(gray, background, low if ink_is_dark else high, ink_is_dark)
-    if levels is None:
-        return blank
-    # Steps 3 and 4 swapped for speed, same result: the stretch is monotonic, so which pixels are
-    # ink, and their box, can be found on the unstretched image, and only the box stretched (and,
-    # for dark ink, inverted): a digit in a corner of a 4096 x 4096 photo, or grain that only speck
-    # removal tells from ink, then costs no large float temporaries.
-    inked = _inked(gray, levels)
-    rough_box = _box_of(inked)
-    if rough_box is None:
-        return blank
-    inked = inked[rough_box]
-    inked &= _has_inked_neighbour(inked)
-    box = _box_of(inked)
-    if box is None:
-        return blank
-    # Stretched ink lies in [0, 1] already: the public steps' own clipping is skipped.
-    return _centre_by_mass(_scale_to_box(_stretch(gray[rough_box][box], levels, inked[box]), DIGIT_BOX))
+    found = ink_map(working_copy(gray), low, high)
+    if found is None:
+        return np.zeros(DIGIT_SHAPE, dtype=np.float32)
+    ink, threshold = found
+    digit = select_digit(ink, threshold)
+    if digit is None:
+        return np.zeros(DIGIT_SHAPE, dtype=np.float32)
+    return _centre_by_mass(_scale_to_box(crop_digit(ink, digit), DIGIT_BOX))
 
 
 def prepare_digit(

@@ -29,7 +29,7 @@ def test_preprocess_quick_against_head_writes_every_kind_stage_and_comparison(tm
     assert all(c["before_ms"] > 0 and c["after_ms"] > 0 for c in document["comparison"])
     # The verdicts written are the ones the written figures give: each total against its threshold.
     totals = {row["kind_id"]: row["median_cpu_ms"] for row in current if row["stage"] == TOTAL}
-    assert [target["id"] for target in document["targets"]] == ["mnist_png_total", "paper_photo_total"]
+    assert [target["id"] for target in document["targets"]] == ["mnist_png_total", "paper_photo_total", "camera_photo_total"]
     for target in document["targets"]:
         assert target["value"] == totals[target["id"].removesuffix("_total")]
         assert target["met"] == OPERATORS[target["operator"]](target["value"], target["threshold"])

@@ -483,10 +483,11 @@ def render(digit: np.ndarray, variant: str) -> bytes:
     if variant == "thick":
         return encode(dark_on_light.filter(ImageFilter.MinFilter(9)))
     if variant == "thin":
-        # Only the core of each stroke, then enlarged to 512 px: strokes a few px wide on a big canvas.
-        core = (digit > 0.9).astype(np.float32)
+        # Only the core of each stroke, then enlarged to 512 px: strokes under 1 px wide at the box's
+        # scale on a big canvas, still joined (a pen's line; cores cut finer break into specks).
+        core = (digit > 0.7).astype(np.float32)
         big = gray_image(core).resize((512, 512), Image.Resampling.BILINEAR)
-        thin = (np.asarray(big) > 250).astype(np.float32)
+        thin = (np.asarray(big) > 240).astype(np.float32)
         return encode(gray_image(1.0 - thin))
     raise AssertionError(variant)
 
