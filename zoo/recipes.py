@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from zoo.augment import Augmentation
 from zoo.models import get_model_spec
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -27,6 +28,20 @@ class Recipe:
     warmup: float = 0.2  # fraction of the steps spent warming up (onecycle only)
     label_smoothing: float = 0.0
     max_shift: int = 0  # random translation of each digit by up to this many pixels, per batch
+    # Augmentations (zoo.augment), on the digits and the outliers alike; 0 turns each off.
+    rotate: float = 0.0  # degrees each way
+    scale: float = 0.0  # relative size change each way
+    shear: float = 0.0  # degrees each way
+    stroke: float = 0.0  # share of images drawn one pixel bolder or thinner
+    blur: float = 0.0  # share of images blurred (3x3 Gaussian)
+    noise: float = 0.0  # standard deviation of the added Gaussian noise
+    # Outlier exposure (zoo.outliers): this many non-digits per digit in each batch, their loss
+    # (cross-entropy to the uniform distribution) weighted by outlier_weight; 0 turns it off.
+    outlier_share: float = 0.0
+    outlier_weight: float = 0.5
+    outlier_pool: int = 3000  # non-digits drawn once per run to train on
+    # Training images held out for the temperature and the verdict thresholds (never trained on).
+    holdout: int = 5000
     loss: str = "cross-entropy"  # set by the task (classifiers vs the edge models), recorded in the meta
     log_every: int = 0  # log the loss every this many steps (0: once per epoch)
 
@@ -50,6 +65,13 @@ class Recipe:
             problems.append(f"warmup must be a fraction in (0, 1), got {self.warmup}")
         if self.max_shift < 0 or self.weight_decay < 0 or self.momentum < 0 or self.log_every < 0:
             problems.append("max shift, weight decay, momentum and log interval cannot be negative")
+        augmentations = (self.rotate, self.scale, self.shear, self.noise, self.outlier_share, self.outlier_weight)
+        if min(augmentations) < 0 or self.outlier_pool < 1 or self.holdout < 0:
+            problems.append("augmentations, outlier share and weight, outlier pool and holdout cannot be negative")
+        if not (0 <= self.stroke <= 1 and 0 <= self.blur <= 1):
+            problems.append(f"stroke and blur are shares of the images in [0, 1], got {self.stroke} and {self.blur}")
+        if self.scale >= 1:
+            problems.append(f"scale must be below 1 (a relative change), got {self.scale}")
         if problems:
             raise ValueError("invalid training recipe: " + "; ".join(problems))
 
@@ -59,6 +81,9 @@ class Recipe:
 
     def to_meta(self) -> dict[str, Any]:
         return asdict(self)
+
+    def augmentation(self) -> Augmentation:
+        return Augmentation(self.rotate, self.scale, self.shear, self.stroke, self.blur, self.noise)
 
 
 RECIPE_FIELDS = tuple(spec.name for spec in fields(Recipe))
