@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -359,8 +360,12 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
 
 
 def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Outlier exposure's loss: cross-entropy from the uniform distribution, lowest (log C) for flat outputs."""
-    return -torch.log_softmax(logits, dim=1).mean()
+    """Outlier exposure's loss: cross-entropy from the uniform distribution minus its entropy, log C.
+
+    That is the KL divergence from the uniform distribution: the same gradients, and 0 for a flat
+    output, so the logged training loss still reads as the digits' cross-entropy plus a penalty.
+    """
+    return -torch.log_softmax(logits, dim=1).mean() - math.log(logits.shape[1])
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
