@@ -704,8 +704,7 @@ def calibrate(
         "method": "temperature scaling: T minimising the NLL of softmax(logits / T) on held-out training images",
         "temperature": temperature,
         "heldout": {"dataset": heldout.dataset, "seed": HOLDOUT_SEED, **calibration_report(heldout_logits, heldout_labels, temperature)},
-        "test": {"dataset": config.dataset if config.dataset != AUTO else heldout.dataset,
-                 **calibration_report(test_logits, test_labels, temperature)},
+        "test": {"dataset": heldout.dataset, **calibration_report(test_logits, test_labels, temperature)},
         "thresholds": {
             "chosen_on": f"{len(heldout)} held-out digits and {len(outliers)} held-out generated non-digits (zoo.outliers)",
             "heldout": choice.summary,
