@@ -43,7 +43,7 @@ DIGIT_LOOKALIKES = frozenset(
     "OoQDIlij|!/\\()[]-_"  # rings and single strokes: 0 and 1
     "SsZz$§?"  # 5 and 2
     "BbGgqdp&δβθ"  # loops over stems: 6, 8 and 9
-    "£"  # reads as 2 or 7
+    "£Γ"  # read as 2 or 7
 )
 # The glyphs drawn: letters and symbols, none of DIGIT_LOOKALIKES.
 GLYPHS = tuple(
