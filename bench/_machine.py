@@ -31,6 +31,7 @@ _DISTRIBUTIONS = (
     "grpcio",
     "protobuf",
     "pillow",
+    "opencv-python-headless",
 )
 
 

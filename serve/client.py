@@ -1,6 +1,6 @@
 """A client of the digits API: the `DigitClient` class for programs, and a command line.
 
-    python -m serve.client IMAGE... [--server HOST:PORT] [--model NAME] [--top-k K]
+    python -m serve.client IMAGE... [--server HOST:PORT] [--model NAME] [--top-k K] [--min-confidence P]
     python -m serve.client --mnist-test 1000 [--batch-size 32] [--concurrency 4]
     python -m serve.client --list-models
 
@@ -37,6 +37,15 @@ class Candidate:
     probability: float
 
 
+# The verdicts as the HTTP API writes them; "" for a server too old to judge.
+VERDICT_NAMES = {
+    digits_pb2.VERDICT_UNSPECIFIED: "",
+    digits_pb2.VERDICT_DIGIT: "digit",
+    digits_pb2.VERDICT_UNSURE: "unsure",
+    digits_pb2.VERDICT_NO_DIGIT: "no_digit",
+}
+
+
 @dataclass(frozen=True)
 class Prediction:
     digit: int
@@ -46,6 +55,11 @@ class Prediction:
     model: str = ""
     # The version of the model that classified the image.
     model_version: str = ""
+    # "digit", "unsure" or "no_digit": whether `digit` can be trusted (see `reason`).
+    verdict: str = ""
+    reason: str = ""
+    # The digit of a "digit", the two an "unsure" is between, most probable first.
+    candidates: tuple[int, ...] = ()
 
     @classmethod
     def from_proto(cls, prediction: digits_pb2.Prediction, model: str = "", model_version: str = "") -> "Prediction":
@@ -56,7 +70,20 @@ class Prediction:
             [Candidate(c.digit, c.label, c.probability) for c in prediction.top_k],
             model,
             model_version,
+            VERDICT_NAMES.get(prediction.verdict, ""),
+            prediction.reason,
+            tuple(prediction.candidates),
         )
+
+    @property
+    def answer(self) -> str:
+        """The answer in a few characters: "4", "4 or 9?", or "—" for no digit."""
+        if self.verdict == "no_digit":
+            return "—"
+        if self.verdict == "unsure" and len(self.candidates) == 2:
+            labels = {c.digit: c.label for c in self.top_k}
+            return " or ".join(labels.get(c, str(c)) for c in self.candidates) + "?"
+        return self.label
 
 
 class ClientError(Exception):
@@ -149,14 +176,15 @@ class DigitClient:
 
     def classify(
         self, images: Sequence, *, model: str = "", top_k: int = 0, already_mnist: bool = False,
-        timeout: float | None = None, model_version: str = "",
+        timeout: float | None = None, model_version: str = "", min_confidence: float | None = None,
     ) -> list[Prediction]:
         """One prediction per image: file paths, encoded bytes, or uint8 (H, W) arrays (raw pixels).
 
-        `model_version`: one of the versions the server serves ("" for the newest)."""
+        `model_version`: one of the versions the server serves ("" for the newest). `min_confidence`:
+        the top probability below which a verdict is "unsure" (None: the model's own)."""
         request = digits_pb2.ClassifyRequest(
             model=model, top_k=top_k, images=[_image_message(image, already_mnist) for image in images],
-            model_version=model_version,
+            model_version=model_version, min_confidence=min_confidence,
         )
         response = self._call(self._stub.Classify, request, timeout)
         return [Prediction.from_proto(p, response.model, response.model_version) for p in response.predictions]
@@ -175,14 +203,15 @@ class DigitClient:
 
     def stream(
         self, images: Iterable, *, model: str = "", top_k: int = 0, already_mnist: bool = False,
-        timeout: float | None = None,
+        timeout: float | None = None, min_confidence: float | None = None,
     ) -> Iterator[Prediction | ClientError]:
         """Image after image on one stream; yields, in order, a Prediction or the ClientError of each."""
 
         def requests():
             for index, image in enumerate(images):
                 yield digits_pb2.ClassifyStreamRequest(
-                    id=str(index), model=model, top_k=top_k, image=_image_message(image, already_mnist)
+                    id=str(index), model=model, top_k=top_k, image=_image_message(image, already_mnist),
+                    min_confidence=min_confidence,
                 )
 
         try:
@@ -226,7 +255,12 @@ def _format_top_k(prediction: Prediction) -> str:
     return "  ".join(f"{c.label}:{c.probability:.3f}" for c in prediction.top_k)
 
 
-def classify_files(client: DigitClient, paths: Sequence[str], model: str, top_k: int, model_version: str = "") -> int:
+def _format_verdict(prediction: Prediction) -> str:
+    return prediction.verdict.replace("_", " ")
+
+
+def classify_files(client: DigitClient, paths: Sequence[str], model: str, top_k: int, model_version: str = "",
+                   min_confidence: float | None = None) -> int:
     """One request per file (so one bad file does not hide the others' answers); prints a table."""
     encoded = []
     for path in paths:
@@ -236,11 +270,12 @@ def classify_files(client: DigitClient, paths: Sequence[str], model: str, top_k:
             print(f"error: cannot read the image file {path}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_USAGE
     width = max(len("image"), *(len(p) for p in paths))
-    print(f"{'image':<{width}}  digit  probability  top-k")
+    print(f"{'image':<{width}}  {'answer':>8}  {'verdict':<8}  probability  top-k")
     status = EXIT_OK
     for path, data in zip(paths, encoded):
         try:
-            (prediction,) = client.classify([data], model=model, top_k=top_k, model_version=model_version)
+            (prediction,) = client.classify([data], model=model, top_k=top_k, model_version=model_version,
+                                            min_confidence=min_confidence)
         except ClientError as exc:
             if exc.code == grpc.StatusCode.UNAVAILABLE:
                 print(f"error: {exc}", file=sys.stderr)
@@ -248,7 +283,8 @@ def classify_files(client: DigitClient, paths: Sequence[str], model: str, top_k:
             print(f"{path:<{width}}  error: {exc}")
             status = EXIT_REFUSED
             continue
-        print(f"{path:<{width}}  {prediction.label:>5}  {prediction.probability:11.3f}  {_format_top_k(prediction)}")
+        print(f"{path:<{width}}  {prediction.answer:>8}  {_format_verdict(prediction):<8}  {prediction.probability:11.3f}  "
+              f"{_format_top_k(prediction)}  ({prediction.reason})")
     return status
 
 
@@ -324,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="", help="model name (default: the server's default classifier)")
     parser.add_argument("--model-version", default="", help="model version (default: the newest the server serves)")
     parser.add_argument("--top-k", type=int, default=3, help="candidates to show per image")
+    parser.add_argument("--min-confidence", type=float, metavar="P",
+                        help="top probability below which an answer is 'unsure', in [0, 1] (default: the model's own)")
     parser.add_argument("--list-models", action="store_true", help="list the server's models and exit")
     parser.add_argument("--mnist-test", type=int, metavar="N", help="send N MNIST test digits; report accuracy and latency")
     parser.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
@@ -347,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give IMAGE files, --mnist-test N or --list-models")
     if args.top_k < 0 or args.batch_size < 1 or args.concurrency < 1 or (args.mnist_test is not None and args.mnist_test < 1):
         parser.error("--top-k must be >= 0, --batch-size, --concurrency and --mnist-test >= 1")
+    if args.min_confidence is not None and not 0.0 <= args.min_confidence <= 1.0:
+        parser.error(f"--min-confidence must be a probability between 0 and 1, got {args.min_confidence}")
     token = None
     if args.token_file is not None:
         try:
@@ -373,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                 return list_models(client)
             if args.mnist_test is not None:
                 return mnist_test(client, args.data_dir, args.mnist_test, args.model, args.batch_size, args.concurrency)
-            return classify_files(client, args.images, args.model, args.top_k, args.model_version)
+            return classify_files(client, args.images, args.model, args.top_k, args.model_version, args.min_confidence)
         except ClientError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE if exc.code == grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED

@@ -3,6 +3,7 @@
 - `linear_classifier`: pixels (N x 1 x H x W in [0, 1]) -> logits, probabilities, with a model card:
   a real digit classifier (one linear layer, weights given) in the format `export` writes.
 - `mnist_centroid_classifier`: the same layer fitted to MNIST's training digits (about 80% right).
+  Either may carry verdict thresholds in its card (`verdict_thresholds=`), as `export` writes them.
 - `third_party_classifier`: no card, its own input/output names and an INT64 side output.
 - `two_input_model`: two inputs, no batch dimension shared: served through v2 without the batcher.
 - `dynamic_size_conv_model`: the edge detector's interface (any H and W), with a feature-map card.
@@ -53,10 +54,12 @@ def linear_classifier(
     input_size: int = 28,
     labels: list[str] | None = None,
     variant_of: str | None = None,
+    verdict_thresholds: dict[str, float] | None = None,
 ) -> Path:
     """logits = ((pixels - mean) / std).flatten() @ weights + bias; probabilities = softmax(logits).
 
-    `weights` is (input_size * input_size, classes).
+    `weights` is (input_size * input_size, classes); `verdict_thresholds` as
+    contracts.verdicts.VerdictThresholds.to_meta() writes them (None: a card without, judged by the defaults).
     """
     features, classes = weights.shape
     assert features == input_size * input_size
@@ -89,6 +92,7 @@ def linear_classifier(
         test_accuracy=None,
         dataset="mnist",
         variant_of=variant_of,
+        verdict_thresholds=dict(verdict_thresholds or {}),
     )
     return _save(graph, path, card.to_metadata_props())
 
@@ -111,7 +115,8 @@ def tagged_classifier(path: Path, tag: int, *, name: str = "tagged", input_size:
     return linear_classifier(path, weights, bias, name=name, input_size=input_size)
 
 
-def centroid_classifier(path: Path, images: np.ndarray, labels: np.ndarray, *, name: str = "centroid") -> Path:
+def centroid_classifier(path: Path, images: np.ndarray, labels: np.ndarray, *, name: str = "centroid",
+                        verdict_thresholds: dict[str, float] | None = None) -> Path:
     """A classifier that actually reads digits (about 80% on MNIST): nearest class mean, as a linear layer.
 
     argmin_c |x - m_c|^2 = argmax_c (2 m_c . x - |m_c|^2), here on normalised pixels.
@@ -121,15 +126,16 @@ def centroid_classifier(path: Path, images: np.ndarray, labels: np.ndarray, *, n
     weights = (2.0 * means).T
     bias = -(means**2).sum(axis=1)
     # Scaled down so the softmax is not saturated: the probabilities then mean something.
-    return linear_classifier(path, weights / 50.0, bias / 50.0, name=name)
+    return linear_classifier(path, weights / 50.0, bias / 50.0, name=name, verdict_thresholds=verdict_thresholds)
 
 
-def mnist_centroid_classifier(path: Path, mnist_root: Path, *, name: str = "centroid") -> Path:
+def mnist_centroid_classifier(path: Path, mnist_root: Path, *, name: str = "centroid",
+                              verdict_thresholds: dict[str, float] | None = None) -> Path:
     """centroid_classifier fitted to MNIST's first training digits, read from MNIST_ROOT/MNIST/raw."""
     raw = mnist_raw_dir(mnist_root)
     images = read_idx_images(raw / TRAIN_IMAGES_FILE)[:CENTROID_TRAIN_IMAGES]
     labels = read_idx_labels(raw / TRAIN_LABELS_FILE)[:CENTROID_TRAIN_IMAGES]
-    return centroid_classifier(path, images, labels, name=name)
+    return centroid_classifier(path, images, labels, name=name, verdict_thresholds=verdict_thresholds)
 
 
 def third_party_classifier(path: Path) -> Path:

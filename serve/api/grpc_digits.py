@@ -12,6 +12,7 @@ from typing import Sequence
 from contracts.errors import InvalidInput, StatusError
 from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from contracts.model_file import TensorSpec
+from contracts.verdicts import Verdict, VerdictTable
 from serve.api.grpc_calls import deadline_from, stream, unary
 from serve.api.metrics import Metrics
 from serve.api.services import DIGITS_SERVICE
@@ -41,8 +42,21 @@ def core_images(images: Sequence[digits_pb2.Image]) -> list[EncodedImage | RawIm
     return converted
 
 
-def write_prediction(prediction: digits_pb2.Prediction, classes: Sequence[int], probs: Sequence[float], labels: Sequence[str]) -> None:
-    """Fill an empty Prediction (one row's top-k, most probable first) in place."""
+VERDICTS = {
+    Verdict.DIGIT: digits_pb2.VERDICT_DIGIT,
+    Verdict.UNSURE: digits_pb2.VERDICT_UNSURE,
+    Verdict.NO_DIGIT: digits_pb2.VERDICT_NO_DIGIT,
+}
+
+
+def min_confidence_of(request: digits_pb2.ClassifyRequest | digits_pb2.ClassifyStreamRequest) -> float | None:
+    """The request's own min_confidence, or None when it leaves the model card's (the field is `optional`)."""
+    return request.min_confidence if request.HasField("min_confidence") else None
+
+
+def write_prediction(prediction: digits_pb2.Prediction, classes: Sequence[int], probs: Sequence[float],
+                     labels: Sequence[str], verdicts: VerdictTable, index: int) -> None:
+    """Fill an empty Prediction (one row's top-k, most probable first, and verdict `index`) in place."""
     best = classes[0]
     prediction.digit = best
     prediction.label = labels[best]
@@ -53,6 +67,9 @@ def write_prediction(prediction: digits_pb2.Prediction, classes: Sequence[int], 
         candidate.digit = digit
         candidate.label = labels[digit]
         candidate.probability = probability
+    prediction.verdict = VERDICTS[verdicts.verdicts[index]]
+    prediction.reason = verdicts.reasons[index]
+    prediction.candidates.extend(verdicts.candidates[index])
 
 
 def write_predictions(predictions, classification: Classification) -> None:
@@ -63,9 +80,9 @@ def write_predictions(predictions, classification: Classification) -> None:
     cost more than attribute assignments (docs/performance.md has the figures).
     """
     add = predictions.add
-    labels = classification.labels
-    for classes, probs in zip(classification.classes, classification.top_probabilities):
-        write_prediction(add(), classes, probs, labels)
+    labels, verdicts = classification.labels, classification.verdicts
+    for index, (classes, probs) in enumerate(zip(classification.classes, classification.top_probabilities)):
+        write_prediction(add(), classes, probs, labels, verdicts, index)
 
 
 def _tensor_info(spec: TensorSpec) -> digits_pb2.TensorInfo:
@@ -102,6 +119,7 @@ class DigitsServicer(digits_pb2_grpc.DigitClassifierServicer):
     async def Classify(self, request: digits_pb2.ClassifyRequest, context) -> digits_pb2.ClassifyResponse:
         classification = await self.dataplane.classify(
             request.model, core_images(request.images), request.top_k, deadline_from(context), request.model_version,
+            min_confidence_of(request),
         )
         response = digits_pb2.ClassifyResponse(model=classification.model.name,
                                                 model_version=classification.model.version)
@@ -114,11 +132,11 @@ class DigitsServicer(digits_pb2_grpc.DigitClassifierServicer):
             if not request.HasField("image"):
                 raise InvalidInput("the stream message carries no image; set `image`")
             classification = await self.dataplane.classify(request.model, core_images([request.image]), request.top_k,
-                                                           deadline, request.model_version)
+                                                           deadline, request.model_version, min_confidence_of(request))
             response = digits_pb2.ClassifyStreamResponse(id=request.id, model=classification.model.name,
                                                          model_version=classification.model.version)
             write_prediction(response.prediction, classification.classes[0], classification.top_probabilities[0],
-                             classification.labels)
+                             classification.labels, classification.verdicts, 0)
             return response
         except StatusError as exc:
             return digits_pb2.ClassifyStreamResponse(

@@ -4,7 +4,7 @@ Three kinds of body, told apart by Content-Type:
 
 - an image file's bytes (`image/png`, `image/jpeg`, any `image/*`, or `application/octet-stream`): one image;
 - `multipart/form-data`: every file field is an image, in the order sent (an HTML form, `curl -F`);
-- `application/json`: `{"model"?, "model_version"?, "top_k"?, "images": [...]}`, each image `{"encoded": base64}` or
+- `application/json`: `{"model"?, "model_version"?, "top_k"?, "min_confidence"?, "images": [...]}`, each image `{"encoded": base64}` or
   `{"pixels": [0-255 ints] or base64, "height", "width", "already_mnist"?}` (as gRPC's Image).
 
 Whether the bytes really are an accepted image (PNG, JPEG, BMP, GIF, TIFF, WebP) is for the decoder to say (it sniffs them); here only the
@@ -35,7 +35,8 @@ _BODY_KINDS = (
 )
 _JSON_SHAPE = (
     '{"images": [{"encoded": "<base64 of a PNG/JPEG/BMP file>"} or '
-    '{"pixels": [0-255, ...], "height": H, "width": W, "already_mnist": false}], "model"?: "name", "top_k"?: 3}'
+    '{"pixels": [0-255, ...], "height": H, "width": W, "already_mnist": false}], "model"?: "name", "top_k"?: 3, '
+    '"min_confidence"?: 0.8}'
 )
 _READ_CHUNK_BYTES = 64 * 1024
 # JSON bodies up to this size parse on the event loop: in less time than a hop to the decoding pool
@@ -52,6 +53,7 @@ class DigitsBody:
     model: str | None = None
     top_k: int | None = None
     model_version: str | None = None
+    min_confidence: float | None = None
 
 
 async def read_digits_body(request: web.Request, limits: RequestLimits,
@@ -137,11 +139,14 @@ def parse_json_body(body: bytes) -> DigitsBody:
     version = document.get("model_version")
     if version is not None and not isinstance(version, str):
         raise InvalidInput(f"`model_version` must be a string (a version number), got {json.dumps(version)[:80]}")
+    min_confidence = document.get("min_confidence")
+    if min_confidence is not None and (isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float))):
+        raise InvalidInput(f"`min_confidence` must be a number between 0 and 1, got {json.dumps(min_confidence)[:80]}")
     images = document.get("images")
     if not isinstance(images, list):
         raise InvalidInput(f"the JSON body needs an `images` list; send {_JSON_SHAPE}")
     return DigitsBody([_json_image(image, index, len(images)) for index, image in enumerate(images)], model, top_k,
-                      version or None)
+                      version or None, min_confidence)
 
 
 def non_negative_int(value: Any, what: str) -> int:

@@ -3,11 +3,12 @@
     POST /digits/v1/classify                  the default model
     POST /digits/v1/models/{model}/classify   a named model
          ?top_k=K (0 or absent: 3)  &details=1 (adds every class's probability and the picture the model got)
+         &min_confidence=P (in [0, 1]; absent: the model card's) judges the verdicts with the caller's own threshold
     GET  /digits/v1/models                    {"models": [ModelMetadata, ...]}
     GET  /digits/v1/models/{model}            ModelMetadata
 
 A prediction has the fields of gRPC's Prediction with the same values (probabilities are the model's
-float32 values, written exactly); metadata is what protobuf's JSON mapping makes of gRPC's
+float32 values, written exactly; the verdict as "digit", "unsure" or "no_digit"); metadata is what protobuf's JSON mapping makes of gRPC's
 ModelMetadata (field names as in the .proto, int64 shapes as strings), both written here from the
 data plane's answers. Metrics count these calls under the gRPC service and method names.
 """
@@ -53,6 +54,24 @@ def query_details(request: web.Request) -> bool:
     return value in _TRUE
 
 
+def query_min_confidence(request: web.Request) -> float | None:
+    value = request.query.get("min_confidence")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise InvalidInput(f"the `min_confidence` query parameter must be a number between 0 and 1, got {value!r}") from None
+
+
+def as_float32(value: float | None) -> float | None:
+    """A probability as gRPC's float field carries it, so that both front doors judge alike; anything
+    else unchanged, for the data plane to refuse with the value the caller sent."""
+    if value is None or not 0.0 <= value <= 1.0:
+        return value
+    return float(np.float32(value))
+
+
 def _agreed(from_url, from_body, what: str):
     """An option given in the URL and in the JSON body must be the same; either alone is fine."""
     if from_url is not None and from_body is not None and from_url != from_body:
@@ -71,6 +90,8 @@ def png_data_url(pixels: np.ndarray) -> str:
 def predictions_json(classification: Classification, details: bool) -> list[dict]:
     """One dict per image: the prediction that serve.core.dataplane.Classification describes."""
     labels = classification.labels
+    verdicts, reasons, candidates = (classification.verdicts.verdicts, classification.verdicts.reasons,
+                                     classification.verdicts.candidates)
     predictions = []
     for index, (classes, probabilities) in enumerate(zip(classification.classes, classification.top_probabilities)):
         best = classes[0]
@@ -79,6 +100,9 @@ def predictions_json(classification: Classification, details: bool) -> list[dict
             "label": labels[best],
             "probability": probabilities[0],
             "top_k": [{"digit": c, "label": labels[c], "probability": p} for c, p in zip(classes, probabilities)],
+            "verdict": verdicts[index].value,
+            "reason": reasons[index],
+            "candidates": list(candidates[index]),
         }
         if details:
             prediction["probabilities"] = classification.probabilities[index].tolist()
@@ -97,13 +121,16 @@ def answer_text(classification: Classification, details: bool) -> str:
 @route(DIGITS_SERVICE, "Classify")
 async def classify(request: web.Request) -> web.Response:
     dataplane: DataPlane = request.app[DATAPLANE]
-    top_k, details = query_top_k(request), query_details(request)  # checked before the body is read
+    # Checked before the body is read.
+    top_k, details, min_confidence = query_top_k(request), query_details(request), query_min_confidence(request)
     body: DigitsBody = await read_digits_body(request, dataplane.limits, dataplane.run_in_pool)
     model = _agreed(request.match_info.get("model"), body.model or None, "model")
     top_k = _agreed(top_k, body.top_k, "top_k")
     url_version = request.match_info.get("version") or request.query.get("model_version") or None
     version = _agreed(url_version, body.model_version, "model_version")
-    classification = await dataplane.classify(model or "", body.images, top_k or 0, request[DEADLINE], version or "")
+    min_confidence = as_float32(_agreed(min_confidence, body.min_confidence, "min_confidence"))
+    classification = await dataplane.classify(model or "", body.images, top_k or 0, request[DEADLINE], version or "",
+                                              min_confidence)
     if details or len(body.images) > ANSWER_INLINE_IMAGES:
         text = await dataplane.run_in_pool(answer_text, classification, details)
     else:

@@ -23,6 +23,12 @@ from contracts.digit_format import DIGIT_SHAPE
 from contracts.errors import ModelNotFound
 from contracts.model_card import PROBABILITIES_OUTPUT
 from contracts.model_file import Model, TensorSpec
+from contracts.verdicts import (
+    VerdictTable,
+    VerdictThresholds,
+    blank_inputs,
+    judge_table,
+)
 from serve.core import digit_inputs
 from serve.core.answers import (
     EXTENSIONS,
@@ -66,7 +72,8 @@ class InferResult:
 class Classification:
     """Ranked classes of each image. Each front door writes one prediction per image from it: the
     first of the image's `classes` as `digit`, with its label and probability, then as `top_k` every
-    one of its classes (`digit`, `label`, `probability`), most probable first."""
+    one of its classes (`digit`, `label`, `probability`), most probable first, then the image's
+    verdict (contracts.verdicts: `verdict`, `reason`, `candidates`)."""
 
     model: Model
     labels: list[str]
@@ -77,6 +84,9 @@ class Classification:
     top_probabilities: list[list[float]]
     # What the model received: float32 N x 1 x H x W in [0, 1].
     pixels: np.ndarray
+    # Per image: digit, unsure or no digit, judged from `probabilities`, the blank inputs among `pixels`
+    # and the model card's thresholds (a caller's min_confidence in place of the card's).
+    verdicts: VerdictTable
 
 
 def resolve_top_k(requested: int, label_count: int) -> int:
@@ -247,15 +257,18 @@ class DataPlane:
 
     async def classify(
         self, model_name: str, images: Sequence[EncodedImage | RawImage], requested_top_k: int = 0,
-        deadline: float | None = None, model_version: str = "",
+        deadline: float | None = None, model_version: str = "", min_confidence: float | None = None,
     ) -> Classification:
-        """Each image brought to the model's digit format, classified, and ranked.
+        """Each image brought to the model's digit format, classified, ranked and judged.
 
         `model_version` empty: the newest version served (of the default classifier, when
         `model_name` is empty too); else that version, NOT_FOUND when it is not served.
+        `min_confidence`: the caller's own (None: the model card's); outside [0, 1]: INVALID_ARGUMENT.
         """
         with self.manager.classifier(model_name, model_version) as served:
             model = served.model
+            # Checked before any image is decoded: a bad min_confidence costs the server nothing.
+            thresholds = VerdictThresholds.from_card(model.card).with_min_confidence(min_confidence)
             clock = self._clock
             started = clock()
             succeeded = False
@@ -266,7 +279,8 @@ class DataPlane:
                 served.statistics.request_done(succeeded, clock() - started)
         labels = model_labels(model, probabilities.shape[1])
         classes, top_probabilities = top_k(probabilities, resolve_top_k(requested_top_k, len(labels)))
-        return Classification(model, labels, probabilities, classes, top_probabilities, pixels)
+        verdicts = judge_table(probabilities, blank_inputs(pixels), thresholds, labels)
+        return Classification(model, labels, probabilities, classes, top_probabilities, pixels, verdicts)
 
     async def _classify(self, served: ServedModelVersion, images, deadline: float | None) -> tuple[np.ndarray, np.ndarray]:
         model = served.model

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from onnx_models import mnist_centroid_classifier
 
+from harness.real_inputs import ALL_KINDS
 from harness.serve_targets import targets_over_rounds
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -150,3 +152,48 @@ def test_inference_benchmark_refuses_a_model_that_is_not_a_digit_classifier(mnis
     done = run_module(["bench.inference", "--quick", "--models", "edge"], mnist_root, timeout=60)
     assert done.returncode == 2
     assert "edge" in done.stderr and "not digit classifiers" in done.stderr
+
+
+def test_real_inputs_quick_against_head_reports_every_kind_for_both_pipelines(tmp_path, mnist_root):
+    model_file = mnist_centroid_classifier(tmp_path / "centroid.onnx", mnist_root)
+    output = tmp_path / "real_inputs.json"
+    done = run_module(["bench.real_inputs", str(model_file), "--quick", "--against", "HEAD", "--output", str(output)],
+                      mnist_root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads(output.read_text())
+    assert document["benchmark"] == "real_inputs" and document["schema_version"] == 1
+    check_machine(document["machine"])
+    config = document["config"]
+    assert len(document["pipelines"]) == 2
+    for pipeline in document["pipelines"]:
+        rows = {row["kind_id"]: row for row in document["rows"] if row["pipeline"] == pipeline}
+        assert {kind.id for kind in ALL_KINDS} <= set(rows)
+        for kind in ALL_KINDS:
+            row = rows[kind.id]
+            if kind.has_digit:
+                assert row["images"] == config["digits_per_kind"]
+                assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["refused"] <= 1.0
+            else:
+                assert row["images"] == config["non_digits_per_kind"]
+                assert 0.0 <= row["flagged"] <= 1.0 and 0.0 <= row["confident_digit"] <= 1.0
+        # The totals are the kinds' pictures pooled.
+        digit_kinds = [rows[kind.id] for kind in ALL_KINDS if kind.has_digit]
+        total = rows["(all digit kinds)"]
+        assert total["images"] == sum(row["images"] for row in digit_kinds)
+        assert total["accuracy"] == pytest.approx(
+            sum(row["accuracy"] * row["images"] for row in digit_kinds) / total["images"])
+        assert 0.0 <= document["summary"][pipeline]["auroc_top_probability"] <= 1.0
+    clean = document["clean_mnist"]
+    assert clean["images"] == 10000 and 0.5 < clean["accuracy"] <= 1.0 and 0.0 <= clean["ece_15_bins"] <= 1.0
+    assert "A/B:" in done.stdout and "clean MNIST test" in done.stdout
+
+
+def test_real_inputs_benchmark_refuses_a_missing_model_file_or_an_unknown_kind_with_a_clear_error(tmp_path,
+                                                                                                   mnist_root):
+    done = run_module(["bench.real_inputs", str(tmp_path / "missing.onnx"), "--quick"], mnist_root, timeout=60)
+    assert done.returncode == 2
+    assert "model file not found" in done.stderr
+    done = run_module(["bench.real_inputs", str(tmp_path / "missing.onnx"), "--quick", "--kinds", "photo,selfie"],
+                      mnist_root, timeout=60)
+    assert done.returncode == 2
+    assert "unknown kinds selfie" in done.stderr and "photo-pen" in done.stderr

@@ -9,6 +9,7 @@ from contracts.verdicts import (
     VerdictThresholds,
     blank_inputs,
     judge,
+    judge_table,
 )
 
 LABELS = [str(d) for d in range(10)]
@@ -85,3 +86,30 @@ def test_thresholds_come_from_the_card_or_the_defaults():
 def test_thresholds_outside_zero_one_are_rejected():
     with pytest.raises(ValueError, match="min_margin"):
         VerdictThresholds(min_confidence=0.5, min_margin=2.0, no_digit_below=0.1)
+
+
+@pytest.mark.parametrize("images", [3, 200])  # both paths: row by row below 16 images, numpy above
+@pytest.mark.parametrize("min_confidence", [None, 0.0, 0.9])
+def test_the_table_judges_every_image_as_judge_does(images, min_confidence):
+    rng = np.random.default_rng(images)
+    logits = rng.normal(0.0, 2.0, size=(images, 10))
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    probabilities[::7] = 0.1  # flat rows: ties everywhere
+    probabilities[1, :2] = [0.45, 0.45]  # a tie at the top
+    # Top probabilities at half cents, where rounding the product and formatting the value disagree
+    # (0.075 * 100 rounds to 8, 0.075 formats as 0.07), and a hair either side of them.
+    for row, top in zip(range(2, images, 5), [0.075, 0.815, 0.985, 0.995, 0.815 + 1e-12, 0.815 - 1e-12, 1.0]):
+        probabilities[row] = top / 4
+        probabilities[row, row % 10] = top
+    blank = rng.random(images) < 0.2
+    labels = [f"digit {d}" for d in range(10)]
+    table = judge_table(probabilities, blank, THRESHOLDS, labels, min_confidence)
+    expected = judge(probabilities, blank, THRESHOLDS, labels, min_confidence)
+    assert [table[i] for i in range(len(table))] == expected
+    if images > 16 and min_confidence is None:  # the comparison covered every verdict
+        assert {v.verdict for v in expected} == set(Verdict)
+
+
+def test_the_table_refuses_a_bad_min_confidence_too():
+    with pytest.raises(InvalidInput, match="min_confidence"):
+        judge_table(np.full((20, 10), 0.1), np.zeros(20, bool), THRESHOLDS, LABELS, min_confidence=2.0)

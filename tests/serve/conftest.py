@@ -12,7 +12,13 @@ from onnx_models import (
     third_party_classifier,
     two_input_model,
 )
-from serve_testing import AGREEMENT_IMAGES, TEST_LIMITS, TEST_MAX_MESSAGE_BYTES, MiB
+from serve_testing import (
+    AGREEMENT_IMAGES,
+    JUDGED_THRESHOLDS,
+    TEST_LIMITS,
+    TEST_MAX_MESSAGE_BYTES,
+    MiB,
+)
 
 from contracts.mnist_idx import load_mnist_test
 from contracts.sessions import RuntimeOptions
@@ -30,6 +36,9 @@ def mnist_test_set(mnist_root) -> tuple[np.ndarray, np.ndarray]:
 def model_dir(tmp_path_factory, mnist_root) -> Path:
     folder = tmp_path_factory.mktemp("models")
     mnist_centroid_classifier(folder / "centroid.onnx", mnist_root, name="centroid")
+    # The same classifier with thresholds in its card: the same probabilities, judged by the card.
+    mnist_centroid_classifier(folder / "judged.onnx", mnist_root, name="judged",
+                              verdict_thresholds=JUDGED_THRESHOLDS.to_meta())
     random_linear_classifier(folder / "padded32.onnx", name="padded32", input_size=32)
     third_party_classifier(folder / "thirdparty.onnx")
     two_input_model(folder / "adder.onnx")

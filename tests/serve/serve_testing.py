@@ -10,6 +10,7 @@ import onnxruntime as ort
 
 from contracts.digit_format import pixels_from_uint8
 from contracts.images.preprocess import ImageLimits
+from contracts.verdicts import VerdictThresholds
 from harness.processes import free_port  # noqa: F401  (the one free-port probe, shared with the benchmarks)
 from serve.core.digit_inputs import RequestLimits
 
@@ -21,6 +22,9 @@ TEST_LIMITS = RequestLimits(
     max_images_per_request=300, image=ImageLimits(max_image_bytes=256 * 1024, max_image_pixels=1024 * 1024)
 )
 TEST_MAX_MESSAGE_BYTES = 8 * MiB
+# The card of the test server's `judged` model (the centroid classifier, whose top probabilities on
+# MNIST digits spread from 0.3 to 0.99): strict enough that a few test digits get each verdict.
+JUDGED_THRESHOLDS = VerdictThresholds(min_confidence=0.8, min_margin=0.3, no_digit_below=0.4)
 
 
 def offline_probabilities(model_path: Path, images_uint8: np.ndarray, input_size: int = 28) -> np.ndarray:

@@ -14,6 +14,7 @@ from onnx_models import random_linear_classifier
 from contracts.generated.digits.v1 import digits_pb2
 from contracts.model_file import load_model
 from contracts.sessions import RuntimeOptions
+from contracts.verdicts import DEFAULT_THRESHOLDS, judge_table
 from serve.api.grpc_digits import write_predictions
 from serve.core.batching import BatchingOptions, DynamicBatcher
 from serve.core.dataplane import Classification, top_k
@@ -172,7 +173,8 @@ def test_predictions_are_written_in_place_most_probable_first_ties_to_the_lower_
     labels = [f"digit {i}" for i in range(10)]
     response = digits_pb2.ClassifyResponse(model="m")
     classes, top = top_k(probabilities, 3)
-    write_predictions(response.predictions, Classification(None, labels, probabilities, classes, top, None))
+    verdicts = judge_table(probabilities, np.zeros(images, bool), DEFAULT_THRESHOLDS, labels)
+    write_predictions(response.predictions, Classification(None, labels, probabilities, classes, top, None, verdicts))
     assert len(response.predictions) == images
     for row, prediction in zip(probabilities, response.predictions):
         expected = reference_top_k(row, 3)
@@ -182,3 +184,5 @@ def test_predictions_are_written_in_place_most_probable_first_ties_to_the_lower_
         assert [c.probability for c in prediction.top_k] == pytest.approx([float(row[c]) for c in expected])
         assert (prediction.digit, prediction.label) == (2, "digit 2")
         assert prediction.probability == pytest.approx(0.99)
+        assert (prediction.verdict, list(prediction.candidates)) == (digits_pb2.VERDICT_DIGIT, [2])
+        assert prediction.reason == "reads digit 2 with probability 0.99"

@@ -52,7 +52,7 @@ def test_stream_yields_predictions_and_errors_in_order(digit_client, mnist_test_
 
 
 def test_listing_and_metadata(digit_client):
-    assert {m.name for m in digit_client.list_models()} == {"centroid", "padded32", "thirdparty", "adder"}
+    assert {m.name for m in digit_client.list_models()} == {"centroid", "judged", "padded32", "thirdparty", "adder"}
     assert digit_client.model_metadata("padded32").input_size == [32, 32]
 
 
@@ -71,8 +71,50 @@ def test_cli_prints_a_table_of_predictions(server, png_files, capsys):
     code = client_cli.main([*map(str, png_files), "--server", server.target, "--top-k", "2"])
     out = capsys.readouterr().out.splitlines()
     assert code == 0
-    assert out[0].split() == ["image", "digit", "probability", "top-k"]
+    assert out[0].split() == ["image", "answer", "verdict", "probability", "top-k"]
     assert len(out) == 4 and all(str(path) in line for path, line in zip(png_files, out[1:]))
+
+
+@pytest.fixture(scope="module")
+def blank_page(tmp_path_factory):
+    path = tmp_path_factory.mktemp("blank") / "blank.png"
+    Image.new("L", (120, 120), 255).save(path)  # white paper, no ink
+    return path
+
+
+def test_predictions_carry_the_verdict(digit_client, png_files, blank_page):
+    *digits, blank = digit_client.classify([*png_files, blank_page], model="judged")
+    assert (blank.verdict, blank.candidates, blank.answer) == ("no_digit", (), "—") and "no ink" in blank.reason
+    for prediction in digits:
+        assert prediction.verdict in ("digit", "unsure", "no_digit") and prediction.reason
+        assert prediction.candidates[0] == prediction.digit
+    # Nothing is sure enough for a min_confidence of 1: each inked image is unsure between its best two.
+    for prediction in digit_client.classify(png_files, min_confidence=1.0):
+        first, second = prediction.candidates
+        assert (prediction.verdict, first) == ("unsure", prediction.digit)
+        assert prediction.answer == f"{first} or {second}?"
+    streamed = list(digit_client.stream([blank_page.read_bytes(), png_files[0].read_bytes()], min_confidence=1.0))
+    assert [p.verdict for p in streamed] == ["no_digit", "unsure"]
+
+
+def test_cli_table_shows_each_verdict(server, digit_client, png_files, blank_page, capsys):
+    code = client_cli.main([str(png_files[0]), str(blank_page), "--server", server.target, "--min-confidence", "0"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    (digit,) = digit_client.classify([png_files[0]], min_confidence=0.0)
+    assert out[1].split()[:4] == [str(png_files[0]), digit.label, "digit", f"{digit.probability:.3f}"]
+    assert out[2].split()[:4] == [str(blank_page), "—", "no", "digit"] and "(no ink" in out[2]
+    code = client_cli.main([str(png_files[0]), "--server", server.target, "--min-confidence", "1"])
+    (unsure,) = digit_client.classify([png_files[0]], min_confidence=1.0)
+    first, second = unsure.candidates
+    assert capsys.readouterr().out.splitlines()[1].split()[1:5] == [str(first), "or", f"{second}?", "unsure"]
+
+
+def test_cli_refuses_a_min_confidence_outside_zero_one(server, png_files, capsys):
+    with pytest.raises(SystemExit) as exit_code:
+        client_cli.main([str(png_files[0]), "--server", server.target, "--min-confidence", "1.5"])
+    assert exit_code.value.code == client_cli.EXIT_USAGE
+    assert "--min-confidence must be a probability between 0 and 1" in capsys.readouterr().err
 
 
 def test_cli_reports_bad_answers_per_image_and_exits_1(server, png_files, tmp_path, capsys):

@@ -21,6 +21,7 @@ from contracts.errors import InvalidInput, ModelNotFound, StatusError, TooLarge
 from contracts.model_config import PLATFORM
 from contracts.model_file import Model, load_model
 from contracts.sessions import RuntimeOptions
+from contracts.verdicts import Verdict
 from serve.core.answers import EXTENSIONS, SERVER_NAME
 from serve.core.batching import BatchingOptions
 from serve.core.dataplane import (
@@ -354,6 +355,26 @@ def test_images_are_brought_to_the_models_input_size_in_the_pool(dataplane, serv
     assert pool.trips == 1
     (feeds, _), = served["digits32"].runner.calls
     np.testing.assert_array_equal(feeds[served["digits32"].model.card.input_name], classification.pixels)
+
+
+def test_each_image_gets_a_verdict_from_the_probabilities_and_its_ink(dataplane):
+    # The fake model answers 7 at 0.6 for any picture; the card has no thresholds, so the defaults judge.
+    classification = run(dataplane.classify("digits", [mnist_digit(), mnist_digit(0)]))
+    verdicts = classification.verdicts
+    assert [verdicts[i].verdict for i in range(2)] == [Verdict.DIGIT, Verdict.NO_DIGIT]
+    assert verdicts.candidates == [(7,), ()] and "no ink" in verdicts.reasons[1]
+
+
+def test_a_callers_min_confidence_judges_instead_of_the_cards(dataplane):
+    classification = run(dataplane.classify("digits", [mnist_digit()], min_confidence=0.7))
+    assert (classification.verdicts[0].verdict, classification.verdicts.candidates) == (Verdict.UNSURE, [(7, 2)])
+
+
+@pytest.mark.parametrize("bad", [-0.5, 1.01, float("nan")])
+def test_a_bad_min_confidence_is_refused_before_the_model_runs(dataplane, served, bad):
+    with pytest.raises(InvalidInput, match="min_confidence must be a probability between 0 and 1"):
+        run(dataplane.classify("digits", [mnist_digit()], min_confidence=bad))
+    assert not served["digits"].runner.calls
 
 
 def test_classify_refusals(dataplane, served):

@@ -71,18 +71,24 @@ def grpc_answer(response: digits_pb2.ClassifyResponse) -> dict:
     def candidate(c):
         return {"digit": c.digit, "label": c.label, "probability": c.probability}
 
+    def verdict(p):
+        # The enum's name without its prefix, in lower case: VERDICT_NO_DIGIT -> "no_digit".
+        name = digits_pb2.Verdict.Name(p.verdict).removeprefix("VERDICT_").lower()
+        return {"verdict": name, "reason": p.reason, "candidates": list(p.candidates)}
+
     return {
         "model": response.model,
         "model_version": response.model_version,
         "predictions": [
-            {**candidate(p), "top_k": [candidate(c) for c in p.top_k]} for p in response.predictions
+            {**candidate(p), "top_k": [candidate(c) for c in p.top_k], **verdict(p)} for p in response.predictions
         ],
     }
 
 
 def without_details(answer: dict) -> dict:
     return {**answer, "predictions": [
-        {key: p[key] for key in ("digit", "label", "probability", "top_k")} for p in answer["predictions"]
+        {key: p[key] for key in ("digit", "label", "probability", "top_k", "verdict", "reason", "candidates")}
+        for p in answer["predictions"]
     ]}
 
 
@@ -110,8 +116,10 @@ def sample(mnist_test_set):
     return images[:SAMPLE], labels[:SAMPLE]
 
 
-def grpc_classify(digits, images: list[digits_pb2.Image], model: str = "", top_k: int = 0) -> dict:
-    return grpc_answer(digits.Classify(digits_pb2.ClassifyRequest(model=model, images=images, top_k=top_k), timeout=30))
+def grpc_classify(digits, images: list[digits_pb2.Image], model: str = "", top_k: int = 0,
+                  min_confidence: float | None = None) -> dict:
+    request = digits_pb2.ClassifyRequest(model=model, images=images, top_k=top_k, min_confidence=min_confidence)
+    return grpc_answer(digits.Classify(request, timeout=30))
 
 
 def encoded(data: bytes) -> digits_pb2.Image:
@@ -194,6 +202,40 @@ def test_top_k_defaults_to_three_and_is_capped_at_the_labels(api, sample, query,
     top = answer["predictions"][0]["top_k"]
     assert len(top) == candidates
     assert [c["probability"] for c in top] == sorted((c["probability"] for c in top), reverse=True)
+
+
+# Verdicts
+
+def test_every_prediction_carries_the_grpc_verdict(api, digits, sample):
+    images, _ = sample
+    pictures = [on_paper(image) for image in images] + [on_paper(np.zeros((28, 28), np.uint8))]  # and a blank page
+    body, content_type = multipart(pictures)
+    status, answer = post(f"{api}/models/judged/classify", body, content_type)
+    assert status == 200 and answer == grpc_classify(digits, [encoded(p) for p in pictures], model="judged")
+    *inked, blank = answer["predictions"]
+    assert (blank["verdict"], blank["candidates"]) == ("no_digit", []) and blank["reason"].startswith("no ink")
+    assert {p["verdict"] for p in inked} <= {"digit", "unsure", "no_digit"} and all(p["reason"] for p in inked)
+
+
+@pytest.mark.parametrize("min_confidence", [0.0, 0.3, 0.9, 1.0])
+def test_min_confidence_in_the_url_or_the_body_gets_the_grpc_answer(api, digits, sample, min_confidence):
+    images, _ = sample
+    pictures = [on_paper(image) for image in images]
+    expected = grpc_classify(digits, [encoded(p) for p in pictures], model="judged", min_confidence=min_confidence)
+    body, content_type = multipart(pictures)
+    assert post(f"{api}/models/judged/classify?min_confidence={min_confidence}", body, content_type) == (200, expected)
+    document = {"model": "judged", "min_confidence": min_confidence, "images": [{"encoded": b64(p)} for p in pictures]}
+    assert post_json(f"{api}/classify", document) == (200, expected)
+    assert post_json(f"{api}/classify?min_confidence={min_confidence}", document) == (200, expected)
+
+
+def test_min_confidence_changes_the_verdict(api, sample):
+    picture = on_paper(sample[0][0])
+    _, lenient = post(f"{api}/classify?min_confidence=0", picture, "image/png")
+    _, strict = post(f"{api}/classify?min_confidence=1", picture, "image/png")
+    (lenient,), (strict,) = lenient["predictions"], strict["predictions"]
+    assert (lenient["verdict"], lenient["candidates"]) == ("digit", [lenient["digit"]])
+    assert (strict["verdict"], strict["candidates"]) == ("unsure", [c["digit"] for c in strict["top_k"][:2]])
 
 
 # Details: every probability and the picture the model received
@@ -369,6 +411,14 @@ def test_bad_forms_are_refused_with_what_to_send(api, sample):
     ("/classify?details=maybe", None, 400, "the `details` query parameter must be 1 or 0"),
     ("/models/padded32/classify", {"model": "centroid"}, 400, "the URL asks for model 'padded32' but the JSON body for 'centroid'"),
     ("/classify?top_k=2", {"top_k": 3}, 400, "the URL asks for top_k 2 but the JSON body for 3; give it once"),
+    ("/classify?min_confidence=high", None, 400, "the `min_confidence` query parameter must be a number between 0 and 1, got 'high'"),
+    ("/classify?min_confidence=1.5", None, 400, "min_confidence must be a probability between 0 and 1, got 1.5"),
+    ("/classify?min_confidence=-0.1", None, 400, "min_confidence must be a probability between 0 and 1, got -0.1"),
+    ("/classify?min_confidence=nan", None, 400, "min_confidence must be a probability between 0 and 1, got nan"),
+    ("/classify", {"min_confidence": "0.9"}, 400, '`min_confidence` must be a number between 0 and 1, got "0.9"'),
+    ("/classify", {"min_confidence": True}, 400, "`min_confidence` must be a number between 0 and 1, got true"),
+    ("/classify", {"min_confidence": 2}, 400, "min_confidence must be a probability between 0 and 1, got 2"),
+    ("/classify?min_confidence=0.5", {"min_confidence": 0.6}, 400, "the URL asks for min_confidence 0.5 but the JSON body for 0.6"),
 ])
 def test_bad_models_and_options_are_refused(api, sample, path, body, status, detail):
     picture = on_paper(sample[0][0])

@@ -2,8 +2,8 @@
 
 Strokes are real pointer events (WebDriver actions of a mouse, a pen and a finger) through the page's
 own handlers. What the page shows must be what the HTTP digits API answers for the same canvas PNG,
-and with the conftest's centroid classifier (MNIST class means) the drawn shapes must read as the
-digits they are: a vertical stroke as 1, a 7 as 7, an oval as 0.
+verdict included, and with the conftest's centroid classifier (MNIST class means) the drawn shapes
+must read as the digits they are: a vertical stroke as 1, a 7 as 7, an oval as 0; a blank page as no digit.
 
 PAGE_SCREENSHOT=docs/page.png python -m pytest tests/serve/test_page.py -k seven  refreshes the README's picture.
 """
@@ -135,6 +135,9 @@ def shown(driver) -> dict:
         const seen = document.getElementById('seen');
         return {
             digit: document.getElementById('digit').textContent,
+            verdict: document.getElementById('digit').dataset.verdict || null,
+            headline: document.getElementById('verdict').textContent,
+            reason: document.getElementById('reason').hidden ? null : document.getElementById('reason').textContent,
             labels: bars.map((bar) => bar.querySelector('.label').textContent),
             probabilities: bars.map((bar) => Number(bar.dataset.probability)),
             fills: bars.map((bar) => bar.querySelector('.fill').getBoundingClientRect().width
@@ -150,10 +153,18 @@ def shown(driver) -> dict:
 def assert_shows(driver, answer: dict, input_size: int = 28) -> None:
     wait(driver, lambda d: shown(d)["seen_size"] == [input_size, input_size])
     page = shown(driver)
-    assert page["digit"] == answer["label"]
     assert page["labels"] == [str(i) for i in range(10)]
     assert page["probabilities"] == answer["probabilities"]
-    assert page["top"] == [answer["label"]]
+    candidates = [page["labels"][c] for c in answer["candidates"]]
+    assert (page["verdict"], page["reason"]) == (answer["verdict"], answer["reason"])
+    if answer["verdict"] == "digit":
+        assert (page["digit"], page["headline"]) == (answer["label"], f"It reads {answer['label']}")
+        assert page["top"] == [answer["label"]]
+    elif answer["verdict"] == "unsure":
+        assert (page["digit"], page["headline"]) == ("|".join(candidates), f"Not sure: {candidates[0]} or {candidates[1]}?")
+        assert page["top"] == sorted(candidates, key=page["labels"].index)
+    else:
+        assert page["headline"] == "I don't see a digit" and page["top"] == []
     # The bars are drawn to scale (they animate: allow what is left of the transition).
     wait(driver, lambda d: np.allclose(shown(d)["fills"], answer["probabilities"], atol=0.02))
     assert page["seen"] == answer["model_input"]
@@ -241,6 +252,33 @@ def test_a_picked_file_and_a_dropped_file_are_classified_as_sent(page, server, m
     answer = api_answer(server, dropped)
     wait(page, lambda d: state(d) == "idle" and shown(d)["seen"] == answer["model_input"])
     assert_shows(page, answer)
+
+
+def test_a_blank_page_shows_no_digit_and_a_drawn_digit_the_digit(page, server):
+    white_paper = on_paper(np.zeros((28, 28), np.uint8))
+    drop_file(page, white_paper, "blank.png", "image/png")
+    answer = api_answer(server, white_paper)
+    assert answer["verdict"] == "no_digit"
+    wait(page, lambda d: state(d) == "idle" and shown(d)["headline"] == "I don't see a digit")
+    assert_shows(page, answer)
+    assert shown(page)["reason"].startswith("no ink")
+    draw(page, [VERTICAL])
+    wait(page, lambda d: state(d) == "idle" and shown(d)["headline"] == "It reads 1")
+    answer = api_answer(server, canvas_png(page))
+    assert (answer["verdict"], answer["label"]) == ("digit", "1")
+    assert_shows(page, answer)
+
+
+def test_an_unsure_answer_names_both_candidates(page, server):
+    # Every drawing is unsure for a model whose card asks for more than it can give: `judged` doubts most.
+    Select(page.find_element(By.ID, "model")).select_by_visible_text("judged")
+    draw(page, [SEVEN, [(60, 140), (220, 140)]])  # a 7 crossed through the middle: between classes
+    wait(page, lambda d: state(d) == "idle" and shown(d)["verdict"] is not None)
+    answer = api_answer(server, canvas_png(page), model="judged")
+    assert answer["verdict"] == "unsure", answer["reason"]
+    assert_shows(page, answer)
+    if os.environ.get("PAGE_VERDICT_SCREENSHOT"):
+        page.save_screenshot(os.environ["PAGE_VERDICT_SCREENSHOT"])
 
 
 def drop_file(driver, data: bytes, name: str, mime: str) -> None:

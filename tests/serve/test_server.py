@@ -11,12 +11,18 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
-from serve_testing import TEST_MAX_MESSAGE_BYTES, offline_probabilities, wait_until
+from serve_testing import (
+    JUDGED_THRESHOLDS,
+    TEST_MAX_MESSAGE_BYTES,
+    offline_probabilities,
+    wait_until,
+)
 
 from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 from contracts.generated.inference import grpc_service_pb2 as pb
 from contracts.generated.inference import grpc_service_pb2_grpc as pb_grpc
 from contracts.sessions import RuntimeOptions
+from contracts.verdicts import DEFAULT_THRESHOLDS, ImageVerdict, Verdict, judge
 from serve.api.grpc_server import SERVICE_NAMES
 from serve.core.batching import BatchingOptions
 from serve.server import BackgroundServer, ServerConfig
@@ -179,6 +185,87 @@ def test_stream_answers_in_order_and_a_bad_image_does_not_end_it(digits, mnist_t
     assert [answers[i].prediction.digit for i in good] == offline[good].argmax(axis=1).tolist()
 
 
+# Verdicts
+
+VERDICTS = {digits_pb2.VERDICT_DIGIT: Verdict.DIGIT, digits_pb2.VERDICT_UNSURE: Verdict.UNSURE,
+            digits_pb2.VERDICT_NO_DIGIT: Verdict.NO_DIGIT}
+DIGIT_LABELS = [str(digit) for digit in range(10)]
+VERDICT_IMAGES = 200
+
+
+def verdict_of(prediction: digits_pb2.Prediction) -> ImageVerdict:
+    return ImageVerdict(VERDICTS[prediction.verdict], prediction.reason, tuple(prediction.candidates))
+
+
+def classify(digits, images, model: str, **fields) -> list[digits_pb2.Prediction]:
+    request = digits_pb2.ClassifyRequest(model=model, top_k=10, images=[raw_image(image) for image in images], **fields)
+    return list(digits.Classify(request, timeout=30).predictions)
+
+
+@pytest.mark.parametrize("model, thresholds", [("centroid", DEFAULT_THRESHOLDS), ("judged", JUDGED_THRESHOLDS)])
+def test_verdicts_are_judged_with_the_cards_thresholds_or_the_defaults(digits, mnist_test_set, model, thresholds):
+    images, _ = mnist_test_set
+    predictions = classify(digits, images[:VERDICT_IMAGES], model)
+    served = [verdict_of(p) for p in predictions]
+    probabilities = np.stack([full_probabilities(p) for p in predictions])
+    assert served == judge(probabilities, np.zeros(len(images[:VERDICT_IMAGES]), bool), thresholds, DIGIT_LABELS)
+    if model == "judged":  # the card's strict thresholds leave some test digits unsure, some without a digit
+        assert {v.verdict for v in served} == set(Verdict)
+
+
+def test_the_same_probabilities_get_the_verdicts_of_each_models_card(digits, mnist_test_set):
+    images, _ = mnist_test_set
+    by_default, by_card = (classify(digits, images[:VERDICT_IMAGES], model) for model in ("centroid", "judged"))
+    assert [p.top_k for p in by_default] == [p.top_k for p in by_card]
+    assert [p.verdict for p in by_default] != [p.verdict for p in by_card]
+
+
+@pytest.mark.parametrize("model", ["centroid", "judged"])
+def test_a_blank_image_has_no_digit_whatever_the_model_says(digits, model):
+    white_paper = digits_pb2.Image(encoded=png(np.full((120, 120), 255, np.uint8)))
+    request = digits_pb2.ClassifyRequest(model=model, images=[raw_image(np.zeros((28, 28), np.uint8)), white_paper])
+    for prediction in digits.Classify(request, timeout=10).predictions:
+        assert (prediction.verdict, list(prediction.candidates)) == (digits_pb2.VERDICT_NO_DIGIT, [])
+        assert prediction.reason.startswith("no ink")
+        assert prediction.label and prediction.probability > 0  # the model's own answer is still there
+
+
+def test_a_callers_min_confidence_changes_the_verdict(digits, mnist_test_set):
+    images, _ = mnist_test_set
+    sample = images[:VERDICT_IMAGES]
+    # Every digit the defaults accept below certainty is unsure between its best two with min_confidence 0.999.
+    by_default = classify(digits, sample, "centroid")
+    strict = classify(digits, sample, "centroid", min_confidence=0.999)
+    doubted = [i for i, p in enumerate(by_default) if p.verdict == digits_pb2.VERDICT_DIGIT and p.probability < 0.999]
+    assert doubted
+    for index in doubted:
+        assert strict[index].verdict == digits_pb2.VERDICT_UNSURE
+        assert list(strict[index].candidates) == [c.digit for c in by_default[index].top_k[:2]]
+        assert strict[index].reason.startswith("not sure")
+    # And with 0, every digit the card refused is accepted.
+    refused = [i for i, p in enumerate(classify(digits, sample, "judged")) if p.verdict != digits_pb2.VERDICT_DIGIT]
+    lenient = classify(digits, sample, "judged", min_confidence=0.0)
+    assert refused and all(lenient[i].verdict == digits_pb2.VERDICT_DIGIT for i in refused)
+
+
+def test_stream_answers_carry_verdicts_and_a_bad_min_confidence_refuses_only_its_image(digits, mnist_test_set):
+    images, _ = mnist_test_set
+    asked = [None, 1.0, 7.0, None]
+    pictures = [images[0], images[0], images[1], np.zeros((28, 28), np.uint8)]
+
+    def requests():
+        for index, (picture, min_confidence) in enumerate(zip(pictures, asked)):
+            yield digits_pb2.ClassifyStreamRequest(id=str(index), model="centroid", image=raw_image(picture),
+                                                   min_confidence=min_confidence)
+
+    answers = list(digits.ClassifyStream(requests(), timeout=30))
+    (unary,) = classify(digits, images[:1], "centroid")
+    assert verdict_of(answers[0].prediction) == verdict_of(unary)
+    assert answers[1].prediction.verdict == digits_pb2.VERDICT_UNSURE
+    assert answers[2].error.code == "INVALID_ARGUMENT" and "min_confidence" in answers[2].error.message
+    assert answers[3].prediction.verdict == digits_pb2.VERDICT_NO_DIGIT
+
+
 # Concurrency and batching
 
 
@@ -257,6 +344,9 @@ BAD_INPUTS = [
     ("too many raw pixels", _digits_call(images=[raw_image(np.zeros((1100, 1000), np.uint8), False)]), "RESOURCE_EXHAUSTED", "pixels; the limit is"),
     ("too many images", _digits_call(images=[raw_image(np.zeros((28, 28), np.uint8))] * 301), "RESOURCE_EXHAUSTED", "301 images; the limit is 300"),
     ("no images", _digits_call(images=[]), "INVALID_ARGUMENT", "no images"),
+    ("min_confidence over 1", _digits_call(images=[raw_image(np.zeros((28, 28), np.uint8))], min_confidence=1.5), "INVALID_ARGUMENT", "min_confidence must be a probability between 0 and 1, got 1.5"),
+    ("negative min_confidence", _digits_call(images=[raw_image(np.zeros((28, 28), np.uint8))], min_confidence=-0.25), "INVALID_ARGUMENT", "min_confidence must be a probability between 0 and 1"),
+    ("NaN min_confidence", _digits_call(images=[raw_image(np.zeros((28, 28), np.uint8))], min_confidence=float("nan")), "INVALID_ARGUMENT", "min_confidence must be a probability between 0 and 1"),
     ("wrong raw pixel count", _digits_call(images=[digits_pb2.Image(raw=digits_pb2.RawPixels(pixels=b"\0" * 700, height=28, width=28))]), "INVALID_ARGUMENT", "must be 784 bytes"),
     ("zero raw height", _digits_call(images=[digits_pb2.Image(raw=digits_pb2.RawPixels(pixels=b"", height=0, width=28))]), "INVALID_ARGUMENT", "height must be a positive integer"),
     ("already-mnist but not 28x28", _digits_call(images=[raw_image(np.zeros((20, 20), np.uint8))]), "INVALID_ARGUMENT", "must be 28x28"),
@@ -332,7 +422,7 @@ def test_requests_whose_deadline_passes_in_the_queue_are_not_inferred(model_dir,
 
 def test_list_models_reports_every_model_with_its_provider(digits):
     models = {m.name: m for m in digits.ListModels(digits_pb2.ListModelsRequest(), timeout=10).models}
-    assert set(models) == {"centroid", "padded32", "thirdparty", "adder"}
+    assert set(models) == {"centroid", "judged", "padded32", "thirdparty", "adder"}
     centroid = models["centroid"]
     assert centroid.task == "classification" and centroid.classifies_images
     assert centroid.labels == [str(i) for i in range(10)] and list(centroid.input_size) == [28, 28]

@@ -25,41 +25,43 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _serve_pool.POOL.AddSerializedFile(b'\n\x16\x64igits/v1/digits.proto\x12\tdigits.v1\"Q\n\tRawPixels\x12\x0e\n\x06pixels\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x15\n\ralready_mnist\x18\x04 \x01(\x08\"I\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12#\n\x03raw\x18\x02 \x01(\x0b\x32\x14.digits.v1.RawPixelsH\x00\x42\x08\n\x06source\"h\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x06images\x18\x02 \x03(\x0b\x32\x10.digits.v1.Image\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x15\n\rmodel_version\x18\x04 \x01(\t\">\n\tCandidate\x12\r\n\x05\x64igit\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"d\n\nPrediction\x12\r\n\x05\x64igit\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\x12#\n\x05top_k\x18\x04 \x03(\x0b\x32\x14.digits.v1.Candidate\"d\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x0bpredictions\x18\x02 \x03(\x0b\x32\x15.digits.v1.Prediction\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"y\n\x15\x43lassifyStreamRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1f\n\x05image\x18\x03 \x01(\x0b\x32\x10.digits.v1.Image\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x15\n\rmodel_version\x18\x05 \x01(\t\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa4\x01\n\x16\x43lassifyStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\nprediction\x18\x03 \x01(\x0b\x32\x15.digits.v1.PredictionH\x00\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.digits.v1.ErrorH\x00\x12\x15\n\rmodel_version\x18\x05 \x01(\tB\x08\n\x06result\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.digits.v1.ModelMetadata\"\'\n\x17GetModelMetadataRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xd8\x02\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x19\n\x11\x63lassifies_images\x18\x03 \x01(\x08\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\x12\n\ninput_size\x18\x05 \x03(\x05\x12%\n\x06inputs\x18\x06 \x03(\x0b\x32\x15.digits.v1.TensorInfo\x12&\n\x07outputs\x18\x07 \x03(\x0b\x32\x15.digits.v1.TensorInfo\x12\x1a\n\x12\x65xecution_provider\x18\x08 \x01(\t\x12\x15\n\rprovider_note\x18\t \x01(\t\x12\x1a\n\rtest_accuracy\x18\n \x01(\x02H\x00\x88\x01\x01\x12\x0f\n\x07\x64\x61taset\x18\x0b \x01(\t\x12\x13\n\x0b\x66ile_sha256\x18\x0c \x01(\t\x12\x16\n\x0emax_batch_size\x18\r \x01(\rB\x10\n\x0e_test_accuracy2\xce\x02\n\x0f\x44igitClassifier\x12\x43\n\x08\x43lassify\x12\x1a.digits.v1.ClassifyRequest\x1a\x1b.digits.v1.ClassifyResponse\x12Y\n\x0e\x43lassifyStream\x12 .digits.v1.ClassifyStreamRequest\x1a!.digits.v1.ClassifyStreamResponse(\x01\x30\x01\x12I\n\nListModels\x12\x1c.digits.v1.ListModelsRequest\x1a\x1d.digits.v1.ListModelsResponse\x12P\n\x10GetModelMetadata\x12\".digits.v1.GetModelMetadataRequest\x1a\x18.digits.v1.ModelMetadatab\x06proto3')
+DESCRIPTOR = _serve_pool.POOL.AddSerializedFile(b'\n\x16\x64igits/v1/digits.proto\x12\tdigits.v1\"Q\n\tRawPixels\x12\x0e\n\x06pixels\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12\x15\n\ralready_mnist\x18\x04 \x01(\x08\"I\n\x05Image\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12#\n\x03raw\x18\x02 \x01(\x0b\x32\x14.digits.v1.RawPixelsH\x00\x42\x08\n\x06source\"\x98\x01\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12 \n\x06images\x18\x02 \x03(\x0b\x32\x10.digits.v1.Image\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x1b\n\x0emin_confidence\x18\x05 \x01(\x02H\x00\x88\x01\x01\x42\x11\n\x0f_min_confidence\">\n\tCandidate\x12\r\n\x05\x64igit\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"\xad\x01\n\nPrediction\x12\r\n\x05\x64igit\x18\x01 \x01(\x05\x12\r\n\x05label\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\x12#\n\x05top_k\x18\x04 \x03(\x0b\x32\x14.digits.v1.Candidate\x12#\n\x07verdict\x18\x05 \x01(\x0e\x32\x12.digits.v1.Verdict\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x12\n\ncandidates\x18\x07 \x03(\x05\"d\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x0bpredictions\x18\x02 \x03(\x0b\x32\x15.digits.v1.Prediction\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\xa9\x01\n\x15\x43lassifyStreamRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1f\n\x05image\x18\x03 \x01(\x0b\x32\x10.digits.v1.Image\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x1b\n\x0emin_confidence\x18\x06 \x01(\x02H\x00\x88\x01\x01\x42\x11\n\x0f_min_confidence\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa4\x01\n\x16\x43lassifyStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\nprediction\x18\x03 \x01(\x0b\x32\x15.digits.v1.PredictionH\x00\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x10.digits.v1.ErrorH\x00\x12\x15\n\rmodel_version\x18\x05 \x01(\tB\x08\n\x06result\"\x13\n\x11ListModelsRequest\">\n\x12ListModelsResponse\x12(\n\x06models\x18\x01 \x03(\x0b\x32\x18.digits.v1.ModelMetadata\"\'\n\x17GetModelMetadataRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xd8\x02\n\rModelMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x19\n\x11\x63lassifies_images\x18\x03 \x01(\x08\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\x12\n\ninput_size\x18\x05 \x03(\x05\x12%\n\x06inputs\x18\x06 \x03(\x0b\x32\x15.digits.v1.TensorInfo\x12&\n\x07outputs\x18\x07 \x03(\x0b\x32\x15.digits.v1.TensorInfo\x12\x1a\n\x12\x65xecution_provider\x18\x08 \x01(\t\x12\x15\n\rprovider_note\x18\t \x01(\t\x12\x1a\n\rtest_accuracy\x18\n \x01(\x02H\x00\x88\x01\x01\x12\x0f\n\x07\x64\x61taset\x18\x0b \x01(\t\x12\x13\n\x0b\x66ile_sha256\x18\x0c \x01(\t\x12\x16\n\x0emax_batch_size\x18\r \x01(\rB\x10\n\x0e_test_accuracy*_\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_DIGIT\x10\x01\x12\x12\n\x0eVERDICT_UNSURE\x10\x02\x12\x14\n\x10VERDICT_NO_DIGIT\x10\x03\x32\xce\x02\n\x0f\x44igitClassifier\x12\x43\n\x08\x43lassify\x12\x1a.digits.v1.ClassifyRequest\x1a\x1b.digits.v1.ClassifyResponse\x12Y\n\x0e\x43lassifyStream\x12 .digits.v1.ClassifyStreamRequest\x1a!.digits.v1.ClassifyStreamResponse(\x01\x30\x01\x12I\n\nListModels\x12\x1c.digits.v1.ListModelsRequest\x1a\x1d.digits.v1.ListModelsResponse\x12P\n\x10GetModelMetadata\x12\".digits.v1.GetModelMetadataRequest\x1a\x18.digits.v1.ModelMetadatab\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'digits.v1.digits_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_VERDICT']._serialized_start=1605
+  _globals['_VERDICT']._serialized_end=1700
   _globals['_RAWPIXELS']._serialized_start=37
   _globals['_RAWPIXELS']._serialized_end=118
   _globals['_IMAGE']._serialized_start=120
   _globals['_IMAGE']._serialized_end=193
-  _globals['_CLASSIFYREQUEST']._serialized_start=195
-  _globals['_CLASSIFYREQUEST']._serialized_end=299
-  _globals['_CANDIDATE']._serialized_start=301
-  _globals['_CANDIDATE']._serialized_end=363
-  _globals['_PREDICTION']._serialized_start=365
-  _globals['_PREDICTION']._serialized_end=465
-  _globals['_CLASSIFYRESPONSE']._serialized_start=467
-  _globals['_CLASSIFYRESPONSE']._serialized_end=567
-  _globals['_CLASSIFYSTREAMREQUEST']._serialized_start=569
-  _globals['_CLASSIFYSTREAMREQUEST']._serialized_end=690
-  _globals['_ERROR']._serialized_start=692
-  _globals['_ERROR']._serialized_end=730
-  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_start=733
-  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_end=897
-  _globals['_LISTMODELSREQUEST']._serialized_start=899
-  _globals['_LISTMODELSREQUEST']._serialized_end=918
-  _globals['_LISTMODELSRESPONSE']._serialized_start=920
-  _globals['_LISTMODELSRESPONSE']._serialized_end=982
-  _globals['_GETMODELMETADATAREQUEST']._serialized_start=984
-  _globals['_GETMODELMETADATAREQUEST']._serialized_end=1023
-  _globals['_TENSORINFO']._serialized_start=1025
-  _globals['_TENSORINFO']._serialized_end=1084
-  _globals['_MODELMETADATA']._serialized_start=1087
-  _globals['_MODELMETADATA']._serialized_end=1431
-  _globals['_DIGITCLASSIFIER']._serialized_start=1434
-  _globals['_DIGITCLASSIFIER']._serialized_end=1768
+  _globals['_CLASSIFYREQUEST']._serialized_start=196
+  _globals['_CLASSIFYREQUEST']._serialized_end=348
+  _globals['_CANDIDATE']._serialized_start=350
+  _globals['_CANDIDATE']._serialized_end=412
+  _globals['_PREDICTION']._serialized_start=415
+  _globals['_PREDICTION']._serialized_end=588
+  _globals['_CLASSIFYRESPONSE']._serialized_start=590
+  _globals['_CLASSIFYRESPONSE']._serialized_end=690
+  _globals['_CLASSIFYSTREAMREQUEST']._serialized_start=693
+  _globals['_CLASSIFYSTREAMREQUEST']._serialized_end=862
+  _globals['_ERROR']._serialized_start=864
+  _globals['_ERROR']._serialized_end=902
+  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_start=905
+  _globals['_CLASSIFYSTREAMRESPONSE']._serialized_end=1069
+  _globals['_LISTMODELSREQUEST']._serialized_start=1071
+  _globals['_LISTMODELSREQUEST']._serialized_end=1090
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1092
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1154
+  _globals['_GETMODELMETADATAREQUEST']._serialized_start=1156
+  _globals['_GETMODELMETADATAREQUEST']._serialized_end=1195
+  _globals['_TENSORINFO']._serialized_start=1197
+  _globals['_TENSORINFO']._serialized_end=1256
+  _globals['_MODELMETADATA']._serialized_start=1259
+  _globals['_MODELMETADATA']._serialized_end=1603
+  _globals['_DIGITCLASSIFIER']._serialized_start=1703
+  _globals['_DIGITCLASSIFIER']._serialized_end=2037
 # @@protoc_insertion_point(module_scope)

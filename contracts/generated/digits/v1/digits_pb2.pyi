@@ -1,10 +1,22 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERDICT_UNSPECIFIED: _ClassVar[Verdict]
+    VERDICT_DIGIT: _ClassVar[Verdict]
+    VERDICT_UNSURE: _ClassVar[Verdict]
+    VERDICT_NO_DIGIT: _ClassVar[Verdict]
+VERDICT_UNSPECIFIED: Verdict
+VERDICT_DIGIT: Verdict
+VERDICT_UNSURE: Verdict
+VERDICT_NO_DIGIT: Verdict
 
 class RawPixels(_message.Message):
     __slots__ = ("pixels", "height", "width", "already_mnist")
@@ -27,16 +39,18 @@ class Image(_message.Message):
     def __init__(self, encoded: _Optional[bytes] = ..., raw: _Optional[_Union[RawPixels, _Mapping]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("model", "images", "top_k", "model_version")
+    __slots__ = ("model", "images", "top_k", "model_version", "min_confidence")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     model: str
     images: _containers.RepeatedCompositeFieldContainer[Image]
     top_k: int
     model_version: str
-    def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., top_k: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+    min_confidence: float
+    def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., top_k: _Optional[int] = ..., model_version: _Optional[str] = ..., min_confidence: _Optional[float] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("digit", "label", "probability")
@@ -49,16 +63,22 @@ class Candidate(_message.Message):
     def __init__(self, digit: _Optional[int] = ..., label: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("digit", "label", "probability", "top_k")
+    __slots__ = ("digit", "label", "probability", "top_k", "verdict", "reason", "candidates")
     DIGIT_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     digit: int
     label: str
     probability: float
     top_k: _containers.RepeatedCompositeFieldContainer[Candidate]
-    def __init__(self, digit: _Optional[int] = ..., label: _Optional[str] = ..., probability: _Optional[float] = ..., top_k: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
+    verdict: Verdict
+    reason: str
+    candidates: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, digit: _Optional[int] = ..., label: _Optional[str] = ..., probability: _Optional[float] = ..., top_k: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., reason: _Optional[str] = ..., candidates: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("model", "predictions", "model_version")
@@ -71,18 +91,20 @@ class ClassifyResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class ClassifyStreamRequest(_message.Message):
-    __slots__ = ("id", "model", "image", "top_k", "model_version")
+    __slots__ = ("id", "model", "image", "top_k", "model_version", "min_confidence")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     image: Image
     top_k: int
     model_version: str
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., top_k: _Optional[int] = ..., model_version: _Optional[str] = ...) -> None: ...
+    min_confidence: float
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., top_k: _Optional[int] = ..., model_version: _Optional[str] = ..., min_confidence: _Optional[float] = ...) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("code", "message")
