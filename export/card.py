@@ -48,6 +48,9 @@ def build_card(source: ExportSource, opset: int) -> ModelCard:
         card.digit_size = preprocessing.digit_size
         card.test_accuracy = source.measured_accuracy
         card.dataset = source.measured_dataset
+        card.temperature = source.temperature
+        card.calibration = dict(source.meta.get("calibration") or {})
+        card.verdict_thresholds = dict(source.meta.get("verdict_thresholds") or {})
     return card
 
 
@@ -76,7 +79,10 @@ def _tensor_docs(card: ModelCard) -> dict[str, str]:
         return {
             card.input_name: "float32 N x 1 x H x W, pixel values in [0, 1], normalised inside the graph",
             card.output_names[0]: "float32 N x classes, unnormalised scores (argmax is the prediction)",
-            card.output_names[1]: "float32 N x classes, softmax of the logits",
+            card.output_names[1]: (
+                "float32 N x classes, softmax of the logits"
+                + (f" divided by the temperature {card.temperature:.4g} (calibrated)" if card.temperature else "")
+            ),
         }
     return {card.input_name: "float32 N x 1 x H x W image", card.output_names[0]: "float32 N x 1 x H' x W' feature map"}
 

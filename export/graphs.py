@@ -25,18 +25,26 @@ from export.source import ExportSource
 
 
 class ClassifierGraph(nn.Module):
-    """pixels (N, 1, H, W) in [0, 1] -> (logits, probabilities), each (N, classes)."""
+    """pixels (N, 1, H, W) in [0, 1] -> (logits, probabilities), each (N, classes).
 
-    def __init__(self, model: nn.Module, mean: float, std: float):
+    The probabilities are softmax(logits / T) with the temperature training fitted (calibrated);
+    without one, the plain softmax. The logits are the model's own either way.
+    """
+
+    def __init__(self, model: nn.Module, mean: float, std: float, temperature: float | None = None):
         super().__init__()
         self.model = model
         # Buffers, so the constants show up as named initializers in the graph.
         self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32))
+        self.calibrated = temperature is not None
+        if self.calibrated:
+            self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float32))
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model((pixels - self.pixel_mean) / self.pixel_std)
-        return logits, torch.softmax(logits, dim=1)
+        scaled = logits / self.temperature if self.calibrated else logits
+        return logits, torch.softmax(scaled, dim=1)
 
 
 class FeatureMapGraph(nn.Module):
@@ -60,7 +68,9 @@ def output_names(source: ExportSource) -> list[str]:
 
 def export_graph(source: ExportSource) -> nn.Module:
     if source.spec.is_classifier:
-        return ClassifierGraph(source.model, source.preprocessing.mean, source.preprocessing.std).eval()
+        return ClassifierGraph(
+            source.model, source.preprocessing.mean, source.preprocessing.std, source.temperature
+        ).eval()
     return FeatureMapGraph(source.model).eval()
 
 
@@ -77,4 +87,5 @@ def reference_outputs(source: ExportSource, inputs: np.ndarray) -> dict[str, np.
     if not source.spec.is_classifier:
         return {FEATURE_MAP_OUTPUT: source.model(batch).numpy()}
     logits = source.model(source.preprocessing.normalise(batch))
-    return {LOGITS_OUTPUT: logits.numpy(), PROBABILITIES_OUTPUT: torch.softmax(logits, dim=1).numpy()}
+    scaled = logits / source.temperature if source.temperature is not None else logits
+    return {LOGITS_OUTPUT: logits.numpy(), PROBABILITIES_OUTPUT: torch.softmax(scaled, dim=1).numpy()}

@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from tqdm.auto import tqdm
 
+from contracts.calibration import expected_calibration_error, softmax
 from export.errors import CheckFailed
 from export.providers import open_session
 
@@ -65,6 +66,10 @@ class ProviderParity:
     images: int = 0  # how many labelled images the accuracies are measured on
     torch_accuracy: float | None = None
     onnx_accuracy: float | None = None
+    # Expected calibration error (15 bins) on the labelled images, from this provider's outputs: of the
+    # plain softmax of the logits (uncalibrated) and of the graph's probabilities (softmax(logits / T)).
+    ece_uncalibrated: float | None = None
+    ece_calibrated: float | None = None
 
 
 @dataclass
@@ -77,6 +82,8 @@ class ParityReport:
     providers: list[ProviderParity]
     # False for a report that only measures (INT8 is judged on accuracy, not on atol).
     enforced: bool = True
+    # The temperature the probabilities output divides the logits by (None: uncalibrated).
+    temperature: float | None = None
 
     def failures(self) -> list[str]:
         messages: list[str] = []
@@ -153,16 +160,19 @@ def compare(
     cases: Iterable[InputCase],
     provider: str,
     logits_output: str | None = None,
+    probabilities_output: str | None = None,
 ) -> ProviderParity:
     """Run every case through `session` and compare with its torch outputs.
 
     `logits_output` names the output whose argmax is the predicted class (classifiers only): it
-    drives the top-1 agreement and the test accuracy on labelled cases.
+    drives the top-1 agreement and the test accuracy on labelled cases. With `probabilities_output`
+    too, the labelled cases also measure the calibration error before and after the graph's temperature.
     """
     result = ProviderParity(provider, [])
     records: dict[str, OutputDiff] = {}
     top1 = Top1Agreement() if logits_output else None
     torch_correct = onnx_correct = 0
+    labelled_logits, labelled_probabilities, labelled_targets = [], [], []
     for case in tqdm(cases, desc=f"parity on {provider}", unit="batch", leave=False, disable=None):
         got = run_session(session, case.inputs)
         missing = set(case.reference) - set(got)
@@ -186,11 +196,19 @@ def compare(
             torch_correct += int((torch_top1 == case.targets).sum())
             onnx_correct += int((onnx_top1 == case.targets).sum())
             result.images += int(case.targets.size)
+            if probabilities_output is not None:
+                labelled_logits.append(got[logits_output])
+                labelled_probabilities.append(got[probabilities_output])
+                labelled_targets.append(case.targets)
     result.outputs = list(records.values())
     result.top1 = top1
     if result.images:
         result.torch_accuracy = torch_correct / result.images
         result.onnx_accuracy = onnx_correct / result.images
+    if labelled_targets:
+        targets = np.concatenate(labelled_targets)
+        result.ece_uncalibrated = expected_calibration_error(softmax(np.concatenate(labelled_logits)), targets)
+        result.ece_calibrated = expected_calibration_error(np.concatenate(labelled_probabilities), targets)
     return result
 
 
@@ -203,10 +221,13 @@ def check_parity(
     min_top1_agreement: float = DEFAULT_MIN_TOP1_AGREEMENT,
     logits_output: str | None = None,
     enforced: bool = True,
+    probabilities_output: str | None = None,
+    temperature: float | None = None,
 ) -> ParityReport:
     """Compare the model file with torch on every case, once per execution provider."""
     results = [
-        compare(open_session(model_path, provider), cases, provider, logits_output) for provider in providers
+        compare(open_session(model_path, provider), cases, provider, logits_output, probabilities_output)
+        for provider in providers
     ]
     return ParityReport(
         model_path=str(model_path),
@@ -216,4 +237,5 @@ def check_parity(
         dataset_note=dataset_note,
         providers=results,
         enforced=enforced,
+        temperature=temperature,
     )

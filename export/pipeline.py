@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 import torch
 
-from contracts.model_card import LOGITS_OUTPUT, ModelCard
+from contracts.model_card import LOGITS_OUTPUT, PROBABILITIES_OUTPUT, ModelCard
 from export.card import attach_card, build_card
 from export.cases import dataset_cases, load_test_split, random_cases
 from export.config import ArtifactPaths, ExportConfig
@@ -197,6 +197,8 @@ class _ExportRun:
             self.config.min_top1_agreement,
             self.logits_output,
             enforced,
+            PROBABILITIES_OUTPUT if self.logits_output else None,
+            self.source.temperature if self.source.spec.is_classifier else None,
         )
 
     def _install(self, staged: Path, final: Path, report: ParityReport, what: str) -> bool:

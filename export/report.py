@@ -1,6 +1,7 @@
 """Short text tables of what an export proved, for the terminal; the JSON beside the model has it all."""
 from __future__ import annotations
 
+from contracts.calibration import ECE_BINS
 from export.parity import ParityReport
 from export.quantize import SpeedComparison
 
@@ -29,6 +30,12 @@ def parity_table(title: str, report: ParityReport) -> str:
                     f"onnx {_percent(result.onnx_accuracy)}"
                 )
             lines.append(line)
+        if result.ece_calibrated is not None:
+            lines.append(
+                f"  {'':<22} ECE ({ECE_BINS} bins) on {result.images} images: softmax of the logits "
+                f"{_percent(result.ece_uncalibrated)}, probabilities output {_percent(result.ece_calibrated)}"
+                + ("" if report.temperature is None else f" (temperature {report.temperature:.4g})")
+            )
     if report.enforced:
         verdict = "PASS" if report.passed else "FAIL"
         lines.append(

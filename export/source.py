@@ -65,6 +65,12 @@ class ExportSource:
     def measured_dataset(self) -> str | None:
         return (self.meta.get("metrics") or {}).get("dataset")
 
+    @property
+    def temperature(self) -> float | None:
+        """The temperature training fitted (the graph's probabilities are softmax(logits / T)); None: none fitted."""
+        value = self.meta.get("temperature")
+        return float(value) if value is not None else None
+
 
 def default_checkpoint_path(model_name: str, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
     return Path(runs_dir) / model_name / CHECKPOINT_FILENAME
@@ -139,7 +145,23 @@ def _checkpoint_source(spec: ModelSpec, checkpoint_path: Path) -> ExportSource:
     source = ExportSource(spec, model, checkpoint_path, file_sha256(checkpoint_path), dict(checkpoint.meta))
     if spec.is_classifier:
         source.preprocessing, source.labels = _classifier_meta(checkpoint_path, checkpoint.meta)
+        _check_calibration(source)
     return source
+
+
+def _check_calibration(source: ExportSource) -> None:
+    temperature = source.temperature
+    if temperature is None:
+        log.warning(
+            "checkpoint %s has no calibration (no temperature, no verdict thresholds): its probabilities are the "
+            "uncalibrated softmax and the server can only refuse blank inputs. Retrain with `python -m zoo.train %s`.",
+            source.checkpoint_path, source.name,
+        )
+    elif not (temperature > 0 and temperature < float("inf")):
+        raise ExportError(
+            f"checkpoint {source.checkpoint_path} records temperature {temperature!r}; a temperature must be a "
+            f"positive number: retrain with `python -m zoo.train {source.name}`"
+        )
 
 
 def _classifier_meta(checkpoint_path: Path, meta: dict[str, Any]) -> tuple[Preprocessing, list[str]]:

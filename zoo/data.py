@@ -28,6 +28,7 @@ from contracts.data_dir import DATA_DIR_ENV, resolve_data_dir
 from contracts.digit_format import to_uint8, to_unit_float
 from contracts.images.preprocess import to_mnist_format
 from contracts.mnist_idx import missing_mnist_files
+from zoo.augment import Augmentation
 from zoo.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ UCI_INK_LEVELS = 16.0
 # Held-out part of the UCI digits (stratified, fixed seed): 360 of 1,797 images, 20%.
 UCI_TEST_IMAGES = 360
 UCI_SPLIT_SEED = 0
+# The held-out part of a training split is drawn with this seed, whatever the run's seed.
+HOLDOUT_SEED = 1234
 # How long to wait for a dataset mirror before deciding there is no network (seconds).
 NETWORK_PROBE_TIMEOUT = 3.0
 DOWNLOAD_SOCKET_TIMEOUT = 20.0
@@ -126,6 +129,22 @@ def ensure_mnist(data_dir: str | os.PathLike | None = None, download: bool = Tru
     if still_missing:
         raise _unavailable("mnist", root, cls, reason or f"after the download, {', '.join(still_missing)} still missing")
     return root
+
+
+def hold_out(split: DigitSplit, count: int, seed: int = HOLDOUT_SEED) -> tuple[DigitSplit, DigitSplit]:
+    """(the rest, `count` held-out images): a fixed random part of a training split, never trained on.
+
+    The held-out images fit the temperature and the verdict thresholds after training. The seed is
+    the split's, not the run's, so every run of a model holds out the same images.
+    """
+    if not 0 < count < len(split):
+        raise ValueError(f"cannot hold out {count} of {len(split)} training images: need 0 < count < {len(split)}")
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    held, kept = order[:count].sort().values, order[count:].sort().values
+    return (
+        DigitSplit(split.images[kept], split.labels[kept], split.dataset, list(split.classes)),
+        DigitSplit(split.images[held], split.labels[held], split.dataset, list(split.classes)),
+    )
 
 
 # --- MNIST and Fashion-MNIST through torchvision ---------------------------------------------
@@ -283,11 +302,13 @@ class InMemoryLoader:
         max_shift: int = 0,
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
+        augment: Augmentation | None = None,
     ):
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
-        if (shuffle or max_shift) and generator is None:
-            raise ValueError("shuffling and random shifts need a torch.Generator, so that runs are reproducible")
+        augment = augment if augment is not None and augment.active else None
+        if (shuffle or max_shift or augment) and generator is None:
+            raise ValueError("shuffling and random augmentations need a torch.Generator, so that runs are reproducible")
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.preprocessing = preprocessing
@@ -296,6 +317,7 @@ class InMemoryLoader:
         self.max_shift = max_shift
         self.generator = generator
         self.device = torch.device(device)
+        self.augment = augment
 
     def __len__(self) -> int:
         return -(-int(self.images.shape[0]) // self.batch_size)
@@ -306,10 +328,35 @@ class InMemoryLoader:
         order = order.to(self.device)
         for start in range(0, count, self.batch_size):
             indices = order[start : start + self.batch_size]
-            images = self.images[indices]
-            if self.max_shift:
-                images = random_shift(images, self.max_shift, self.generator)
-            yield self.preprocessing.normalise(self.preprocessing.pixels(images)), self.labels[indices]
+            yield self.batch_of(self.images[indices]), self.labels[indices]
+
+    def batch_of(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 28, 28) -> the model's normalised input, shifted and augmented as configured."""
+        if self.max_shift:
+            images = random_shift(images, self.max_shift, self.generator)
+        pixels = self.preprocessing.pixels(images)
+        if self.augment is not None:
+            pixels = self.augment(pixels, self.generator)
+        return self.preprocessing.normalise(pixels)
+
+
+class OutlierBatches:
+    """Endless batches of non-digit images for outlier exposure, drawn at random from a pool.
+
+    They go through the digits' own shifts, augmentations and preprocessing (`InMemoryLoader.batch_of`),
+    so position, stroke and blur never tell a non-digit from a digit.
+    """
+
+    def __init__(self, pool: torch.Tensor, digits: InMemoryLoader, batch_size: int):
+        if batch_size < 1 or len(pool) == 0:
+            raise ValueError(f"outlier batches need a non-empty pool and a batch size >= 1, got {len(pool)} and {batch_size}")
+        self.pool = pool.to(digits.device)
+        self.digits = digits
+        self.batch_size = batch_size
+
+    def draw(self) -> torch.Tensor:
+        indices = torch.randint(0, len(self.pool), (self.batch_size,), generator=self.digits.generator)
+        return self.digits.batch_of(self.pool[indices.to(self.pool.device)])
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:

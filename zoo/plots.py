@@ -142,3 +142,26 @@ def plot_kernel(
     loss_axes.set(xlabel="iteration", ylabel="summed squared error", yscale="log", title="loss")
     loss_axes.grid(alpha=0.3)
     return _save(figure, path)
+
+
+def plot_risk_coverage(
+    scores: np.ndarray, correct: np.ndarray, threshold: float, path: str | Path, title: str = ""
+) -> Path:
+    """Error among the answered images against the share answered, answering the highest scores first."""
+    from contracts.calibration import risk_coverage
+
+    curve = risk_coverage(scores, correct)
+    scores = np.asarray(scores, dtype=np.float64)
+    answered = scores >= threshold
+    coverage = float(answered.mean())
+    risk = float((~np.asarray(correct, dtype=bool)[answered]).mean()) if answered.any() else 0.0
+    figure = Figure(figsize=(6, 4.5))
+    axes = figure.subplots()
+    axes.plot(100 * curve.coverage, 100 * curve.risk, "-", label="answer when top probability >= t")
+    axes.plot([100 * coverage], [100 * risk], "o", label=f"min_confidence {threshold:.3f}: "
+              f"{100 * coverage:.2f}% answered, {100 * risk:.2f}% wrong")
+    axes.set(xlabel="coverage: images answered (%)", ylabel="risk: wrong among answered (%)", title=title)
+    axes.set_xlim(left=max(0.0, 100 * float(curve.coverage.min()) - 1))
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left", fontsize="small")
+    return _save(figure, path)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -26,19 +28,31 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
+from contracts.calibration import softmax
 from contracts.data_dir import DATA_DIR_ENV, DATA_DIR_HELP
+from contracts.verdicts import VerdictThresholds
 from zoo import distributed, plots
+from zoo.calibration import (
+    calibration_report,
+    choose_thresholds,
+    fit_temperature,
+    refusal_summary,
+)
 from zoo.checkpoint import CHECKPOINT_FILENAME, Checkpoint, save_checkpoint
 from zoo.data import (
     AUTO,
     DATASETS,
+    HOLDOUT_SEED,
     UCI_DIGITS,
     DataUnavailableError,
     DigitSplit,
     InMemoryLoader,
+    OutlierBatches,
+    hold_out,
     load_train_test,
 )
 from zoo.layers import VERTICAL_EDGE_KERNEL, EdgeDetector
@@ -49,6 +63,7 @@ from zoo.models import (
     get_model_spec,
     list_models,
 )
+from zoo.outliers import make_outliers
 from zoo.preprocessing import Preprocessing
 from zoo.recipes import (
     OPTIMIZERS,
@@ -72,7 +87,13 @@ EVAL_BATCH_SIZE = 1000
 # slower than one.
 DEFAULT_CPU_THREADS = 1
 METRICS_FILENAME = "metrics.json"
-EDGE_DATASET = "d2l-edge-6x8"  # the documents' X (6x8, a dark band in columns 2-5) and Y = corr2d(X, [1, -1])
+EDGE_DATASET = "d2l-edge-6x8"
+# A small training set (the UCI digits) gives at most this share of itself to the held-out split.
+HOLDOUT_MAX_SHARE = 0.2
+# Generated non-digits held out for the verdict thresholds; their seed is never a training pool's.
+HELDOUT_OUTLIERS = 1000
+HELDOUT_OUTLIER_SEED = 1_000_003
+TRAINING_OUTLIER_SEED = 7  # the documents' X (6x8, a dark band in columns 2-5) and Y = corr2d(X, [1, -1])
 
 
 @dataclass
@@ -113,6 +134,7 @@ class Evaluation:
     accuracy: float
     predictions: torch.Tensor  # int64 (N,), on the CPU
     labels: torch.Tensor  # int64 (N,), on the CPU
+    logits: torch.Tensor  # float32 (N, classes), on the CPU
 
     @property
     def correct(self) -> int:
@@ -155,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--warmup", type=float, help="fraction of the steps spent warming up (onecycle)")
     recipe.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing")
     recipe.add_argument("--max-shift", type=int, help="augmentation: translate each digit by up to this many pixels (0: off)")
+    recipe.add_argument("--rotate", type=float, help="augmentation: rotate each image by up to this many degrees (0: off)")
+    recipe.add_argument("--scale", type=float, help="augmentation: scale each image by up to this fraction (0: off)")
+    recipe.add_argument("--shear", type=float, help="augmentation: shear each image by up to this many degrees (0: off)")
+    recipe.add_argument("--stroke", type=float, help="augmentation: share of images made one pixel bolder or thinner")
+    recipe.add_argument("--blur", type=float, help="augmentation: share of images blurred by a 3x3 Gaussian")
+    recipe.add_argument("--noise", type=float, help="augmentation: standard deviation of added Gaussian noise")
+    recipe.add_argument("--outlier-share", type=float, help="outlier exposure: non-digits per digit in each batch (0: off)")
+    recipe.add_argument("--outlier-weight", type=float, help="outlier exposure: weight of the non-digits' loss")
+    recipe.add_argument("--outlier-pool", type=int, help="outlier exposure: non-digit images drawn for the run")
+    recipe.add_argument("--holdout", type=int, help="training images held out to fit the temperature and thresholds (0: none)")
     recipe.add_argument("--log-every", type=int, help="also log the training loss every N steps (0: only once per epoch)")
 
     run = parser.add_argument_group("run")
@@ -193,6 +225,14 @@ def _describe_recipe(recipe: Recipe) -> str:
         parts.append(f"label smoothing {recipe.label_smoothing:g}")
     if recipe.max_shift:
         parts.append(f"shifts \u00b1{recipe.max_shift}px")
+    augmentation = recipe.augmentation()
+    if augmentation.active:
+        parts.append("augmented (" + ", ".join(
+            f"{name} {value:g}" for name, value in dataclasses.asdict(augmentation).items() if value) + ")")
+    if recipe.outlier_share:
+        parts.append(f"outlier exposure {recipe.outlier_share:g} x batch, weight {recipe.outlier_weight:g}")
+    if recipe.holdout:
+        parts.append(f"{recipe.holdout} held out for calibration")
     return ", ".join(parts)
 
 
@@ -257,8 +297,14 @@ def train_epoch(
     max_steps: int | None = None,
     log_every: int = 0,
     progress=None,
+    outliers: OutlierBatches | None = None,
+    outlier_weight: float = 0.0,
 ) -> EpochStats:
-    """One pass over `batches` (or fewer, when the run reaches `max_steps`)."""
+    """One pass over `batches` (or fewer, when the run reaches `max_steps`).
+
+    With `outliers`, each step also shows the model a batch of non-digits (in the same forward
+    pass, so DDP sees one graph) and adds `outlier_weight` times their uniform cross-entropy.
+    """
     model.train()
     started, cpu_started = time.perf_counter(), time.process_time()
     # Running sums stay on the device: no host sync per step.
@@ -267,8 +313,13 @@ def train_epoch(
     for pixels, labels in batches:
         if max_steps is not None and run.steps >= max_steps:
             break
-        logits = model(pixels)
-        loss = criterion(logits, labels)
+        if outliers is None:
+            logits = model(pixels)
+            loss = criterion(logits, labels)
+        else:
+            both = model(torch.cat([pixels, outliers.draw()]))
+            logits = both[: labels.shape[0]]
+            loss = criterion(logits, labels) + outlier_weight * uniform_cross_entropy(both[labels.shape[0]:])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -296,15 +347,25 @@ def train_epoch(
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Evaluation:
     """Mean cross-entropy, accuracy and every prediction over `batches`, in eval mode."""
     model.eval()
-    loss_sum, predictions, labels_seen = 0.0, [], []
+    loss_sum, all_logits, labels_seen = 0.0, [], []
     for pixels, labels in batches:
         logits = model(pixels)
         loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
-        predictions.append(logits.argmax(1).cpu())
+        all_logits.append(logits.float().cpu())
         labels_seen.append(labels.cpu())
-    predicted = torch.cat(predictions)
+    logits = torch.cat(all_logits)
+    predicted = logits.argmax(1)
     truth = torch.cat(labels_seen)
-    return Evaluation(loss_sum / len(truth), float((predicted == truth).double().mean()), predicted, truth)
+    return Evaluation(loss_sum / len(truth), float((predicted == truth).double().mean()), predicted, truth, logits)
+
+
+def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Outlier exposure's loss: cross-entropy from the uniform distribution minus its entropy, log C.
+
+    That is the KL divergence from the uniform distribution: the same gradients, and 0 for a flat
+    output, so the logged training loss still reads as the digits' cross-entropy plus a penalty.
+    """
+    return -torch.log_softmax(logits, dim=1).mean() - math.log(logits.shape[1])
 
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -353,6 +414,11 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState, device: tor
     recipe = config.recipe
     topology = config.topology
     train_split, test_split = load_train_test(config.dataset, config.data_dir, config.download)
+    # Held out of the whole training split before --train-limit cuts it: always the same images.
+    heldout_split = None
+    holdout = held_out_count(recipe.holdout, len(train_split))
+    if holdout:
+        train_split, heldout_split = hold_out(train_split, holdout)
     train_split, test_split = train_split.head(config.train_limit), test_split.head(config.test_limit)
     preprocessing = Preprocessing.for_model(spec.input_size, train_split.dataset)
 
@@ -361,8 +427,15 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState, device: tor
     train_batches = InMemoryLoader(
         distributed.shard(train_split, topology), preprocessing,
         distributed.per_process_batch_size(recipe.batch_size, topology), shuffle=True, max_shift=recipe.max_shift,
-        generator=generator, device=device,
+        generator=generator, device=device, augment=recipe.augmentation(),
     )
+    outlier_batches = None
+    if recipe.outlier_share:
+        pool = make_outliers(_pool_size(recipe.outlier_pool, config), seed=TRAINING_OUTLIER_SEED + config.seed)
+        outlier_batches = OutlierBatches(
+            torch.from_numpy(pool.images), train_batches,
+            max(1, round(recipe.outlier_share * train_batches.batch_size)),
+        )
     test_batches = InMemoryLoader(test_split, preprocessing, EVAL_BATCH_SIZE, device=device)
     if train_split.dataset == UCI_DIGITS and not config.epochs_given:
         scaled = epochs_for_small_dataset(recipe, len(train_batches))
@@ -389,6 +462,7 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState, device: tor
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
     metrics = _metrics_header(config, spec, train_split, test_split)
+    metrics["heldout_images"] = len(heldout_split) if heldout_split is not None else 0
     started = time.perf_counter()
     evaluation = None
     epochs_trained = 0
@@ -398,7 +472,8 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState, device: tor
             if progress is not None:
                 progress.set_description(f"epoch {epoch}/{recipe.epochs}")
             stats = train_epoch(
-                trained, train_batches, optimizer, scheduler, criterion, run, config.max_steps, recipe.log_every, progress
+                trained, train_batches, optimizer, scheduler, criterion, run, config.max_steps, recipe.log_every, progress,
+                outlier_batches, recipe.outlier_weight,
             )
             if stats.images == 0:
                 break  # --max-steps reached at an epoch boundary
@@ -450,9 +525,21 @@ def train_classifier(config: Config, spec: ModelSpec, run: RunState, device: tor
     if topology.distributed:
         log.info("%d processes: parameters identical on every rank after %d steps", topology.world_size, run.steps)
 
+    calibrated = None
+    if heldout_split is not None:
+        calibrated = calibrate(model, preprocessing, heldout_split, evaluation, config, device)
+        metrics["temperature"] = calibrated.temperature
+        metrics["calibration"] = calibrated.calibration
+        metrics["verdict_thresholds"] = calibrated.thresholds.to_meta()
+        _save_classifier(config, spec, run, model, preprocessing, train_split, test_split, evaluation,
+                         epochs_trained, calibrated)
+        _log_calibration(calibrated)
+    else:
+        log.warning("no training images held out (--holdout 0): the checkpoint has no temperature and no verdict thresholds")
+
     pictures = []
     if config.plots:
-        pictures = _plot_classifier(config, spec, model, metrics, test_split, evaluation)
+        pictures = _plot_classifier(config, spec, model, metrics, test_split, evaluation, calibrated)
     total = metrics["total_seconds"]
     epochs_run = len(metrics["epochs"])
     train_seconds = sum(entry["train_seconds"] for entry in metrics["epochs"])
@@ -494,6 +581,7 @@ def _metrics_header(config: Config, spec: ModelSpec, train_split: DigitSplit, te
 def _save_classifier(
     config: Config, spec: ModelSpec, run: RunState, model: nn.Module, preprocessing: Preprocessing,
     train_split: DigitSplit, test_split: DigitSplit, evaluation: Evaluation, epoch: int,
+    calibrated: Calibrated | None = None,
 ) -> None:
     meta = _meta(
         config,
@@ -508,6 +596,8 @@ def _save_classifier(
             "epochs_completed": epoch,
         },
     )
+    if calibrated is not None:
+        meta.update(calibrated.to_meta())
     save_checkpoint(Checkpoint(spec.name, {}, model.state_dict(), meta), run.checkpoint_path)
     run.checkpoint_saved = True
 
@@ -532,7 +622,7 @@ def _meta(config: Config, labels: list[str], preprocessing: dict | None, metrics
 
 def _plot_classifier(
     config: Config, spec: ModelSpec, model: nn.Module, metrics: dict[str, Any], test_split: DigitSplit,
-    evaluation: Evaluation,
+    evaluation: Evaluation, calibrated: Calibrated | None,
 ) -> list[Path]:
     title = f"{spec.name} on {test_split.dataset}"
     pictures = [
@@ -550,7 +640,96 @@ def _plot_classifier(
     weight = first_convolution(model)
     if weight is not None:
         pictures.append(plots.plot_filters(weight, config.out / "filters.png", f"{spec.name}: first-layer filters"))
+    if calibrated is not None:
+        probabilities = softmax(evaluation.logits.numpy(), calibrated.temperature)
+        pictures.append(plots.plot_risk_coverage(
+            probabilities.max(axis=1), evaluation.predictions.numpy() == evaluation.labels.numpy(),
+            calibrated.thresholds.min_confidence, config.out / "risk_coverage.png",
+            f"{title}: risk-coverage of the calibrated top probability (T = {calibrated.temperature:.3f})",
+        ))
     return pictures
+
+
+# --- Calibration and verdict thresholds -----------------------------------------------------------
+
+@dataclass
+class Calibrated:
+    temperature: float
+    calibration: dict[str, Any]  # how T was fitted, ECE before and after, the thresholds' measurements
+    thresholds: VerdictThresholds
+
+    def to_meta(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "calibration": self.calibration,
+            "verdict_thresholds": self.thresholds.to_meta(),
+        }
+
+
+def held_out_count(requested: int, train_images: int) -> int:
+    """The recipe's held-out count, at most a fifth of a small training set (the UCI digits)."""
+    return min(requested, int(train_images * HOLDOUT_MAX_SHARE)) if requested else 0
+
+
+def _pool_size(requested: int, config: Config) -> int:
+    # Quick runs on a few hundred images need no thousands of outliers.
+    return min(requested, config.train_limit) if config.train_limit else requested
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, pixels: torch.Tensor) -> np.ndarray:
+    model.eval()
+    return torch.cat([model(chunk).float().cpu() for chunk in pixels.split(EVAL_BATCH_SIZE)]).numpy()
+
+
+def calibrate(
+    model: nn.Module, preprocessing: Preprocessing, heldout: DigitSplit, test: Evaluation, config: Config,
+    device: torch.device,
+) -> Calibrated:
+    """Fit T on the held-out digits; choose the verdict thresholds on them and on held-out non-digits."""
+    def model_input(images: torch.Tensor) -> torch.Tensor:
+        return preprocessing.normalise(preprocessing.pixels(images.to(device)))
+
+    heldout_logits = _logits(model, model_input(heldout.images))
+    heldout_labels = heldout.labels.numpy()
+    temperature = fit_temperature(heldout_logits, heldout_labels)
+    outliers = make_outliers(_pool_size(HELDOUT_OUTLIERS, config), seed=HELDOUT_OUTLIER_SEED)
+    outlier_logits = _logits(model, model_input(torch.from_numpy(outliers.images)))
+    choice = choose_thresholds(
+        softmax(heldout_logits, temperature), heldout_labels, softmax(outlier_logits, temperature)
+    )
+    test_logits, test_labels = test.logits.numpy(), test.labels.numpy()
+    test_probabilities = softmax(test_logits, temperature)
+    calibration = {
+        "method": "temperature scaling: T minimising the NLL of softmax(logits / T) on held-out training images",
+        "temperature": temperature,
+        "heldout": {"dataset": heldout.dataset, "seed": HOLDOUT_SEED, **calibration_report(heldout_logits, heldout_labels, temperature)},
+        "test": {"dataset": heldout.dataset, **calibration_report(test_logits, test_labels, temperature)},
+        "thresholds": {
+            "chosen_on": f"{len(heldout)} held-out digits and {len(outliers)} held-out generated non-digits (zoo.outliers)",
+            "heldout": choice.summary,
+            "test": refusal_summary(test_probabilities, test_labels, softmax(outlier_logits, temperature), choice.thresholds),
+        },
+    }
+    return Calibrated(temperature, calibration, choice.thresholds)
+
+
+def _log_calibration(calibrated: Calibrated) -> None:
+    heldout, test = calibrated.calibration["heldout"], calibrated.calibration["test"]
+    chosen = calibrated.calibration["thresholds"]
+    log.info(
+        "calibration: T = %.3f on %d held-out images; ECE (15 bins) held-out %.2f%% -> %.2f%%, test %.2f%% -> %.2f%%",
+        calibrated.temperature, heldout["images"], 100 * heldout["ece_before"], 100 * heldout["ece_after"],
+        100 * test["ece_before"], 100 * test["ece_after"],
+    )
+    thresholds = calibrated.thresholds
+    log.info(
+        "verdict thresholds: no digit below %.3f, unsure below %.3f or margin below %.3f; refused: held-out digits "
+        "%.2f%%, test digits %.2f%%, held-out non-digits %.1f%% (AUROC %.4f)",
+        thresholds.no_digit_below, thresholds.min_confidence, thresholds.min_margin,
+        100 * chosen["heldout"]["digits_refused"], 100 * chosen["test"]["digits_refused"],
+        100 * chosen["heldout"]["outliers_refused"], chosen["heldout"]["auroc_top_probability"],
+    )
 
 
 # --- The documents' edge example ----------------------------------------------------------------

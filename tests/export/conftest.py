@@ -102,3 +102,21 @@ def random_export(tmp_path_factory):
         return cache[name]
 
     return export
+
+
+CALIBRATED_TEMPERATURE = 1.7
+CALIBRATED_THRESHOLDS = {"min_confidence": 0.6, "min_margin": 0.2, "no_digit_below": 0.4}
+
+
+@pytest.fixture(scope="session")
+def calibrated_lenet_checkpoint(trained_lenet_checkpoint, tmp_path_factory) -> Path:
+    """The briefly trained LeNet with the calibration meta training writes (a made-up temperature and thresholds)."""
+    from zoo.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(trained_lenet_checkpoint)
+    meta = dict(checkpoint.meta)
+    meta["temperature"] = CALIBRATED_TEMPERATURE
+    meta["calibration"] = {"method": "made up by tests/export", "temperature": CALIBRATED_TEMPERATURE}
+    meta["verdict_thresholds"] = dict(CALIBRATED_THRESHOLDS)
+    path = tmp_path_factory.mktemp("calibrated-runs") / "lenet" / "checkpoint.pt"
+    return save_checkpoint(Checkpoint("lenet", {}, checkpoint.state_dict, meta), path)

@@ -309,3 +309,20 @@ def test_loader_in_order_without_shuffle(mnist_test):
 def test_loader_needs_a_generator_for_randomness(mnist_test):
     with pytest.raises(ValueError, match="Generator"):
         InMemoryLoader(mnist_test, Preprocessing.for_model((28, 28), "mnist"), 10, shuffle=True)
+
+
+def test_held_out_split_is_disjoint_fixed_and_the_rest_is_trained_on(mnist_test):
+    kept, held = data.hold_out(mnist_test, 500)
+    assert len(held) == 500 and len(kept) == len(mnist_test) - 500
+    again_kept, again_held = data.hold_out(mnist_test, 500)
+    assert torch.equal(held.images, again_held.images) and torch.equal(kept.labels, again_kept.labels)
+    _, other = data.hold_out(mnist_test, 500, seed=data.HOLDOUT_SEED + 1)
+    assert not torch.equal(held.images, other.images)
+    # Every image lands in exactly one part: the parts' pictures add up to the whole split's.
+    def flat(split):
+        return {bytes(image.numpy()) for image in split.images}
+
+    assert not flat(kept) & flat(held)
+    assert len(flat(kept) | flat(held)) == len(flat(mnist_test))
+    with pytest.raises(ValueError, match="hold out"):
+        data.hold_out(mnist_test, len(mnist_test))

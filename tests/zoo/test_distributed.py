@@ -155,7 +155,7 @@ def test_torchrun_two_cpu_processes_learn_in_sync_and_write_one_checkpoint(tmp_p
     assert result.returncode == 0, result.stderr[-4000:]
 
     # One set of files, written by rank 0 alone.
-    pictures = {"curves.png", "confusion.png", "misclassified.png", "filters.png"}
+    pictures = {"curves.png", "confusion.png", "misclassified.png", "filters.png", "risk_coverage.png"}
     assert {path.name for path in out.iterdir()} == {"checkpoint.pt", "metrics.json", *pictures}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["train_images"] == train_images

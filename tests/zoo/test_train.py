@@ -17,6 +17,7 @@ from torch import nn
 
 import zoo.train as train_module
 from contracts.data_dir import DATA_DIR_ENV
+from contracts.verdicts import VerdictThresholds
 from zoo.checkpoint import load_checkpoint
 from zoo.data import InMemoryLoader, load_split
 from zoo.models import list_models
@@ -356,3 +357,34 @@ def test_cli_strict_mode_exits_nonzero_naming_the_folder(tmp_path):
     assert result.returncode == EXIT_DATA_UNAVAILABLE
     assert str(tmp_path / "MNIST" / "raw") in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_run_holds_out_images_fits_a_temperature_and_stores_verdict_thresholds(tmp_path, mnist_root):
+    assert main(_quick_mnist(mnist_root, tmp_path, "--epochs", "1", "--max-steps", "20", "--outlier-share", "0.25")) == 0
+    meta = load_checkpoint(tmp_path / "checkpoint.pt").meta
+    metrics = _metrics(tmp_path)
+    assert meta["temperature"] > 0 and metrics["temperature"] == meta["temperature"]
+    calibration = meta["calibration"]
+    assert calibration["heldout"]["images"] == metrics["heldout_images"] == RECIPES["lenet-modern"].holdout
+    assert calibration["test"]["images"] == 200
+    # The fitted temperature lowers the held-out NLL (it minimises it, T = 1 included).
+    assert calibration["heldout"]["nll_after"] <= calibration["heldout"]["nll_before"]
+    thresholds = VerdictThresholds.from_meta(meta["verdict_thresholds"])
+    assert thresholds.no_digit_below <= thresholds.min_confidence
+    assert calibration["thresholds"]["heldout"]["digits_refused"] <= 0.005
+    assert meta["recipe"]["outlier_share"] == 0.25
+
+
+def test_holdout_zero_trains_on_everything_without_calibration(tmp_path, mnist_root, caplog):
+    caplog.set_level(logging.WARNING)
+    assert main(_quick_mnist(mnist_root, tmp_path, "--epochs", "1", "--max-steps", "5", "--holdout", "0")) == 0
+    meta = load_checkpoint(tmp_path / "checkpoint.pt").meta
+    assert "temperature" not in meta and "verdict_thresholds" not in meta
+    assert any("no temperature" in record.getMessage() for record in caplog.records)
+
+
+def test_uniform_cross_entropy_is_lowest_for_a_flat_output():
+    flat, peaked = torch.zeros(4, 10), torch.zeros(4, 10)
+    peaked[:, 3] = 5.0
+    assert train_module.uniform_cross_entropy(flat).item() == pytest.approx(0.0, abs=1e-6)
+    assert train_module.uniform_cross_entropy(peaked).item() > 0.1
