@@ -10,7 +10,8 @@ that restarts any that dies and serves their summed metrics (serve/workers.py); 
 process that does it all.
 
 Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT: health turns NOT_SERVING; calls are still
-answered for up to 1 s while clients move away, then new ones are refused with UNAVAILABLE; calls
+answered for up to 1 s while clients move away, less once no call is in flight and none has come for
+50 ms, then new ones are refused with UNAVAILABLE; calls
 in flight get the grace period to finish); 2 when it cannot start (bad flags, a missing or corrupt
 model file, --device cuda without a usable GPU, TLS files, port in use); 1 when a worker did not drain
 cleanly.

@@ -5,7 +5,8 @@ own handlers. What the page shows must be what the HTTP digits API answers for t
 verdict included, and with the conftest's centroid classifier (MNIST class means) the drawn shapes
 must read as the digits they are: a vertical stroke as 1, a 7 as 7, an oval as 0; a blank page as no digit.
 
-PAGE_SCREENSHOT=docs/page.png python -m pytest tests/serve/test_page.py -k seven  refreshes the README's picture.
+The README's picture is lenet's, taken by `python -m bench.readme_examples --screenshot docs/page.png`;
+PAGE_SCREENSHOT, PAGE_VERDICT_SCREENSHOT and PAGE_PHONE_SCREENSHOT (paths) save what these tests see.
 """
 from __future__ import annotations
 
