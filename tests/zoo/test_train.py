@@ -356,4 +356,3 @@ def test_cli_strict_mode_exits_nonzero_naming_the_folder(tmp_path):
     assert result.returncode == EXIT_DATA_UNAVAILABLE
     assert str(tmp_path / "MNIST" / "raw") in result.stderr
     assert "Traceback" not in result.stderr
-
