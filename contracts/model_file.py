@@ -172,6 +172,36 @@ def find_model_files(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
+# What torch.save writes (a zip archive, or a bare pickle in the legacy format), and its usual suffixes.
+_CHECKPOINT_SIGNATURES = (b"PK\x03\x04", b"\x80\x02", b"\x80\x04", b"\x80\x05")
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def check_model_file(path: Path) -> None:
+    """The checks that need no ONNX Runtime session: the file exists, is not empty and is not a checkpoint.
+
+    Cheap enough to run before a server binds its ports, so that a mistyped path or a checkpoint given
+    as the model is reported as such, not hidden behind whatever binding then fails on."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path} (pass --model PATH.onnx or a folder of .onnx files)")
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head:
+        raise ModelLoadError(f"model file {path} is empty: re-export it (python -m export NAME -o {path})")
+    if path.suffix in _CHECKPOINT_SUFFIXES or head.startswith(_CHECKPOINT_SIGNATURES):
+        raise ModelLoadError(
+            f"{path} is a PyTorch checkpoint, not an ONNX model: export it first (python -m export NAME writes "
+            "models/NAME.onnx) and serve the .onnx file"
+        )
+
+
+def check_model_paths(paths: Iterable[Path]) -> None:
+    """check_model_file on every file that `paths` (files and folders) name; ModelLoadError on the first bad one."""
+    for path in find_model_files(paths):
+        check_model_file(path)
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -188,10 +218,7 @@ def _first_line(exc: BaseException) -> str:
 def load_model(path: Path, options: RuntimeOptions, name: str | None = None, version: str = MODEL_VERSION) -> Model:
     """The model in `path`. `name`: the repository folder it is served from, which its card must name."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"model file not found: {path}")
-    if path.stat().st_size == 0:
-        raise ModelLoadError(f"model file {path} is empty: re-export it (python -m export NAME -o {path})")
+    check_model_file(path)
     try:
         info: SessionInfo = create_session(path, options, model_name=str(path))
     except _ORT_LOAD_ERRORS as exc:

@@ -10,7 +10,8 @@ that restarts any that dies and serves their summed metrics (serve/workers.py); 
 process that does it all.
 
 Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT: health turns NOT_SERVING; calls are still
-answered for up to 1 s while clients move away, then new ones are refused with UNAVAILABLE; calls
+answered for up to 1 s while clients move away, less once no call is in flight and none has come for
+50 ms, then new ones are refused with UNAVAILABLE; calls
 in flight get the grace period to finish); 2 when it cannot start (bad flags, a missing or corrupt
 model file, --device cuda without a usable GPU, TLS files, port in use); 1 when a worker did not drain
 cleanly.
@@ -29,13 +30,13 @@ import sys
 from pathlib import Path
 
 from contracts.images.preprocess import ImageLimits
-from contracts.model_file import ModelLoadError
+from contracts.model_file import ModelLoadError, check_model_paths
 from contracts.sessions import DEVICES, DeviceUnavailable, RuntimeOptions
 from serve.api.http_server import DEFAULT_HTTP_PORT
 from serve.core.batching import BatchingOptions
 from serve.core.control import CONTROL_MODES, LifecycleOptions
 from serve.core.digit_inputs import RequestLimits
-from serve.core.model_sources import ModelFiles
+from serve.core.model_sources import ModelFiles, RepositoryFolder
 from serve.server import DEFAULT_PORT, MiB, Server, ServerConfig, ServerStartError
 from serve.workers import (
     Supervisor,
@@ -56,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     batching, limits, image_limits = BatchingOptions(), RequestLimits(), ImageLimits()
     parser = argparse.ArgumentParser(
         prog="python -m serve",
-        description="Serve exported digit classifiers (and any ONNX model) over gRPC on ONNX Runtime.",
+        description="Serve exported digit classifiers (and any ONNX model) on ONNX Runtime: over gRPC (--port) for "
+                    "python -m serve.client and KServe v2 clients, and over HTTP (--http-port) for curl, KServe v2 "
+                    "REST and the drawing page at http://HOST:HTTP_PORT/.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     models = parser.add_argument_group("models")
@@ -90,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     network = parser.add_argument_group("network")
     network.add_argument("--host", default=defaults.host,
                          help="address to listen on (0.0.0.0 or :: for every interface: then use TLS)")
-    network.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free port, see --port-file)")
+    network.add_argument("--port", type=int, default=DEFAULT_PORT, help="gRPC port: the digits API, KServe v2, health and reflection (0: any free port, see --port-file)")
     network.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT,
                          help="HTTP/REST port: KServe v2, the digits API and the drawing page (0: any free port)")
     network.add_argument("--no-http", action="store_true", help="serve gRPC only")
@@ -257,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker_of is not None:
         return run_worker(config, args.worker_of)
     try:
+        check_models_before_binding(config)
         if config.runtime.workers > 1:
             return Supervisor(WorkersConfig(
                 count=config.runtime.workers, argv=tuple(argv), host=config.host, port=config.port, http_port=config.http_port,
@@ -267,6 +271,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelLoadError, DeviceUnavailable, ServerStartError) as exc:
         print(f"python -m serve: error: {exc}", file=sys.stderr)
         return EXIT_START_FAILED
+
+
+def check_models_before_binding(config: ServerConfig) -> None:
+    """ModelLoadError for model files or a repository that cannot be served, found before any port is bound:
+    a mistyped path must be reported as that even when the port is taken (the supervisor binds the ports
+    before its workers load the models)."""
+    if config.model_repository is not None:
+        RepositoryFolder(config.model_repository).check()
+    else:
+        check_model_paths(config.model_paths)
 
 
 def run_worker(config: ServerConfig, supervisor_pid: int) -> int:

@@ -12,6 +12,7 @@ something (unknown model, bad image, wrong token, ...); 2 bad arguments or unrea
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +23,13 @@ from typing import Iterable, Iterator, Sequence
 import grpc
 import numpy as np
 
-from contracts.data_dir import DATA_DIR_HELP, resolve_data_dir
+from contracts.data_dir import DATA_DIR_ENV, DATA_DIR_HELP, resolve_data_dir
 from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
 
-DEFAULT_SERVER = "127.0.0.1:50051"
+DEFAULT_GRPC_PORT = 50051
+DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_GRPC_PORT}"
+# How long a connection may take before the client checks whether the target speaks HTTP/1 instead.
+HTTP_PROBE_AFTER_S = 0.5
 MiB = 1024 * 1024
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -94,11 +98,25 @@ class ClientError(Exception):
         self.code = code
 
     @classmethod
-    def from_rpc(cls, error: grpc.RpcError, target: str) -> "ClientError":
+    def from_rpc(cls, error: grpc.RpcError, target: str, sent_token: bool = True) -> "ClientError":
         code, detail = error.code(), error.details() or ""
         if code == grpc.StatusCode.UNAVAILABLE:
             return cls(f"cannot reach the server at {target}: {detail}", code)
+        if code == grpc.StatusCode.UNAUTHENTICATED and not sent_token:
+            return cls(f"{code.name}: {detail}; this server requires a bearer token: pass a file whose first line is "
+                       "the token with --token-file FILE (DigitClient(token=...) in a program)", code)
         return cls(f"{code.name}: {detail}", code)
+
+
+def speaks_http(target: str, timeout: float = 1.0) -> bool:
+    """Whether an HTTP/1 server answers at host:port (a gRPC server, HTTP/2 only, does not answer HTTP/1)."""
+    host, _, port = target.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as connection:
+            connection.sendall(f"HEAD / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            return connection.recv(8).startswith(b"HTTP/1.")
+    except (OSError, ValueError):
+        return False
 
 
 def _image_message(image, already_mnist: bool = False) -> digits_pb2.Image:
@@ -139,6 +157,7 @@ class DigitClient:
         self.target = target
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._tls = bool(tls or tls_ca or tls_client_cert)
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -159,9 +178,26 @@ class DigitClient:
         self._stub = digits_pb2_grpc.DigitClassifierStub(self._channel)
 
     def wait_until_ready(self, timeout: float = 5.0) -> None:
-        """Raise ClientError (UNAVAILABLE) unless a connection to the server is up within `timeout`."""
+        """Raise ClientError (UNAVAILABLE) unless a connection to the server is up within `timeout`.
+
+        A target that answers HTTP/1 (the server's HTTP port, where the page is) is said to be one at
+        once: a gRPC channel to it would only wait out the timeout."""
+        ready = grpc.channel_ready_future(self._channel)
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+            ready.result(timeout=min(timeout, HTTP_PROBE_AFTER_S))
+            return
+        except grpc.FutureTimeoutError:
+            pass
+        if not self._tls and speaks_http(self.target):
+            ready.cancel()
+            raise ClientError(
+                f"{self.target} is an HTTP server (the port of the page and the HTTP API?); this client speaks gRPC: "
+                f"pass the server's gRPC port, e.g. --server {self.target.rpartition(':')[0]}:{DEFAULT_GRPC_PORT} "
+                "(python -m serve's --port), or send images over HTTP with curl",
+                grpc.StatusCode.UNAVAILABLE,
+            )
+        try:
+            ready.result(timeout=max(0.0, timeout - HTTP_PROBE_AFTER_S))
         except grpc.FutureTimeoutError:
             raise ClientError(
                 f"cannot reach the server at {self.target} within {timeout:g} s (is it running? TLS on one side only?)",
@@ -172,7 +208,7 @@ class DigitClient:
         try:
             return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
-            raise ClientError.from_rpc(error, self.target) from None
+            raise ClientError.from_rpc(error, self.target, sent_token=self._metadata is not None) from None
 
     def classify(
         self, images: Sequence, *, model: str = "", top_k: int = 0, already_mnist: bool = False,
@@ -221,7 +257,7 @@ class DigitClient:
                 else:
                     yield Prediction.from_proto(answer.prediction, answer.model)
         except grpc.RpcError as error:
-            raise ClientError.from_rpc(error, self.target) from None
+            raise ClientError.from_rpc(error, self.target, sent_token=self._metadata is not None) from None
 
     def list_models(self) -> list[digits_pb2.ModelMetadata]:
         return list(self._call(self._stub.ListModels, digits_pb2.ListModelsRequest()).models)
@@ -304,6 +340,9 @@ def mnist_test(
 
     try:
         images, labels = load_mnist_test(resolve_data_dir(data_dir))
+    except FileNotFoundError as exc:
+        print(f"error: {exc}; pass the data folder with --data-dir FOLDER or set {DATA_DIR_ENV}", file=sys.stderr)
+        return EXIT_USAGE
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -354,21 +393,25 @@ def list_models(client: DigitClient) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m serve.client", description="Classify digit images with a running server.")
+    parser = argparse.ArgumentParser(
+        prog="python -m serve.client",
+        description="Classify digit images with a running server, over gRPC (python -m serve's --port, 50051 by default; "
+                    "the HTTP port, 8000, serves the page and curl).",
+    )
     parser.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, TIFF, WebP)")
-    parser.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of the server")
+    parser.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of the server's gRPC port (default: %(default)s)")
     parser.add_argument("--model", default="", help="model name (default: the server's default classifier)")
     parser.add_argument("--model-version", default="", help="model version (default: the newest the server serves)")
-    parser.add_argument("--top-k", type=int, default=3, help="candidates to show per image")
+    parser.add_argument("--top-k", type=int, default=3, help="candidates to show per image (default: %(default)s)")
     parser.add_argument("--min-confidence", type=float, metavar="P",
                         help="top probability below which an answer is 'unsure', in [0, 1] (default: the model's own)")
     parser.add_argument("--list-models", action="store_true", help="list the server's models and exit")
     parser.add_argument("--mnist-test", type=int, metavar="N", help="send N MNIST test digits; report accuracy and latency")
     parser.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
-    parser.add_argument("--batch-size", type=int, default=1, help="digits per request with --mnist-test")
-    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight with --mnist-test")
-    parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call, in seconds")
-    parser.add_argument("--connect-timeout", type=float, default=5.0, help="how long to wait for the server to answer")
+    parser.add_argument("--batch-size", type=int, default=1, help="digits per request with --mnist-test (default: %(default)s)")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight with --mnist-test (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call, in seconds (default: %(default)s)")
+    parser.add_argument("--connect-timeout", type=float, default=5.0, help="how long to wait for the server to answer, in seconds (default: %(default)s)")
     parser.add_argument("--tls", action="store_true", help="use TLS with the system's CA certificates")
     parser.add_argument("--tls-ca", type=Path, help="PEM CA certificate that signed the server's (turns TLS on)")
     parser.add_argument("--tls-cert", type=Path, help="PEM client certificate (mutual TLS)")

@@ -45,7 +45,12 @@ from pathlib import Path
 
 from contracts.sessions import usable_cpus
 from serve.api.metrics import PROMETHEUS_MULTIPROC_DIR, SupervisorMetrics
-from serve.api.network import ServerStartError, address, write_port_file
+from serve.api.network import (
+    ServerStartError,
+    address,
+    port_in_use_hint,
+    write_port_file,
+)
 
 log = logging.getLogger("serve.workers")
 
@@ -102,11 +107,12 @@ def worker_error_file(port_file: Path) -> Path:
     return Path(port_file).with_suffix(".error")
 
 
-def reserve_port(host: str, port: int, what: str) -> tuple[int, list[socket.socket]]:
+def reserve_port(host: str, port: int, what: str, flag: str) -> tuple[int, list[socket.socket]]:
     """Bind every address of host:port with SO_REUSEPORT, without listening; returns the port and the sockets.
 
     A port someone else listens on (or holds without SO_REUSEPORT) is refused with the message a
-    single server gives. Port 0 becomes the port the first address was given, for every address.
+    single server gives, naming `flag` (the option that picks another port). Port 0 becomes the
+    port the first address was given, for every address.
     """
     hostname = host.strip("[]")
     try:
@@ -137,7 +143,7 @@ def reserve_port(host: str, port: int, what: str) -> tuple[int, list[socket.sock
         for reserved in held:
             reserved.close()
         raise ServerStartError(
-            f"cannot listen {what}on {address(host, port)}: {exc.strerror or exc} (is the port in use, or the host not local?)"
+            f"cannot listen {what}on {address(host, port)}: {exc.strerror or exc} ({port_in_use_hint(flag)})"
         ) from exc
     return port, held
 
@@ -216,11 +222,11 @@ class Supervisor:
         previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload_signal)
         try:
-            port, held = reserve_port(config.host, config.port, "")
+            port, held = reserve_port(config.host, config.port, "", "--port")
             self._held += held
             http_port = None
             if config.http_port is not None:
-                http_port, held = reserve_port(config.host, config.http_port, "for HTTP ")
+                http_port, held = reserve_port(config.host, config.http_port, "for HTTP ", "--http-port")
                 self._held += held
             self._multiprocess_dir = Path(tempfile.mkdtemp(prefix="serve-metrics-"))
             self.metrics = SupervisorMetrics(self._multiprocess_dir)

@@ -74,6 +74,7 @@ from zoo.recipes import (
     epochs_for_small_dataset,
     recipe_for,
 )
+from zoo.run_folders import set_aside_previous_run
 
 log = logging.getLogger(__name__)
 
@@ -881,6 +882,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Rank 0 reports the run; the others speak only of trouble, each naming its rank.
         logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s [rank {config.topology.rank}] %(message)s",
                             datefmt="%H:%M:%S")
+    if config.topology.is_main:
+        set_aside_previous_run(config.out, (CHECKPOINT_FILENAME, METRICS_FILENAME))
     run = RunState(config.out / CHECKPOINT_FILENAME)
     try:
         if config.progress:

@@ -62,6 +62,7 @@ class ImageFormat:
     """One accepted format: its signatures, Pillow's plugin class, and the header checks it needs."""
 
     name: str
+    media_type: str  # what browsers and file pickers call it (the HTTP Content-Type of such a file)
     signatures: tuple[tuple[int, bytes], ...]  # (offset, bytes) pairs that the file's bytes all carry
     plugin: type[ImageFile.ImageFile]
     # (width, height) read from the bytes before the plugin runs, for plugins that allocate on opening.
@@ -158,15 +159,17 @@ def tiff_decoding_block(image: ImageFile.ImageFile) -> tuple[int, int] | None:
 
 
 FORMATS: tuple[ImageFormat, ...] = (
-    ImageFormat("PNG", ((0, b"\x89PNG\r\n\x1a\n"),), PngImagePlugin.PngImageFile),
-    ImageFormat("JPEG", ((0, b"\xff\xd8\xff"),), JpegImagePlugin.JpegImageFile),
-    ImageFormat("BMP", ((0, b"BM"),), BmpImagePlugin.BmpImageFile),
-    ImageFormat("GIF", ((0, b"GIF87a"),), GifImagePlugin.GifImageFile, size_before_opening=gif_first_frame_extent),
-    ImageFormat("GIF", ((0, b"GIF89a"),), GifImagePlugin.GifImageFile, size_before_opening=gif_first_frame_extent),
-    ImageFormat("TIFF", ((0, b"II*\x00"),), TiffImagePlugin.TiffImageFile, decoding_block=tiff_decoding_block),
-    ImageFormat("TIFF", ((0, b"MM\x00*"),), TiffImagePlugin.TiffImageFile, decoding_block=tiff_decoding_block),
-    ImageFormat("WebP", ((0, b"RIFF"), (8, b"WEBP")), WebPImagePlugin.WebPImageFile, size_before_opening=webp_canvas_size),
+    ImageFormat("PNG", "image/png", ((0, b"\x89PNG\r\n\x1a\n"),), PngImagePlugin.PngImageFile),
+    ImageFormat("JPEG", "image/jpeg", ((0, b"\xff\xd8\xff"),), JpegImagePlugin.JpegImageFile),
+    ImageFormat("BMP", "image/bmp", ((0, b"BM"),), BmpImagePlugin.BmpImageFile),
+    ImageFormat("GIF", "image/gif", ((0, b"GIF87a"),), GifImagePlugin.GifImageFile, size_before_opening=gif_first_frame_extent),
+    ImageFormat("GIF", "image/gif", ((0, b"GIF89a"),), GifImagePlugin.GifImageFile, size_before_opening=gif_first_frame_extent),
+    ImageFormat("TIFF", "image/tiff", ((0, b"II*\x00"),), TiffImagePlugin.TiffImageFile, decoding_block=tiff_decoding_block),
+    ImageFormat("TIFF", "image/tiff", ((0, b"MM\x00*"),), TiffImagePlugin.TiffImageFile, decoding_block=tiff_decoding_block),
+    ImageFormat("WebP", "image/webp", ((0, b"RIFF"), (8, b"WEBP")), WebPImagePlugin.WebPImageFile, size_before_opening=webp_canvas_size),
 )
+# Each accepted format's media type once, in the order of SUPPORTED_FORMATS (file pickers, help, docs).
+ACCEPTED_MEDIA_TYPES: tuple[str, ...] = tuple(dict.fromkeys(image_format.media_type for image_format in FORMATS))
 
 # Formats people send by mistake, recognised only to name them in the refusal.
 _REFUSED_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (

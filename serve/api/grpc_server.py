@@ -21,7 +21,7 @@ from serve.api.grpc_auth import BearerTokenInterceptor
 from serve.api.grpc_digits import DigitsServicer
 from serve.api.grpc_kserve import KServeServicer
 from serve.api.metrics import Metrics
-from serve.api.network import ServerStartError, address
+from serve.api.network import ServerStartError, address, port_in_use_hint
 from serve.core.admission import Admission
 from serve.core.dataplane import DataPlane
 
@@ -99,7 +99,7 @@ class GrpcFrontDoor:
             else:
                 bound = self._server.add_insecure_port(where)
         except RuntimeError as exc:
-            raise ServerStartError(f"cannot listen on {where}: {exc} (is the port in use, or the host not local?)") from exc
+            raise ServerStartError(f"cannot listen on {where}: {exc} ({port_in_use_hint('--port')})") from exc
         await self._server.start()
         return bound
 

@@ -23,6 +23,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from contracts.errors import InvalidInput, TooLarge
+from contracts.images.formats import ACCEPTED_MEDIA_TYPES
 from serve.api.http_server import MAX_BODY_BYTES
 from serve.core.digit_inputs import EncodedImage, RawImage, RequestLimits
 
@@ -30,11 +31,11 @@ JSON_TYPE = "application/json"
 MULTIPART_TYPE = "multipart/form-data"
 OCTET_STREAM_TYPE = "application/octet-stream"
 _BODY_KINDS = (
-    "an image file's bytes with Content-Type image/png (or image/jpeg, image/bmp, application/octet-stream), "
+    f"an image file's bytes with its Content-Type ({', '.join(ACCEPTED_MEDIA_TYPES)} or application/octet-stream), "
     "multipart/form-data with file fields, or application/json with an `images` list"
 )
 _JSON_SHAPE = (
-    '{"images": [{"encoded": "<base64 of a PNG/JPEG/BMP file>"} or '
+    '{"images": [{"encoded": "<base64 of an image file>"} or '
     '{"pixels": [0-255, ...], "height": H, "width": W, "already_mnist": false}], "model"?: "name", "top_k"?: 3, '
     '"min_confidence"?: 0.8}'
 )

@@ -16,6 +16,7 @@ from importlib import resources
 
 from aiohttp import web
 
+from contracts.images.formats import ACCEPTED_MEDIA_TYPES, SUPPORTED_FORMATS
 from serve.api.http_server import route
 
 PAGE_SERVICE = "page"
@@ -30,6 +31,9 @@ class Page:
     @classmethod
     def load(cls) -> "Page":
         html = resources.files("serve.api").joinpath("page", "index.html").read_bytes()
+        # The file picker offers, and the page's messages name, exactly the formats the decoder reads.
+        html = html.replace(b"{{accepted_media_types}}", ",".join(ACCEPTED_MEDIA_TYPES).encode())
+        html = html.replace(b"{{accepted_formats}}", SUPPORTED_FORMATS.encode())
         return cls(html, content_security_policy(html))
 
 

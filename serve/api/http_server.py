@@ -25,7 +25,7 @@ from aiohttp import web
 from contracts.errors import InvalidInput, StatusError
 from serve.api.auth import AUTHORIZATION, BearerTokens
 from serve.api.metrics import Metrics
-from serve.api.network import ServerStartError
+from serve.api.network import ServerStartError, port_in_use_hint
 from serve.core.admission import Admission
 from serve.core.answers import INTERNAL_DETAIL, bounded_detail
 from serve.core.dataplane import DataPlane
@@ -190,7 +190,9 @@ class HttpFrontDoor:
         except OSError as exc:
             await self._runner.cleanup()
             self._runner = None
-            raise ServerStartError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc} (is the port in use?)") from exc
+            raise ServerStartError(
+                f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc} ({port_in_use_hint('--http-port')})"
+            ) from exc
         return self._runner.addresses[0][1]
 
     async def stop(self) -> None:

@@ -10,6 +10,12 @@ class ServerStartError(RuntimeError):
     """The server cannot start as configured (bad TLS files, a port in use, workers not ready, ...); the message says why."""
 
 
+def port_in_use_hint(flag: str) -> str:
+    """What a port that cannot be bound most likely means, and the flag that picks another."""
+    return (f"is another `python -m serve` running? Stop it, or choose another port with {flag} "
+            "(0: any free port); or is the host not local?")
+
+
 def address(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"

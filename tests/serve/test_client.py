@@ -1,6 +1,9 @@
 """The client class and `python -m serve.client` against a running server."""
 from __future__ import annotations
 
+import re
+import time
+
 import grpc
 import numpy as np
 import pytest
@@ -9,8 +12,10 @@ from serve_testing import free_port, offline_probabilities
 
 from contracts.data_dir import DATA_DIR_ENV
 from contracts.mnist_idx import mnist_raw_dir
+from contracts.sessions import RuntimeOptions
 from serve import client as client_cli
 from serve.client import ClientError, DigitClient, Prediction
+from serve.server import BackgroundServer, ServerConfig
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +167,44 @@ def test_cli_lists_models(server, capsys):
     assert client_cli.main(["--list-models", "--server", server.target]) == 0
     out = capsys.readouterr().out
     assert "centroid" in out and "CPUExecutionProvider" in out and "thirdparty" in out
+
+
+def test_cli_pointed_at_the_http_port_says_it_speaks_grpc_at_once(server, png_files, capsys):
+    http_target = server.http_url.removeprefix("http://")
+    began = time.monotonic()
+    code = client_cli.main([str(png_files[0]), "--server", http_target, "--connect-timeout", "30"])
+    err = capsys.readouterr().err
+    assert code == client_cli.EXIT_UNREACHABLE
+    assert f"{http_target} is an HTTP server" in err and f":{client_cli.DEFAULT_GRPC_PORT}" in err and "gRPC" in err
+    assert time.monotonic() - began < 30, "the HTTP server was found by the probe, not by waiting out the timeout"
+
+
+def test_cli_without_a_token_names_its_token_file_flag(model_dir, png_files, tmp_path, capsys):
+    token_file = tmp_path / "tokens"
+    token_file.write_text("s3cret-token-0123456789\n")
+    config = ServerConfig(model_paths=(model_dir / "centroid.onnx",), port=0, http_port=None,
+                          runtime=RuntimeOptions(device="cpu"), token_file=token_file)
+    with BackgroundServer(config) as protected:
+        assert client_cli.main([str(png_files[0]), "--server", protected.target]) == client_cli.EXIT_REFUSED
+        assert "--token-file" in capsys.readouterr().out
+        assert client_cli.main(["--list-models", "--server", protected.target]) == client_cli.EXIT_REFUSED
+        assert "--token-file" in capsys.readouterr().err
+        assert client_cli.main([str(png_files[0]), "--server", protected.target, "--token-file", str(token_file)]) == 0
+
+
+def test_cli_mnist_test_without_the_data_names_the_flag_and_the_variable(server, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)  # another folder: no ./data/MNIST/raw here
+    assert client_cli.main(["--mnist-test", "10", "--server", server.target]) == client_cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--data-dir" in err and DATA_DIR_ENV in err
+
+
+def test_cli_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        client_cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    parser = client_cli.build_parser()
+    for flag in ("--server", "--top-k", "--connect-timeout"):
+        default = parser.get_default(flag.lstrip("-").replace("-", "_"))
+        assert re.search(rf"{flag} \S+ .*?\(default: {re.escape(str(default))}\)", text), flag

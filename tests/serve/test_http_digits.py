@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from serve_testing import TEST_LIMITS, TEST_MAX_MESSAGE_BYTES
 
 from contracts.generated.digits.v1 import digits_pb2, digits_pb2_grpc
+from contracts.images.formats import ACCEPTED_MEDIA_TYPES
 from contracts.model_file import TensorSpec
 from contracts.sessions import RuntimeOptions
 from serve.api import grpc_digits, http_digits
@@ -387,6 +388,12 @@ def test_bad_json_bodies_are_refused_with_what_to_send(api, body, status, detail
 def test_bad_image_bodies_are_refused_with_what_to_send(api, content_type, body, status, detail):
     got, answer = post(f"{api}/classify", body, content_type)
     assert (got, detail in answer["error"]) == (status, True), answer
+
+
+def test_a_refused_content_type_names_every_image_type_accepted(api):
+    got, answer = post(f"{api}/classify", b"7", "text/plain")
+    assert got == 415
+    assert [media_type for media_type in ACCEPTED_MEDIA_TYPES if media_type not in answer["error"]] == []
 
 
 def test_bad_forms_are_refused_with_what_to_send(api, sample):

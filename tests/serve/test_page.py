@@ -5,7 +5,8 @@ own handlers. What the page shows must be what the HTTP digits API answers for t
 verdict included, and with the conftest's centroid classifier (MNIST class means) the drawn shapes
 must read as the digits they are: a vertical stroke as 1, a 7 as 7, an oval as 0; a blank page as no digit.
 
-PAGE_SCREENSHOT=docs/page.png python -m pytest tests/serve/test_page.py -k seven  refreshes the README's picture.
+The README's picture is lenet's, taken by `python -m bench.readme_examples --screenshot docs/page.png`;
+PAGE_SCREENSHOT, PAGE_VERDICT_SCREENSHOT and PAGE_PHONE_SCREENSHOT (paths) save what these tests see.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from selenium.webdriver.common.actions.pointer_input import PointerInput  # noqa
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
+from contracts.images.formats import FORMATS, SUPPORTED_FORMATS  # noqa: E402
 from contracts.sessions import RuntimeOptions  # noqa: E402
 from serve.server import BackgroundServer, ServerConfig  # noqa: E402
 
@@ -299,15 +301,89 @@ def test_server_errors_are_shown_on_the_page(page):
     error = page.find_element(By.ID, "error")
     wait(page, lambda d: error.is_displayed() and state(d) == "idle")
     text = page.find_element(By.ID, "error-text").text
-    assert "415" in text and "Content-Type 'text/plain' is not accepted here" in text
+    # A person is told what to drop instead, in words of files, not of the API's body kinds.
+    assert "415" in text and "notes.txt" in text and SUPPORTED_FORMATS in text
+    assert "multipart" not in text and "Content-Type" not in text
     drop_file(page, b"these are not the pixels you are looking for", "notes.png", "image/png")
     wait(page, lambda d: "400" in d.find_element(By.ID, "error-text").text)
-    assert "not a PNG, JPEG, BMP, GIF, TIFF or WebP image" in page.find_element(By.ID, "error-text").text
+    assert f"not a {SUPPORTED_FORMATS} image" in page.find_element(By.ID, "error-text").text
     assert not page.find_element(By.ID, "token-form").is_displayed()
     # A good drawing afterwards clears the error.
     draw(page, [VERTICAL])
     assert wait_for_answer(page) == "1"
     wait(page, lambda d: not error.is_displayed())
+
+
+def big_png(mnist_digit: np.ndarray) -> bytes:
+    """A digit on a page larger than the test server's pixel limit (1 MiB pixels): refused with 413."""
+    return on_paper(mnist_digit, scale=40)
+
+
+@pytest.mark.parametrize("name, mime, status", [("big.png", "image/png", "413"), ("empty.png", "image/png", "400"),
+                                                ("notes.txt", "text/plain", "415")])
+def test_an_error_clears_the_previous_answer(page, mnist_test_set, name, mime, status):
+    images, _ = mnist_test_set
+    data = {"big.png": big_png(images[0]), "empty.png": b"", "notes.txt": b"a shopping list"}[name]
+    draw(page, [VERTICAL])
+    assert wait_for_answer(page) == "1"
+    drop_file(page, data, name, mime)
+    error = page.find_element(By.ID, "error")
+    wait(page, lambda d: error.is_displayed() and state(d) == "idle")
+    assert status in page.find_element(By.ID, "error-text").text
+    after = shown(page)
+    # Nothing of the drawing's answer stays beside the error: no digit, no bars, no model input.
+    assert after["digit"] == "–" and after["verdict"] != "digit" and "1" not in after["headline"]
+    assert after["probabilities"] == [0] * 10 and after["top"] == [] and after["seen"] is None
+    wait(page, lambda d: max(shown(d)["fills"]) == 0)
+
+
+def test_the_file_picker_offers_every_format_the_server_reads(page, server, mnist_test_set, tmp_path):
+    accept = page.find_element(By.ID, "file").get_attribute("accept").split(",")
+    assert sorted(accept) == sorted({image_format.media_type for image_format in FORMATS})
+    images, _ = mnist_test_set
+    picked = tmp_path / "digit.webp"
+    Image.open(io.BytesIO(on_paper(images[2]))).save(picked, format="WEBP", lossless=True)
+    page.find_element(By.ID, "file").send_keys(str(picked))
+    answer = api_answer(server, picked.read_bytes())
+    wait(page, lambda d: state(d) == "idle" and shown(d)["seen"] == answer["model_input"])
+    assert_shows(page, answer)
+
+
+PHONE_WINDOW = (400, 760)
+
+
+def in_view(driver, element_id: str) -> dict:
+    return driver.execute_script("""
+        const box = document.getElementById(arguments[0]).getBoundingClientRect();
+        const pad = document.getElementById('canvas').getBoundingClientRect();
+        return {
+            visible: box.top >= 0 && box.bottom <= window.innerHeight && box.left >= 0 && box.right <= window.innerWidth,
+            over_pad: box.top < pad.bottom && box.bottom > pad.top && box.left < pad.right && box.right > pad.left,
+            width: window.innerWidth,
+        };
+    """, element_id)
+
+
+def test_on_a_phone_the_answer_is_in_view_while_drawing(driver, server):
+    wide = driver.get_window_size()
+    driver.set_window_size(*PHONE_WINDOW)
+    try:
+        driver.get(server.http_url + "/")
+        wait(driver, lambda d: d.execute_script("return document.body.dataset.models") == "loaded")
+        assert in_view(driver, "canvas")["width"] <= PHONE_WINDOW[0]
+        stroke_actions(driver, [VERTICAL], interaction.POINTER_TOUCH, release=False).perform()
+        assert wait_for_answer(driver) == "1"  # the finger is still down
+        if os.environ.get("PAGE_PHONE_SCREENSHOT"):
+            driver.save_screenshot(os.environ["PAGE_PHONE_SCREENSHOT"])
+        for element_id in ("digit", "verdict"):
+            where = in_view(driver, element_id)
+            assert where["visible"] and not where["over_pad"], (element_id, where)
+        lift = ActionBuilder(driver, mouse=PointerInput(interaction.POINTER_TOUCH, interaction.POINTER_TOUCH))
+        lift.pointer_action.pointer_up()
+        lift.perform()
+        wait_for_answer(driver)
+    finally:
+        driver.set_window_size(wide["width"], wide["height"])
 
 
 def test_a_server_with_tokens_gets_its_token_from_the_page(driver, model_dir, tmp_path):

@@ -1,10 +1,9 @@
 """Start-up: execution providers, model files that cannot be served, and the command line's exit codes."""
 from __future__ import annotations
 
-import re
-
 import asyncio
 import logging
+import re
 import shutil
 import socket
 import subprocess
@@ -156,13 +155,44 @@ def test_start_up_failures_exit_2_with_one_clear_line(kind, model_dir, tmp_path,
     assert "Traceback" not in err
 
 
-def test_a_port_in_use_exits_2(model_dir, capsys):
+@pytest.fixture
+def taken_port():
+    """A port something else listens on, as another server would."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        code, err = _run_main(["--model", str(model_dir / "centroid.onnx"), "--port", str(port), "--device", "cpu"], capsys)
-    assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err
+        yield taken.getsockname()[1]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_exits_2_naming_the_flag_and_the_likely_cause(model_dir, taken_port, workers, capsys):
+    model = ["--model", str(model_dir / "centroid.onnx"), "--device", "cpu", "--workers", workers]
+    code, err = _run_main([*model, "--port", str(taken_port), "--http-port", "0"], capsys)
+    assert code == 2 and f"cannot listen on 127.0.0.1:{taken_port}" in err
+    assert "--port " in err and "another `python -m serve`" in err
+    code, err = _run_main([*model, "--port", "0", "--http-port", str(taken_port)], capsys)
+    assert code == 2 and f"127.0.0.1:{taken_port}" in err
+    assert "--http-port" in err and "another `python -m serve`" in err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_model_files_are_checked_before_the_ports_are_bound(taken_port, tmp_path, workers, capsys):
+    ports = ["--port", str(taken_port), "--http-port", str(taken_port), "--device", "cpu", "--workers", workers]
+    code, err = _run_main(["--model", str(tmp_path / "model" / "lenet.onnx"), *ports], capsys)
+    assert code == 2 and f"model file not found: {tmp_path / 'model' / 'lenet.onnx'}" in err
+    assert "cannot listen" not in err
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(b"PK\x03\x04" + bytes(60))  # torch.save writes a zip archive
+    code, err = _run_main(["--model", str(checkpoint), *ports], capsys)
+    assert code == 2 and f"{checkpoint} is a PyTorch checkpoint" in err and "python -m export" in err
+    assert "cannot listen" not in err
+    code, err = _run_main(["--model-repository", str(tmp_path / "no-repo"), *ports], capsys)
+    assert code == 2 and "no-repo" in err and "cannot listen" not in err
+
+
+def test_help_describes_both_front_doors():
+    description = serve_main.build_parser().description
+    assert "gRPC" in description and "HTTP" in description and "--http-port" in description
 
 
 def test_bad_flags_exit_2_with_usage(model_dir, capsys):
