@@ -111,12 +111,13 @@ RECIPES: dict[str, Recipe] = {
     # epochs at 99.2%. Shifts of 2 pixels instead of 1 slowed it down (98.98% vs 99.07% in 3).
     #
     # Every digit recipe trains with outlier exposure: a quarter as many generated non-digits as
-    # digits in each batch, pushed towards the uniform distribution with weight 0.5. It costs no
-    # MNIST accuracy and turns letters, scribbles and noise from confident digits into low top
+    # digits in each batch, pushed towards the uniform distribution with weight 0.5. It costs
+    # lenet-modern no MNIST accuracy; the sigmoid LeNet, which learns more slowly, needs 8 epochs
+    # instead of 6 to end at 99.2% again. It turns letters, scribbles and noise from confident digits into low top
     # probabilities (docs/training.md has the figures). The augmentations stay off: on the
     # real-photo benchmark they changed neither accuracy nor refusals beyond the noise, and they
     # cost about a third more CPU time per step.
-    "lenet": Recipe(epochs=6, batch_size=128, lr=2e-2, weight_decay=1e-4, max_shift=1, outlier_share=0.25),
+    "lenet": Recipe(epochs=8, batch_size=128, lr=2e-2, weight_decay=1e-4, max_shift=1, outlier_share=0.25),
     "lenet-modern": Recipe(epochs=8, batch_size=128, lr=5e-3, weight_decay=1e-4, max_shift=1, outlier_share=0.25),
     "lenet5-32": Recipe(epochs=6, batch_size=128, lr=3e-3, weight_decay=1e-4, max_shift=1, outlier_share=0.25),
     "edge": _KERNEL_RECIPE,
