@@ -233,6 +233,16 @@ def test_a_low_resolution_scan_is_upsampled_smoothly(digits):
     assert steps.max() < 0.6  # no block edges: neighbouring pixels change gradually
 
 
+@pytest.mark.parametrize("side", [9, 10])
+def test_a_low_resolution_scans_strokes_are_not_much_bolder_than_the_digits_own(digits, side):
+    # Blown up 2-3 times, each of the scan's pixels leaves a soft edge wider than MNIST's strokes have.
+    scans = [np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BOX), dtype=np.float32)
+             for digit in digits]
+    widths = [stroke_width(to_mnist_format(1.0 - scan.clip(0, 1))) for scan in scans]
+    own = [stroke_width(digit) for digit in digits]
+    assert np.median(widths) <= 1.4 * np.median(own)
+
+
 # ---------------------------------------------------------------- decoding at reduced scale
 
 
