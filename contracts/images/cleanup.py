@@ -266,14 +266,14 @@ def find_components(ink: np.ndarray, inked: np.ndarray) -> Components:
     return Components(labels, stats, mean_contrast, border_contact, in_border_band)
 
 
-def _candidates(components: Components, shape: tuple[int, int], on_page: bool) -> np.ndarray:
+def _candidates(components: Components, shape: tuple[int, int], on_page: bool, surroundings: bool = True) -> np.ndarray:
     """bool (count,): the components that may be (part of) a digit; never the background (0)."""
     height, width = shape
     keep = components.stats[:, cv2.CC_STAT_AREA] >= MIN_COMPONENT_PIXELS
     keep[0] = False
     dubious = np.zeros_like(keep)
     if on_page:  # a page around the digit: its surroundings go
-        objects, dubious = _page_objects(components, height, width)
+        objects, dubious = _page_objects(components, height, width, surroundings)
         keep &= ~objects
         dubious &= keep
         if (keep & ~dubious & _digit_sized(components.stats, shape)).any():
@@ -297,10 +297,15 @@ def _edge_like(stats: np.ndarray, height: int, width: int) -> np.ndarray:
     return tall | wide
 
 
-def _page_objects(components: Components, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _page_objects(components: Components, height: int, width: int,
+                  surroundings: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(bool per component: the page's edge, a table, a shadow or a ruled line, not a stroke;
     bool per component: such an object, unless nothing else is inked, then a digit filling the
-    picture: the surroundings spanning it, as a tight crop's digit does, and long straight edges)."""
+    picture: the surroundings spanning it, as a tight crop's digit does, and long straight edges).
+
+    Without `surroundings` (a plain canvas, which shows no table or sheet's edge), where a
+    component lies (along the border, in a band beside it) does not make it one of them.
+    """
     stats = components.stats
     left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
     box_width, box_height = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
@@ -323,15 +328,17 @@ def _page_objects(components: Components, height: int, width: int) -> tuple[np.n
              & (box_height >= EDGE_HUG_LENGTH_FRACTION * height))
     # Nearly all within that band along the sides (the corner of a sheet on a table): the same.
     banded = components.in_border_band >= EDGE_BAND_SHARE * area
-    surroundings = along_border | across | hugs | banded
+    beside_border = along_border | across | hugs | banded
+    if not surroundings:
+        beside_border[:] = False
     fill = area / np.maximum(box_width * box_height, 1)
     big = np.minimum(box_width, box_height) >= SHADOW_MIN_SIDE_FRACTION * min(height, width)
     shadows = big & (fill >= SHADOW_MIN_FILL) & (components.mean_contrast < SHADOW_CONTRAST)
     lines = _line_like(stats, width, height, True) | _line_like(stats, height, width, False)
-    return (surroundings & ~spans) | shadows | lines, (surroundings & spans) | _edge_like(stats, height, width)
+    return (beside_border & ~spans) | shadows | lines, (beside_border & spans) | _edge_like(stats, height, width)
 
 
-def select_digit(ink: np.ndarray, threshold: float) -> np.ndarray | None:
+def select_digit(ink: np.ndarray, threshold: float, surroundings: bool = True) -> np.ndarray | None:
     """bool (H, W) mask of the digit's strokes in an ink map, or None when nothing in it is digit-like.
 
     Ruled lines are removed first. Ink at least `threshold` is judged then; when the digit found is much
@@ -339,18 +346,20 @@ def select_digit(ink: np.ndarray, threshold: float) -> np.ndarray | None:
     that faint marks touching the digit (print-through, a shadow's rim) no longer join it; the
     ink within 2 px of the strokes found there (their soft edges) is kept. A small picture (the
     digit itself, a tight crop, a low-resolution scan) has no page around the digit: all its ink
-    but single-pixel specks (MAX_SPECK_PIXELS) is the digit.
+    but single-pixel specks (MAX_SPECK_PIXELS) is the digit. `surroundings`: whether the picture
+    may show the page's surroundings (a table, a shadow, the sheet's edge) beside its border; a
+    drawing app's plain canvas does not, and a digit drawn near its edge is no table edge.
     """
     if min(ink.shape) < FLATTEN_MIN_SIDE:
         return _all_but_specks(ink >= threshold)
     lines = ruled_lines((ink >= threshold).view(np.uint8))
     if lines.any():
         ink = ink * (lines ^ 1)  # a copy: the caller's map keeps its lines
-    found = _select(ink, threshold, on_page=True)
+    found = _select(ink, threshold, on_page=True, surroundings=surroundings)
     if found is None:
         # The digit may be joined to a shadow's or the table's rim, and dropped with it: the
         # clearly dark ink off the border alone is judged again.
-        found = _select(ink, STRONG_INK_RATIO * threshold, on_page=True, off_border=True)
+        found = _select(ink, STRONG_INK_RATIO * threshold, on_page=True, off_border=True, surroundings=surroundings)
     if found is None:
         return None
     digit, box, contrast = found
@@ -374,8 +383,8 @@ def _all_but_specks(inked: np.ndarray) -> np.ndarray | None:
     return large[labels] if large.any() else None
 
 
-def _select(ink: np.ndarray, threshold: float, on_page: bool,
-            off_border: bool = False) -> tuple[np.ndarray, tuple[slice, slice], float] | None:
+def _select(ink: np.ndarray, threshold: float, on_page: bool, off_border: bool = False,
+            surroundings: bool = True) -> tuple[np.ndarray, tuple[slice, slice], float] | None:
     """(the digit's mask, its box, its main stroke's core contrast) at one threshold, or None.
 
     On a page, the page's surroundings are no candidates; within the digit's own box, every
@@ -383,7 +392,7 @@ def _select(ink: np.ndarray, threshold: float, on_page: bool,
     """
     inked = (ink >= threshold).view(np.uint8)
     components = find_components(ink, inked)
-    keep = _candidates(components, ink.shape, on_page)
+    keep = _candidates(components, ink.shape, on_page, surroundings)
     if off_border:
         keep &= components.border_contact == 0
     if not keep.any():

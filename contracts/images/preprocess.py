@@ -29,6 +29,8 @@ each a function below or in contracts.images.cleanup that is tested on its own:
    along the border), shadows and faint marks (print-through) are dropped; the component with the
    most clearly dark ink is the digit, and the strokes near it join it (a 5 whose bar was drawn
    apart is one digit). Around the digit found, ink much fainter than its strokes is dropped too.
+   A drawing app's canvas (``plain_background``: one flat grey level, no grain) shows no table or
+   sheet's edge, so there a digit drawn near the border is not taken for one.
    Nothing digit-like (a blank page, noise, specks, only lines): no digit.
 6. Crop (``crop_digit``) to the digit's box, its strokes stretched so their ink is 1 (the median
    of its clearly inked pixels, not the darkest one) and everything else 0.
@@ -40,8 +42,10 @@ each a function below or in contracts.images.cleanup that is tested on its own:
    enough); strokes bolder than nearly every MNIST digit's (a marker) are eroded to it. Then the
    image is resampled to the 20 px box: area-averaged (box filter) from 160 px or more, with an
    antialiased triangle (bilinear) filter from less, which keeps the soft edges of a digit drawn
-   near MNIST's own scale, and bicubic from ``LOW_RES_SIDE`` px or less (a low-resolution scan),
-   whose smooth interpolation rounds blocky pixels into strokes.
+   near MNIST's own scale, and Lanczos from ``LOW_RES_SIDE`` px or less (a low-resolution scan),
+   whose smooth interpolation rounds blocky pixels into strokes; the soft edges it leaves there
+   (each of the scan's pixels spans several of the box's) are steepened by a power curve
+   (``LOW_RES_EDGE_POWER``), so the strokes are as crisp as MNIST's and not a grey halo wider.
 8. Centre (``centre_by_mass``): paste into 28x28 with the centre of mass moved to (14, 14),
    offsets rounded to whole pixels and clamped so no ink leaves the field; values clipped to [0, 1].
 
@@ -105,6 +109,7 @@ __all__ = [
     "dilate",
     "erode",
     "working_copy",
+    "plain_background",
     "ink_map",
     "select_digit",
     "crop_digit",
@@ -133,12 +138,21 @@ TYPICAL_STROKE_PX = 2.5
 # Strokes bolder than nearly every MNIST digit's (a marker, a thick brush) close loops and merge
 # neighbouring strokes at 20 px: they are eroded to the typical width.
 BOLD_STROKE_PX = 4.0
-# A crop this small (a low-resolution scan) is upsampled to the box with a bicubic filter, whose
+# A crop this small (a low-resolution scan) is upsampled to the box with a Lanczos filter, whose
 # smooth interpolation rounds the blocky pixels into strokes.
 LOW_RES_SIDE = 16
+# The upsampled scan's values are raised to this power: its strokes' cores stay at 1 while the wide
+# soft edges of a scan pixel blown up 2-3 times fade, towards the sharper profile of MNIST's strokes.
+LOW_RES_EDGE_POWER = 1.5
 # Pictures up to MAX_BLOW_UP * LOW_RES_SIDE px made of k x k blocks (k up to MAX_BLOW_UP) are
 # such scans enlarged with nearest-neighbour resampling.
 MAX_BLOW_UP = 8
+# A picture whose background is one flat grey level (a drawing app's canvas, a rendered image) is
+# no photographed page: at least PLAIN_BORDER_SHARE of its border and PLAIN_SHARE of all its pixels
+# lie within PLAIN_TOLERANCE (half an 8-bit grey level) of the border's level.
+PLAIN_TOLERANCE = 0.5 / 255
+PLAIN_BORDER_SHARE = 0.9
+PLAIN_SHARE = 0.5
 # Large crops are max-pooled to 8-16 times the box size: that widens strokes by at most 1/8 px of
 # the final digit, and dilation there is cheap (at most 320 px a side). Thin strokes on a smaller
 # crop are dilated at 8 times the box size too.
@@ -429,8 +443,8 @@ def _scale_to_box(working: np.ndarray, box_size: int) -> np.ndarray:
         working = erode(working, math.floor((stroke - TYPICAL_STROKE_PX / scale) / 2))
     box_shape = fit_longer_side(*working.shape, box_size)
     if max(working.shape) <= LOW_RES_SIDE < box_size:
-        upsampled = cv2.resize(working, box_shape[::-1], interpolation=cv2.INTER_CUBIC)
-        return _clip_unit(upsampled)
+        upsampled = _clip_unit(cv2.resize(working, box_shape[::-1], interpolation=cv2.INTER_LANCZOS4))
+        return np.power(upsampled, np.float32(LOW_RES_EDGE_POWER), out=upsampled)
     if working.shape == box_shape:
         return working
     # Area averaging from a large crop; from a small one a triangle filter, whose smoothing keeps the
@@ -489,6 +503,21 @@ def _undo_blow_up(gray: np.ndarray) -> np.ndarray:
     return gray
 
 
+def plain_background(gray: np.ndarray) -> bool:
+    """Whether the picture's background is one flat grey level, as a drawing app's canvas is.
+
+    Such a picture has no lighting, shadows or grain to clean up, and nothing beyond its border
+    (a table, the sheet's edge): a digit drawn near its edge must not be taken for them. A photo's
+    paper, however evenly lit, varies by a few grey levels at least.
+    """
+    ring = _border_ring(gray)
+    background = _median_of_scratch(ring.copy())
+    ring -= background
+    if np.count_nonzero(np.abs(ring, out=ring) <= PLAIN_TOLERANCE) < PLAIN_BORDER_SHARE * ring.size:
+        return False
+    return np.count_nonzero(np.abs(gray - background) <= PLAIN_TOLERANCE) >= PLAIN_SHARE * gray.size
+
+
 def ink_map(gray: np.ndarray, low: float | None = None, high: float | None = None) -> tuple[np.ndarray, float] | None:
     """(ink map: 0 on the background, the ink's contrast above it elsewhere; the contrast that is ink),
     or None when nothing in the picture stands out from its grain.
@@ -534,11 +563,14 @@ def to_mnist_format(gray: np.ndarray) -> np.ndarray:
     finite 2-D [0, 1].
     """
     gray, low, high = _checked_gray(gray)
-    found = ink_map(working_copy(gray), low, high)
+    work = working_copy(gray)
+    found = ink_map(work, low, high)
     if found is None:
         return np.zeros(DIGIT_SHAPE, dtype=np.float32)
     ink, threshold = found
-    digit = select_digit(ink, threshold)
+    # Only a page's components are judged by where they lie (a small picture is the digit itself).
+    surroundings = min(work.shape) >= FLATTEN_MIN_SIDE and not plain_background(work)
+    digit = select_digit(ink, threshold, surroundings=surroundings)
     if digit is None:
         return np.zeros(DIGIT_SHAPE, dtype=np.float32)
     return _centre_by_mass(_scale_to_box(crop_digit(ink, digit), DIGIT_BOX))

@@ -20,6 +20,7 @@ from contracts.images.decode import JPEG_MIN_LONGER_SIDE
 from contracts.images.preprocess import (
     ImageLimits,
     decode_image,
+    plain_background,
     stroke_width,
     to_mnist_format,
 )
@@ -170,6 +171,45 @@ def test_a_picture_without_a_digit_gives_the_blank_digit(kind):
     assert not to_mnist_format(picture.clip(0, 1)).any()
 
 
+# ---------------------------------------------------------------- a drawing app's plain canvas
+
+CANVAS = (900, 1200)  # height, width: larger than the working copy, as a drawing app's export is
+SMALL_DIGIT_SIDE = 84
+
+
+def canvas_drawing(digit: np.ndarray, top: int, left: int) -> np.ndarray:
+    """A white canvas, no grain, with the digit drawn small in grey ink at (top, left)."""
+    canvas = np.ones(CANVAS, dtype=np.float32)
+    window = (slice(top, top + SMALL_DIGIT_SIDE), slice(left, left + SMALL_DIGIT_SIDE))
+    canvas[window] -= 0.8 * enlarged(digit, SMALL_DIGIT_SIDE)
+    return canvas
+
+
+def as_transparent_png(drawing: np.ndarray) -> bytes:
+    """The drawing as an RGBA PNG: black ink whose alpha is its darkness, the canvas transparent."""
+    rgba = np.zeros((*drawing.shape, 4), dtype=np.uint8)
+    rgba[..., 3] = np.round((1.0 - drawing) * 255).astype(np.uint8)
+    encoded = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(encoded, format="PNG")
+    return encoded.getvalue()
+
+
+def test_a_plain_canvas_is_told_from_a_photographed_page(digits):
+    assert plain_background(canvas_drawing(digits[4], 400, 500))
+    assert not plain_background(page_photo(digits[4]))  # grain, however slight
+    assert not plain_background(page_photo(digits[4], grain=0.0) * np.linspace(1.0, 0.8, PAGE[1])[None, :])
+
+
+@pytest.mark.parametrize("encoding", ["gray", "transparent png"])
+@pytest.mark.parametrize("corner", [(6, 20), (420, 6), (CANVAS[0] - SMALL_DIGIT_SIDE - 6, 900)])
+def test_a_digit_drawn_near_a_plain_canvas_edge_is_kept(digits, corner, encoding):
+    middle = canvas_drawing(digits[7], 400, 550)
+    near_edge = canvas_drawing(digits[7], *corner)
+    if encoding == "transparent png":
+        near_edge = decode_image(as_transparent_png(near_edge), ImageLimits())
+    assert_same_digit(near_edge, middle, bound=0.95)
+
+
 # ---------------------------------------------------------------- strokes and scans
 
 
@@ -191,6 +231,16 @@ def test_a_low_resolution_scan_is_upsampled_smoothly(digits):
     steps = np.abs(np.diff(result, axis=1))
     assert correlation(result, digits[2]) > 0.7
     assert steps.max() < 0.6  # no block edges: neighbouring pixels change gradually
+
+
+@pytest.mark.parametrize("side", [9, 10])
+def test_a_low_resolution_scans_strokes_are_not_much_bolder_than_the_digits_own(digits, side):
+    # Blown up 2-3 times, each of the scan's pixels leaves a soft edge wider than MNIST's strokes have.
+    scans = [np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BOX), dtype=np.float32)
+             for digit in digits]
+    widths = [stroke_width(to_mnist_format(1.0 - scan.clip(0, 1))) for scan in scans]
+    own = [stroke_width(digit) for digit in digits]
+    assert np.median(widths) <= 1.4 * np.median(own)
 
 
 # ---------------------------------------------------------------- decoding at reduced scale
