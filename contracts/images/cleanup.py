@@ -109,6 +109,13 @@ STRONG_INK_RATIO = 2.5
 BORDER_WEIGHT = 0.25
 DIGIT_CONTRAST_RATIO = 1.6
 JOIN_MIN_AREA_FRACTION = 0.02
+# A page with at least this many candidate marks is cluttered (print-through text: a mark per
+# word); a clean page holds a few. There only strokes at least JOIN_MIN_EXTENT_FRACTION of the main
+# stroke's longer side long join the digit (words chain across the page otherwise), and the
+# digit's box is judged again at CLUTTER_RELATIVE_THRESHOLD of its strokes' contrast.
+CLUTTER_COMPONENTS = 20
+JOIN_MIN_EXTENT_FRACTION = 0.3
+CLUTTER_RELATIVE_THRESHOLD = 0.45
 
 
 def _odd(size: float) -> int:
@@ -362,11 +369,11 @@ def select_digit(ink: np.ndarray, threshold: float, surroundings: bool = True) -
         found = _select(ink, STRONG_INK_RATIO * threshold, on_page=True, off_border=True, surroundings=surroundings)
     if found is None:
         return None
-    digit, box, contrast = found
-    raised = RELATIVE_THRESHOLD * contrast
+    digit, box, contrast, cluttered = found
+    raised = (CLUTTER_RELATIVE_THRESHOLD if cluttered else RELATIVE_THRESHOLD) * contrast
     if raised <= 1.25 * threshold:
         return digit
-    again = _select(ink[box], raised, on_page=False)
+    again = _select(ink[box], raised, on_page=False, cluttered=cluttered)
     if again is None:
         return digit
     strokes = np.zeros(ink.shape, dtype=np.uint8)
@@ -384,11 +391,14 @@ def _all_but_specks(inked: np.ndarray) -> np.ndarray | None:
 
 
 def _select(ink: np.ndarray, threshold: float, on_page: bool, off_border: bool = False,
-            surroundings: bool = True) -> tuple[np.ndarray, tuple[slice, slice], float] | None:
-    """(the digit's mask, its box, its main stroke's core contrast) at one threshold, or None.
+            surroundings: bool = True, cluttered: bool = False
+            ) -> tuple[np.ndarray, tuple[slice, slice], float, bool] | None:
+    """(the digit's mask, its box, its main stroke's core contrast, whether the page is cluttered)
+    at one threshold, or None.
 
     On a page, the page's surroundings are no candidates; within the digit's own box, every
-    component is. `off_border`: nothing that touches the picture's border is.
+    component is. `off_border`: nothing that touches the picture's border is. `cluttered` (or
+    CLUTTER_COMPONENTS candidates on a page): only long strokes join the digit.
     """
     inked = (ink >= threshold).view(np.uint8)
     components = find_components(ink, inked)
@@ -397,6 +407,7 @@ def _select(ink: np.ndarray, threshold: float, on_page: bool, off_border: bool =
         keep &= components.border_contact == 0
     if not keep.any():
         return None
+    cluttered = cluttered or (on_page and np.count_nonzero(keep) >= CLUTTER_COMPONENTS)
     # On a page, weighed by their clearly dark pixels: a faint spread (print-through, a shadow's
     # rim, paper texture) has few or none, however large it is. Marks on the border weigh less:
     # the digit is written on the page, not at its edge.
@@ -413,7 +424,7 @@ def _select(ink: np.ndarray, threshold: float, on_page: bool, off_border: bool =
     left, top, width, height = (int(value) for value in stats[main, :4])
     if on_page and (not digit_sized[main] or components.mean_contrast[main] < DIGIT_CONTRAST_RATIO * threshold):
         return None  # too small, or barely clearing the threshold: dust or paper texture, not a digit
-    chosen = _join(components, keep, main, max(ink.shape))
+    chosen = _join(components, keep, main, max(ink.shape), cluttered)
     if on_page:
         # Rivals off the border: what touches it is more likely the page's surroundings than a digit.
         rivals = np.where(keep & ~chosen & (components.border_contact == 0), mass, 0.0)
@@ -429,17 +440,21 @@ def _select(ink: np.ndarray, threshold: float, on_page: bool, off_border: bool =
     lefts, tops = stats[chosen, cv2.CC_STAT_LEFT], stats[chosen, cv2.CC_STAT_TOP]
     box = (slice(int(tops.min()), int((tops + stats[chosen, cv2.CC_STAT_HEIGHT]).max())),
            slice(int(lefts.min()), int((lefts + stats[chosen, cv2.CC_STAT_WIDTH]).max())))
-    return chosen[components.labels], box, float(np.partition(cores, rank)[rank])
+    return chosen[components.labels], box, float(np.partition(cores, rank)[rank]), cluttered
 
 
-def _join(components: Components, keep: np.ndarray, main: int, picture_side: int) -> np.ndarray:
-    """bool per component: the main one and the strokes near it (JOIN_* rules), grown pass by pass."""
+def _join(components: Components, keep: np.ndarray, main: int, picture_side: int, cluttered: bool) -> np.ndarray:
+    """bool per component: the main one and the strokes near it (JOIN_* rules), grown pass by pass;
+    on a cluttered page only strokes at least JOIN_MIN_EXTENT_FRACTION of the main one's length."""
     stats = components.stats
     area = stats[:, cv2.CC_STAT_AREA]
     chosen = np.zeros(components.count, dtype=bool)
     chosen[main] = True
     joinable = keep & (area >= JOIN_MIN_AREA_FRACTION * area[main])
     joinable &= components.mean_contrast >= JOIN_CONTRAST_FRACTION * components.mean_contrast[main]
+    if cluttered:
+        extent = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT])
+        joinable &= extent >= JOIN_MIN_EXTENT_FRACTION * extent[main]
     joinable[main] = False
     lefts, tops = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
     rights, bottoms = lefts + stats[:, cv2.CC_STAT_WIDTH], tops + stats[:, cv2.CC_STAT_HEIGHT]

@@ -117,6 +117,25 @@ def test_faint_print_through_does_not_join_the_digit(digits):
     assert_same_digit(backside, clean)
 
 
+def test_a_faint_digit_on_a_page_of_print_through_words_has_a_black_background(digits):
+    faint = page_photo(digits[9], ink_strength=0.3)
+    backside = faint.copy()
+    rng = np.random.default_rng(3)
+    for row in range(12, PAGE[0] - 12, 11):  # dense lines of small "words" from the back, 25% dark
+        start = 12
+        while start < PAGE[1] - 40:
+            length = int(rng.integers(6, 26))
+            backside[row : row + 3, start : start + length] *= 0.75
+            start += length + int(rng.integers(4, 9))
+    result, clean = to_mnist_format(backside), to_mnist_format(faint)
+    assert result.any(), "the digit was lost"
+    assert correlation(result, clean) > 0.9
+    near_the_digit = np.asarray(Image.fromarray(clean > 0).resize((28, 28))).astype(bool)
+    near_the_digit |= np.roll(near_the_digit, 2, 0) | np.roll(near_the_digit, -2, 0)
+    near_the_digit |= np.roll(near_the_digit, 2, 1) | np.roll(near_the_digit, -2, 1)
+    assert np.count_nonzero(result[~near_the_digit] > 0.1) <= 5  # the words are not kept as grey ink
+
+
 def test_faint_pencil_is_kept(digits):
     pencil = page_photo(digits[7], ink_strength=0.22, grain=0.01)
     result = to_mnist_format(pencil)
