@@ -5,6 +5,7 @@ A result file is one JSON document: {"benchmark", "schema_version", "machine", "
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -116,6 +117,15 @@ def write_json(path: Path, document: dict[str, Any]) -> Path:
         f.write("\n")
     os.replace(f.name, path)
     return path
+
+
+def parse_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None, config_from_args: Callable[[argparse.Namespace], Any]) -> Any:
+    """A benchmark's command line -> its config; a value the config refuses is a usage error (exit 2)."""
+    args = parser.parse_args(argv)
+    try:
+        return config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 def run_and_report(prog: str, run: Callable[[], dict[str, Any]], render: Callable[[dict[str, Any]], str],

@@ -39,6 +39,7 @@ from bench._machine import describe_machine, finish_machine_record, machine_summ
 from bench._report import (
     RESULTS_DIR,
     format_table,
+    parse_config,
     ratio,
     result_document,
     run_and_report,
@@ -329,11 +330,7 @@ def config_from_args(args: argparse.Namespace) -> PreprocessBenchConfig:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
+    config = parse_config(parser, argv, config_from_args)
     return run_and_report("bench.preprocess", lambda: run_benchmark(config), render, config.output, (BenchError,))
 
 

@@ -44,7 +44,13 @@ from bench._machine import (
     machine_summary,
     usable_cores,
 )
-from bench._report import RESULTS_DIR, format_table, result_document, run_and_report
+from bench._report import (
+    RESULTS_DIR,
+    format_table,
+    parse_config,
+    result_document,
+    run_and_report,
+)
 from bench.preprocess import BenchError, revision_pipeline
 from contracts.calibration import auroc, expected_calibration_error, softmax
 from contracts.data_dir import DATA_DIR_HELP, resolve_data_dir
@@ -442,11 +448,7 @@ def config_from_args(args: argparse.Namespace) -> RealInputsBenchConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
+    config = parse_config(parser, argv, config_from_args)
     return run_and_report("bench.real_inputs", lambda: run_benchmark(config), render, config.output, (BenchError,))
 
 

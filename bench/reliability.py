@@ -39,7 +39,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench._machine import describe_machine, finish_machine_record, machine_summary
-from bench._report import RESULTS_DIR, format_table, result_document, write_json
+from bench._report import (
+    RESULTS_DIR,
+    format_table,
+    parse_config,
+    result_document,
+    write_json,
+)
 from contracts.data_dir import DATA_DIR_ENV, DATA_DIR_HELP, resolve_data_dir
 from contracts.mnist_idx import mnist_raw_dir
 from harness.load import LoadError
@@ -314,11 +320,7 @@ def config_from_args(args: argparse.Namespace) -> ReliabilityConfig:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
+    config = parse_config(parser, argv, config_from_args)
     if not mnist_raw_dir(config.data_dir).is_dir():
         parser.error(f"MNIST not found under {mnist_raw_dir(config.data_dir)}: pass --data-dir or set {DATA_DIR_ENV}")
     machine = describe_machine()

@@ -57,6 +57,7 @@ from bench._report import (
     Latency,
     fmt,
     format_table,
+    parse_config,
     ratio,
     result_document,
     run_and_report,
@@ -834,13 +835,9 @@ def parse_worker_counts(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    config = parse_config(parser, argv, config_from_args)
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     log.setLevel(logging.INFO)
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
     return run_and_report("bench.serve", lambda: run_benchmark(config), render, config.output, (BenchError,))
 
 
